@@ -1,0 +1,182 @@
+"""The ``walproxy`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import trio
+
+from . import config as config_mod
+from . import logs
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = {}
+    if args.listen:
+        overrides["WALPROXY_PROXY_LISTEN"] = args.listen
+    if args.upstream:
+        overrides["WALPROXY_PROXY_UPSTREAM"] = args.upstream
+    if args.admin_listen is not None:
+        overrides["WALPROXY_ADMIN_LISTEN"] = args.admin_listen
+    try:
+        cfg = config_mod.load(args.config, {**os.environ, **overrides})
+    except config_mod.ConfigError as exc:
+        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log.format, cfg.log.level)
+    from .server import ProxyServer
+
+    server = ProxyServer(cfg)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, server.shutdown)
+            await server.run()  # returns once drained
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        structlog.get_logger("walproxy").error("cannot start", error=str(exc))
+        return 1
+    return 0
+
+
+async def _stop_on_signals(stop: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop()
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_mod.load(args.file)
+    except config_mod.ConfigError as exc:
+        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+    return 0
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    from .devcluster import ClusterError, DevCluster
+
+    workdir = (
+        Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="walproxy-dev-"))
+    )
+    cluster = DevCluster(
+        workdir,
+        brokers=args.brokers,
+        with_proxy=not args.no_proxy,
+        proxy_base_port=args.port,
+        admin_base_port=args.admin_port,
+    )
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print(f"starting Kafka ({args.brokers} broker(s)) in {workdir} ...", flush=True)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        print(f"walproxy dev up: {exc}", file=sys.stderr)
+        cluster.stop()
+        return 1
+    print("\nwalproxy dev cluster is up")
+    print(f"  bootstrap servers: {cluster.bootstrap}")
+    if cluster.with_proxy:
+        for node in cluster.broker_nodes:
+            print(
+                f"  broker {node.node_id}: walproxy {cluster.host}:{node.proxy_port} -> kafka "
+                f"{cluster.host}:{node.client_port}; metrics "
+                f"http://{cluster.host}:{node.admin_port}/metrics"
+            )
+    print(f"  cluster id: {cluster.cluster_id}; logs under {workdir}")
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while not stopping:
+            for node in cluster.nodes:
+                for proc in (node.process, node.proxy):
+                    if proc is not None and not proc.alive:
+                        print(f"{proc.name} exited:\n{proc.tail()}", file=sys.stderr)
+                        stopping = True
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        cluster.stop()
+    return 0
+
+
+def _wal(args: argparse.Namespace) -> int:
+    from wal import cli as wal_cli
+
+    return getattr(wal_cli, args.wal_command)(args.directory)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="walproxy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy")
+    run.add_argument("--config", help="TOML configuration file")
+    run.add_argument("--listen", help="override proxy.listen")
+    run.add_argument("--upstream", help="override proxy.upstream")
+    run.add_argument("--admin-listen", help="override admin.listen ('' disables)")
+    run.set_defaults(func=_run)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a file and print the effective config")
+    check.add_argument("file")
+    check.set_defaults(func=_config_check)
+
+    dev = sub.add_parser("dev", help="local development cluster")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="start Kafka (KRaft) with walproxy sidecars")
+    up.add_argument("--brokers", type=int, default=1)
+    up.add_argument("--no-proxy", action="store_true", help="clients talk to Kafka directly")
+    up.add_argument("--data-dir", help="where Kafka keeps data and logs (default: a temp dir)")
+    up.add_argument(
+        "--port", type=int, default=None, help="first sidecar port (default: free ports)"
+    )
+    up.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="first sidecar metrics port (default: free ports)",
+    )
+    up.set_defaults(func=_dev_up)
+
+    wal = sub.add_parser("wal", help="inspect a write-ahead log directory")
+    wal_sub = wal.add_subparsers(dest="wal_command", required=True)
+    for name, text in (
+        ("verify", "scan and report; non-zero exit on corruption"),
+        ("dump", "human-readable listing"),
+    ):
+        p = wal_sub.add_parser(name, help=text)
+        p.add_argument("directory")
+        p.set_defaults(func=_wal)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

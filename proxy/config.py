@@ -1,0 +1,196 @@
+"""Configuration: one TOML file, ``WALPROXY_<SECTION>_<KEY>`` environment overrides, validation.
+
+Every setting is a dataclass field with a default and a one-line description, so the schema
+is declared once and the loader, the validator and the docs read the same source. Errors
+name the setting (``proxy.max_frame_bytes``) and what is wrong with it, and stop start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is missing, of the wrong type or out of range; the message names it."""
+
+
+def _doc(text: str, **kw: Any) -> Any:
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    listen: str = _doc("Address clients connect to (host:port).", default="127.0.0.1:9092")
+    advertised: str = _doc(
+        "Address handed to clients for this broker; defaults to `listen`.", default=""
+    )
+    upstream: str = _doc(
+        "The Kafka broker listener this sidecar fronts (host:port).", default="127.0.0.1:19092"
+    )
+    node_id: int = _doc("Node id of the upstream broker; -1 if not known.", default=-1)
+    max_frame_bytes: int = _doc(
+        "Largest request or response frame accepted.", default=100 * 1024 * 1024
+    )
+    max_in_flight: int = _doc(
+        "Requests per connection forwarded and not yet answered; more back-pressure the client.",
+        default=64,
+    )
+    idle_timeout_s: float = _doc("Close a client connection idle this long.", default=600.0)
+    partial_frame_timeout_s: float = _doc(
+        "Close a connection whose started frame does not complete in this time.", default=30.0
+    )
+    upstream_connect_timeout_s: float = _doc(
+        "Deadline to connect to the upstream broker.", default=10.0
+    )
+    drain_timeout_s: float = _doc(
+        "On SIGTERM, how long in-flight requests may take before connections are closed.",
+        default=30.0,
+    )
+    peers: dict[str, str] = _doc(
+        "Node id -> walproxy address of every other broker (strict endpoint checking).",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class AdminSection:
+    listen: str = _doc(
+        "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
+    )
+
+
+@dataclass(frozen=True)
+class LogSection:
+    format: str = _doc("`console` or `json`.", default="console")
+    level: str = _doc("debug, info, warning or error.", default="info")
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxySection = field(default_factory=ProxySection)
+    admin: AdminSection = field(default_factory=AdminSection)
+    log: LogSection = field(default_factory=LogSection)
+
+
+def parse_address(value: str, setting: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting}: expected host:port, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _coerce(setting: str, typ: Any, value: Any) -> Any:
+    if typ in ("int", int):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{setting}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{setting}: expected an integer, got {value!r}") from None
+    if typ in ("float", float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{setting}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{setting}: expected a number, got {value!r}") from None
+    if typ in ("str", str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{setting}: expected a string, got {value!r}")
+        return value
+    if typ in ("dict[str, str]",):
+        if isinstance(value, str):  # from the environment: "1=host:9092,2=host:9093"
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"{setting}: expected id=host:port,... got {value!r}")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{setting}: expected a table, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    raise AssertionError(f"unhandled type {typ!r} for {setting}")
+
+
+def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown setting")
+    values = {k: _coerce(f"{name}.{k}", known[k].type, v) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    sections = {f.name for f in dataclasses.fields(Config)}
+    for key, value in env.items():
+        if not key.startswith("WALPROXY_"):
+            continue
+        section, _, name = key[len("WALPROXY_") :].lower().partition("_")
+        if section in sections and name:
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply environment overrides, validate, return the config."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, values in _env_overrides(os.environ if env is None else env).items():
+        raw.setdefault(section, {}).update(values)
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section")
+    built = {}
+    for name, f in sections.items():
+        section_raw = raw.get(name, {})
+        if not isinstance(section_raw, Mapping):
+            raise ConfigError(f"{name}: expected a table")
+        built[name] = _build_section(name, f.default_factory, section_raw)  # type: ignore[misc]
+    config = Config(**built)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    p = config.proxy
+    parse_address(p.listen, "proxy.listen")
+    parse_address(p.upstream, "proxy.upstream")
+    if p.advertised:
+        parse_address(p.advertised, "proxy.advertised")
+    for node, addr in p.peers.items():
+        if not node.lstrip("-").isdigit():
+            raise ConfigError(f"proxy.peers: node id {node!r} is not an integer")
+        parse_address(addr, f"proxy.peers.{node}")
+    positive = {
+        "proxy.max_frame_bytes": p.max_frame_bytes,
+        "proxy.max_in_flight": p.max_in_flight,
+        "proxy.idle_timeout_s": p.idle_timeout_s,
+        "proxy.partial_frame_timeout_s": p.partial_frame_timeout_s,
+        "proxy.upstream_connect_timeout_s": p.upstream_connect_timeout_s,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if p.drain_timeout_s < 0:
+        raise ConfigError(f"proxy.drain_timeout_s: must not be negative, got {p.drain_timeout_s}")
+    if p.max_frame_bytes > 2**31 - 1:
+        raise ConfigError("proxy.max_frame_bytes: must fit a Kafka int32 frame size")
+    if config.admin.listen:
+        parse_address(config.admin.listen, "admin.listen")
+    if config.log.format not in ("console", "json"):
+        raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level: expected debug/info/warning/error, got {config.log.level!r}")

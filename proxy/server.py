@@ -1,0 +1,185 @@
+"""The proxy server: accepts clients, pairs each with an upstream connection, drains on stop."""
+
+from __future__ import annotations
+
+import errno
+import functools
+
+import structlog
+import trio
+
+from . import apiversions, endpoints, metrics
+from .admin import AdminServer
+from .config import Config, parse_address
+from .connection import ConnectionSettings, ProxyConnection, ResponseFilter
+from .produce_skim import PRODUCE_API_KEY
+
+log = structlog.get_logger("walproxy.server")
+
+#: The APIs the proxy looks inside; ApiVersions advertises only versions it can decode.
+DECODED_APIS = frozenset({PRODUCE_API_KEY, apiversions.API_VERSIONS, *endpoints.REWRITTEN_APIS})
+
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFilter]:
+    limits = apiversions.decoded_api_limits(DECODED_APIS)
+
+    def clamp_versions(version: int, payload: memoryview) -> bytes | memoryview:
+        return apiversions.rewrite_response(version, payload, limits)
+
+    def counted(api_key: int, version: int, payload: memoryview) -> bytes | memoryview:
+        return endpoints.rewrite_response(api_key, version, payload, _counting(resolver))
+
+    filters: dict[int, ResponseFilter] = {apiversions.API_VERSIONS: clamp_versions}
+    for key in endpoints.REWRITTEN_APIS:
+        filters[key] = functools.partial(counted, key)
+    return filters
+
+
+def _counting(resolver: endpoints.Resolver) -> endpoints.Resolver:
+    def resolve(node_id: int, host: str, port: int) -> endpoints.Address | None:
+        target = resolver(node_id, host, port)
+        if target is None:
+            metrics.ENDPOINTS_WITHHELD.inc()
+            log.warning(
+                "withholding broker endpoint with no walproxy address",
+                node_id=node_id,
+                host=host,
+                port=port,
+            )
+        return target
+
+    return resolve
+
+
+def sidecar_resolver(config: Config) -> endpoints.SidecarEndpoints:
+    p = config.proxy
+    return endpoints.SidecarEndpoints(
+        upstream=parse_address(p.upstream, "proxy.upstream"),
+        advertised=parse_address(p.advertised or p.listen, "proxy.advertised"),
+        node_id=p.node_id if p.node_id >= 0 else None,
+        peers={int(k): parse_address(v, f"proxy.peers.{k}") for k, v in p.peers.items()},
+    )
+
+
+class ProxyServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        p = config.proxy
+        self._upstream = parse_address(p.upstream, "proxy.upstream")
+        self._settings = ConnectionSettings(
+            max_frame_bytes=p.max_frame_bytes,
+            max_in_flight=p.max_in_flight,
+            idle_timeout_s=p.idle_timeout_s,
+            partial_frame_timeout_s=p.partial_frame_timeout_s,
+            response_filters=build_response_filters(sidecar_resolver(config)),
+        )
+        self._connections: set[ProxyConnection] = set()
+        self._no_connections = trio.Event()
+        self._no_connections.set()
+        self._stop = trio.Event()
+        self.draining = False
+        self.port: int | None = None
+        self.admin_port: int | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        return True, "ready"
+
+    def shutdown(self) -> None:
+        """Begin a graceful drain (idempotent)."""
+        self._stop.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        host, port = parse_address(self.config.proxy.listen, "proxy.listen")
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            if self.config.admin.listen:
+                ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
+                self.admin_port = await nursery.start(AdminServer(self.ready).serve, ahost, aport)
+            accept_scope = trio.CancelScope()
+
+            async def accept_all() -> None:
+                with accept_scope:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(self._accept_loop, listener, nursery)
+
+            nursery.start_soon(accept_all)
+            log.info(
+                "walproxy listening",
+                listen=f"{host}:{self.port}",
+                upstream="%s:%d" % self._upstream,
+            )
+            task_status.started(self)
+            await self._stop.wait()
+            self.draining = True
+            accept_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            log.info(
+                "draining",
+                connections=len(self._connections),
+                timeout_s=self.config.proxy.drain_timeout_s,
+            )
+            for conn in list(self._connections):
+                conn.drain()
+            with trio.move_on_after(self.config.proxy.drain_timeout_s) as scope:
+                await self._no_connections.wait()
+            if scope.cancelled_caught:
+                log.warning(
+                    "drain timed out; closing remaining connections",
+                    connections=len(self._connections),
+                )
+            nursery.cancel_scope.cancel()
+        log.info("walproxy stopped")
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    log.error("accept failed; retrying", error=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(self._serve_client, stream)
+
+    async def _serve_client(self, client: trio.SocketStream) -> None:
+        try:
+            peer = "%s:%d" % client.socket.getpeername()[:2]
+        except OSError:
+            peer = "?"
+        metrics.CONNECTIONS_TOTAL.inc()
+        try:
+            with trio.fail_after(self.config.proxy.upstream_connect_timeout_s):
+                upstream = await trio.open_tcp_stream(*self._upstream)
+        except (OSError, trio.TooSlowError) as exc:
+            metrics.UPSTREAM_ERRORS.labels("connect").inc()
+            log.warning(
+                "cannot reach upstream broker; closing client",
+                peer=peer,
+                upstream="%s:%d" % self._upstream,
+                error=str(exc) or "timeout",
+            )
+            await trio.aclose_forcefully(client)
+            return
+        conn = ProxyConnection(client, upstream, self._settings, peer=peer)
+        self._connections.add(conn)
+        self._no_connections = trio.Event() if len(self._connections) == 1 else self._no_connections
+        metrics.CONNECTIONS.inc()
+        try:
+            if self.draining:
+                conn.drain()
+            await conn.run()
+        finally:
+            metrics.CONNECTIONS.dec()
+            self._connections.discard(conn)
+            if not self._connections:
+                self._no_connections.set()
