@@ -2,10 +2,11 @@
 
 Used by ``walproxy dev up``, ``make demo``, the tests and the benchmarks. A cluster is either
 one combined broker+controller node (the default) or one controller plus N brokers, each a
-separate JVM. Every broker gets two listeners: ``CLIENT`` (advertised as its walproxy
-sidecar, so clients always come back through the proxy) and ``INTERNAL`` (inter-broker
-traffic, direct). Sidecars run as ``python -m proxy run`` subprocesses so tests can SIGKILL,
-SIGSTOP and restart them like real deployments.
+separate JVM. Every broker gets three listeners: ``CLIENT`` (advertised as its walproxy
+sidecar, so clients always come back through the proxy), ``INTERNAL`` (inter-broker traffic)
+and ``DIRECT`` (advertised as itself, so tests and benchmarks can compare with clients that
+talk to the same broker without the proxy). Sidecars run as ``python -m proxy run``
+subprocesses so tests can SIGKILL, SIGSTOP and restart them like real deployments.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class KafkaNode:
     controller_port: int | None = None
     client_port: int | None = None  # the broker's CLIENT listener (what the sidecar fronts)
     internal_port: int | None = None
+    direct_port: int | None = None  # a listener advertised as itself: clients bypass walproxy
     proxy_port: int | None = None  # the sidecar's port, advertised for CLIENT
     admin_port: int | None = None  # the sidecar's /metrics port
     process: ManagedProcess | None = None
@@ -165,7 +167,7 @@ class KafkaNode:
         return port
 
 
-@dataclass
+@dataclass(eq=False)
 class DevCluster:
     """A local KRaft cluster; ``start()`` blocks until every broker is registered."""
 
@@ -196,6 +198,7 @@ class DevCluster:
         for i, node in enumerate(self.broker_nodes):
             node.client_port = free_port(self.host)
             node.internal_port = free_port(self.host)
+            node.direct_port = free_port(self.host)
             if self.with_proxy:
                 node.proxy_port = (
                     self.proxy_base_port + i
@@ -226,8 +229,8 @@ class DevCluster:
 
     @property
     def direct_bootstrap(self) -> str:
-        """The brokers' own CLIENT listeners (advertising the sidecars when proxied)."""
-        return ",".join(f"{self.host}:{n.client_port}" for n in self.broker_nodes)
+        """The brokers' DIRECT listeners: clients that never touch walproxy."""
+        return ",".join(f"{self.host}:{n.direct_port}" for n in self.broker_nodes)
 
     def node(self, node_id: int) -> KafkaNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -256,7 +259,7 @@ class DevCluster:
             "auto.create.topics.enable": "true",
             "num.partitions": "1",
             "listener.security.protocol.map": (
-                "CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT"
+                "CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,DIRECT:PLAINTEXT"
             ),
         }
         listeners = []
@@ -266,9 +269,11 @@ class DevCluster:
             listeners += [
                 f"CLIENT://{h}:{node.client_port}",
                 f"INTERNAL://{h}:{node.internal_port}",
+                f"DIRECT://{h}:{node.direct_port}",
             ]
             props["advertised.listeners"] = (
-                f"CLIENT://{h}:{node.advertised_port},INTERNAL://{h}:{node.internal_port}"
+                f"CLIENT://{h}:{node.advertised_port},INTERNAL://{h}:{node.internal_port},"
+                f"DIRECT://{h}:{node.direct_port}"
             )
             props["inter.broker.listener.name"] = "INTERNAL"
         props["listeners"] = ",".join(listeners)

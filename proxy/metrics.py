@@ -42,7 +42,9 @@ REQUEST_LATENCY = Histogram(
 BYTES_IN = Counter("walproxy_client_bytes_received_total", "Bytes received from clients.")
 BYTES_OUT = Counter("walproxy_client_bytes_sent_total", "Bytes sent to clients.")
 CONNECTIONS = Gauge("walproxy_client_connections_open", "Open client connections.")
-CONNECTIONS_TOTAL = Counter("walproxy_client_connections_accepted_total", "Client connections accepted.")
+CONNECTIONS_TOTAL = Counter(
+    "walproxy_client_connections_accepted_total", "Client connections accepted."
+)
 IN_FLIGHT = Gauge("walproxy_in_flight_requests", "Requests forwarded and not yet answered.")
 DECODE_ERRORS = Counter(
     "walproxy_decode_errors_total",

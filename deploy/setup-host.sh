@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the host packages walproxy's demo and tests need, when missing:
+# Java 17+ (Kafka 4.x), Maven (fetches the Kafka jars), Python 3.11, kcat (a test client).
+set -euo pipefail
+need=()
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v kcat >/dev/null || need+=(kcat)
+command -v python3.11 >/dev/null || need+=(python3.11 python3.11-venv)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "walproxy setup: please install: ${need[*]}" >&2
+  exit 1
+fi
+echo "walproxy setup: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,73 @@
+"""Shared fixtures: one real Kafka (KRaft) cluster behind a walproxy sidecar per test session.
+
+The broker comes from Maven Central jars (``proxy.devcluster``). Where a Docker engine exists,
+``WALPROXY_TEST_KAFKA=testcontainers`` takes the broker from the ``apache/kafka`` image instead
+(see tests/kafka_container.py). Broker and proxy logs stay in ``test-artifacts/`` for
+post-mortems.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.devcluster import DevCluster
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kafka(artifacts_dir: Path) -> Iterator[DevCluster]:
+    """A single-node Kafka with a walproxy sidecar; ``.bootstrap`` goes through the proxy."""
+    if os.environ.get("WALPROXY_TEST_KAFKA") == "testcontainers":
+        from tests.kafka_container import container_cluster
+
+        with container_cluster(_fresh(artifacts_dir / "kafka-container")) as cluster:
+            yield cluster
+        return
+    cluster = DevCluster(_fresh(artifacts_dir / "kafka-1"), brokers=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka: DevCluster) -> str:
+    return kafka.bootstrap
+
+
+@pytest.fixture
+def new_topic(kafka: DevCluster) -> Callable[..., str]:
+    """Create a uniquely named topic (through the proxy) and return its name."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+
+    def make(partitions: int = 1, replication: int = 1, **config: str) -> str:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        futures = admin.create_topics(
+            [NewTopic(name, partitions, replication, config=config)], operation_timeout=30
+        )
+        futures[name].result(60)
+        return name
+
+    return make

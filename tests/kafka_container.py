@@ -1,0 +1,54 @@
+"""The broker from testcontainers (``apache/kafka`` image) instead of the jar launcher.
+
+Selected with ``WALPROXY_TEST_KAFKA=testcontainers`` on machines with a Docker engine. The
+container's client listener advertises the walproxy sidecar's host port, and the sidecar runs
+on the host as in the jar set-up, so the tests see the same ``DevCluster`` shape. Not run in
+this project's CI (its machines have no Docker engine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from proxy.devcluster import DevCluster, KafkaNode, ManagedProcess, free_port
+
+IMAGE = "apache/kafka:4.1.1"
+
+
+@contextlib.contextmanager
+def container_cluster(workdir: Path) -> Iterator[DevCluster]:
+    from testcontainers.core.container import DockerContainer
+
+    proxy_port, admin_port = free_port(), free_port()
+    node = KafkaNode(
+        1, "broker,controller", workdir / "node-1", proxy_port=proxy_port, admin_port=admin_port
+    )
+    container = (
+        DockerContainer(IMAGE)
+        .with_exposed_ports(9092)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_LISTENERS", "CLIENT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"CLIENT://127.0.0.1:{proxy_port}")
+        .with_env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+        .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "CLIENT")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+    )
+    with container:
+        node.client_port = int(container.get_exposed_port(9092))
+        cluster = DevCluster(workdir, brokers=1)
+        cluster.nodes = [node]
+        node.directory.mkdir(parents=True, exist_ok=True)
+        proxy: ManagedProcess = cluster.start_proxy(1)
+        try:
+            cluster.wait_ready(120)
+            yield cluster
+        finally:
+            proxy.stop()
