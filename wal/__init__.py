@@ -1,0 +1,75 @@
+"""walproxy's write-ahead log: durable, group-committed, crash-checked.
+
+This package owns everything about making an entry durable on local storage
+before it is acknowledged -- and nothing about Kafka: entries are opaque
+bytes with a small caller-chosen integer type (e.g. the produce path's
+"batch" and "outcome" entries).  See docs/wal-format.md for the on-disk format.
+
+Public API::
+
+    from wal import open_wal, WalConfig
+
+    async with open_wal("/var/lib/walproxy/wal", config=WalConfig()) as wal:
+        lsn: int = await wal.append(payload, type=1)        # returns once durable
+        lsns: list[int] = await wal.append_many([(1, b"a"), (2, b"b")])  # one group
+        for entry in wal.read_from(lsn):                    # sync, durable entries only
+            entry.lsn, entry.type, entry.payload
+        async for entry in wal.follow(lsn):                  # async tail, waits for more
+            ...
+        await wal.trim(upto_lsn)                            # frees whole segments
+        wal.first_lsn, wal.last_durable_lsn, wal.fenced, wal.direct_io, wal.epoch
+
+* ``append`` payloads: bytes-like, up to ``wal.max_entry_size`` (segment_size
+  minus three blocks and a 32-byte header: ~64 MiB by default, so 16 MiB
+  entries fit); larger raises WalEntryTooLargeError.  Types 0..239 are the
+  caller's; 240..255 are reserved for the WAL (SEAL, PAD).
+* Back-pressure, never drops: appends wait when the queue
+  (max_pending_bytes/entries) or the size cap (max_bytes) is full.
+* Errors: WalFencedError (an I/O error happened; nothing is acked any more,
+  reopen to recover), WalCorruptionError (refuses to open; names file and
+  offset), WalLockedError (another writer holds the directory), WalClosedError,
+  WalTrimmedError.
+* Operators: ``python -m wal verify DIR`` / ``python -m wal dump DIR`` (read-only),
+  also as functions ``wal.cli.verify(dir) -> int`` and ``wal.cli.dump(dir) -> int``.
+* Metrics: prometheus_client default registry, prefix ``walproxy_wal_``
+  (see wal.metrics).
+
+Modules: record/segment/superblock (sans-IO format), recovery (judging a
+directory), backend (storage protocol), file_backend (O_DIRECT files),
+memory_backend (crash simulator for tests), writer (trio group commit),
+reader, dio, metrics, config, cli.
+"""
+
+from .backend import Backend, SegmentHandle
+from .config import WalConfig
+from .errors import (
+    WalClosedError,
+    WalCorruptionError,
+    WalEntryTooLargeError,
+    WalError,
+    WalFencedError,
+    WalLockedError,
+    WalTrimmedError,
+)
+from .file_backend import FileBackend
+from .reader import Entry
+from .record import MAX_USER_TYPE
+from .writer import Wal, open_wal
+
+__all__ = [
+    "MAX_USER_TYPE",
+    "Backend",
+    "Entry",
+    "FileBackend",
+    "SegmentHandle",
+    "Wal",
+    "WalClosedError",
+    "WalConfig",
+    "WalCorruptionError",
+    "WalEntryTooLargeError",
+    "WalError",
+    "WalFencedError",
+    "WalLockedError",
+    "WalTrimmedError",
+    "open_wal",
+]

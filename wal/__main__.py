@@ -1,0 +1,7 @@
+"""`python -m wal verify DIR` / `python -m wal dump DIR`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""WAL tuning knobs (all sizes in bytes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class WalConfig:
+    #: Preallocated size of each segment file.  The largest entry is
+    #: ``segment_size - 3 * block_size - 32`` (header block, seal block, record
+    #: header); bigger appends raise WalEntryTooLargeError.
+    segment_size: int = 64 * MiB
+    #: Size cap: at most ``max_bytes // segment_size`` live segments (at least 2).
+    #: When reached, appends wait (back-pressure) until `trim` frees a segment.
+    #: None = unbounded.
+    max_bytes: int | None = None
+    #: Largest group (one write + one sync).  A single entry bigger than this
+    #: is written as a group of its own.
+    max_group_bytes: int = 4 * MiB
+    #: Most entries per group.
+    max_group_entries: int = 8192
+    #: Bound of the append queue (payload bytes waiting for the writer).
+    max_pending_bytes: int = 64 * MiB
+    #: Bound of the append queue (entries waiting for the writer).
+    max_pending_entries: int = 65536
+    #: Group alignment; None = max(4096, the file system's Direct IO alignment).
+    block_size: int | None = None
+    #: None = probe O_DIRECT and fall back to buffered + fdatasync; False = never.
+    direct_io: bool | None = None
+    #: Zero-fill new segment files (True) or only fallocate them.  Zero-filled
+    #: space is much faster to overwrite with O_DSYNC (no extent conversion).
+    zero_fill: bool = True
+    #: Trimmed segment files kept (renamed to spare-*.wal) for reuse instead of
+    #: deleted; the writer also prepares one spare in the background.
+    spare_segments: int = 2
+    #: Prepare a spare segment in the background when none is left.
+    prepare_spares: bool = True
+    #: At most this many bytes cut from a torn tail are saved in torn-*.bin.
+    torn_save_max: int = 32 * MiB

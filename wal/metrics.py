@@ -1,0 +1,42 @@
+"""Prometheus metrics of the WAL (default registry, prefix ``walproxy_wal_``).
+
+Created once at import time: prometheus_client refuses to register the same
+name twice in one registry, so tests that open many WALs must share these.
+With several WALs in one process the gauges describe the most recently
+updated one (the proxy opens exactly one).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+)
+_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+APPEND_LATENCY = Histogram(
+    "walproxy_wal_append_latency_seconds",
+    "Time from append() call to durable acknowledgement",
+    buckets=_LATENCY_BUCKETS,
+)
+SYNC_LATENCY = Histogram(
+    "walproxy_wal_sync_latency_seconds",
+    "Time of one group write + sync",
+    buckets=_LATENCY_BUCKETS,
+)
+GROUP_SIZE = Histogram(
+    "walproxy_wal_group_size_entries",
+    "Entries made durable by one write + sync (group commit size)",
+    buckets=_GROUP_BUCKETS,
+)
+BYTES_WRITTEN = Counter("walproxy_wal_bytes_written", "Bytes written to segments (incl. padding)")
+APPENDS = Counter("walproxy_wal_appends", "Entries appended durably")
+SEGMENTS = Gauge("walproxy_wal_segments", "Live segment files")
+USED_BYTES = Gauge("walproxy_wal_used_bytes", "Bytes of live segment files")
+FENCED = Gauge("walproxy_wal_fenced", "1 when the WAL is fenced after an I/O error")
+DIRECT_IO = Gauge("walproxy_wal_direct_io", "1 = O_DIRECT in use, 0 = buffered + fdatasync")
+TORN_TRUNCATIONS = Counter(
+    "walproxy_wal_torn_tail_truncations", "Torn tails cut off during recovery"
+)

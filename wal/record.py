@@ -1,0 +1,198 @@
+"""Sans-IO record format: encode groups of records, decode and scan byte buffers.
+
+Nothing here does I/O, so the format can be property-tested exhaustively and a
+reader in another language can be checked against `docs/wal-format.md`.
+
+Layout of one record (all integers little endian), see docs/wal-format.md::
+
+    0  u32 magic       0x52574C57 ("WLWR" read as little-endian bytes "WLWR")
+    4  u8  type        caller type 0..239, 0xFE = SEAL, 0xFF = PAD
+    5  u8  flags       bit 0 = first record of a group (aligned write)
+    6  u16 reserved    0
+    8  u32 length      payload length in bytes
+    12 u32 body_crc    CRC32C(payload)  (0 for PAD)
+    16 u64 lsn         log sequence number (0 for PAD)
+    24 u32 group_len   for the first record of a group: bytes in the group; else 0
+    28 u32 header_crc  CRC32C(salt || bytes 0..27)
+
+followed by the payload and zero bytes up to a multiple of RECORD_ALIGN.  The
+16-byte *salt* is (epoch, segno) of the segment the record lives in; it is not
+stored in the record.  A record written by an earlier incarnation of the same
+space (recycled segment file, a previous writer epoch) therefore can never
+validate, which is what makes scanning preallocated/recycled space safe.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+import crc32c
+
+RECORD_MAGIC = 0x52574C57
+RECORD_HEADER = struct.Struct("<IBBHIIQII")
+HEADER_SIZE = RECORD_HEADER.size  # 32
+RECORD_ALIGN = 32
+FLAG_GROUP_START = 0x01
+
+#: Highest record type a caller may use; 0xF0..0xFF are the WAL's own.
+MAX_USER_TYPE = 0xEF
+TYPE_SEAL = 0xFE
+TYPE_PAD = 0xFF
+
+assert HEADER_SIZE == 32
+
+
+def crc(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """CRC32C (Castagnoli), continuing from `value` (crc(a+b) == crc(b, crc(a)))."""
+    return crc32c.crc32c(data, value=value)
+
+
+def make_salt(epoch: int, segno: int) -> bytes:
+    """The 16 bytes mixed into every header CRC of a segment."""
+    return struct.pack("<QQ", epoch, segno)
+
+
+def align_up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def record_size(payload_len: int) -> int:
+    """Bytes a record occupies on disk including its alignment padding."""
+    return align_up(HEADER_SIZE + payload_len, RECORD_ALIGN)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    type: int
+    flags: int
+    length: int
+    body_crc: int
+    lsn: int
+    group_len: int
+    header_crc: int
+
+    @property
+    def group_start(self) -> bool:
+        return bool(self.flags & FLAG_GROUP_START)
+
+    @property
+    def size(self) -> int:
+        return record_size(self.length)
+
+
+def encode_record(
+    buf: memoryview | bytearray,
+    pos: int,
+    *,
+    salt_crc: int,
+    lsn: int,
+    type: int,
+    payload: bytes | bytearray | memoryview,
+    flags: int = 0,
+    group_len: int = 0,
+) -> int:
+    """Write one record into `buf` at `pos`; return the position after it.
+
+    The payload is copied exactly once (into `buf`); its CRC is computed from the
+    source while the header CRC chains from the precomputed salt CRC.
+    """
+    n = len(payload)
+    body_crc = 0 if type == TYPE_PAD else crc(payload)
+    RECORD_HEADER.pack_into(buf, pos, RECORD_MAGIC, type, flags, 0, n, body_crc, lsn, group_len, 0)
+    hcrc = crc(memoryview(buf)[pos : pos + 28], salt_crc)
+    struct.pack_into("<I", buf, pos + 28, hcrc)
+    start = pos + HEADER_SIZE
+    if type != TYPE_PAD:
+        buf[start : start + n] = payload
+    else:
+        buf[start : start + n] = bytes(n)
+    end = start + n
+    padded = align_up(end, RECORD_ALIGN)
+    if padded != end:
+        buf[end:padded] = bytes(padded - end)
+    return padded
+
+
+def encode_group(
+    buf: memoryview | bytearray,
+    *,
+    salt_crc: int,
+    first_lsn: int,
+    entries: list[tuple[int, bytes | bytearray | memoryview]],
+    block: int,
+) -> int:
+    """Encode `entries` (type, payload) with consecutive LSNs, padded to `block`.
+
+    Returns the group length (a multiple of `block`).  The first record carries
+    FLAG_GROUP_START and the group length; a PAD record fills the rest of the
+    last block so the next group starts block-aligned.  Because records are
+    32-byte aligned and blocks are multiples of 32, the gap is either 0 or at
+    least one header long.
+    """
+    total = sum(record_size(len(p)) for _, p in entries)
+    glen = align_up(total, block)
+    pos = 0
+    lsn = first_lsn
+    for i, (typ, payload) in enumerate(entries):
+        if i == 0:
+            pos = encode_record(
+                buf, pos, salt_crc=salt_crc, lsn=lsn, type=typ, payload=payload,
+                flags=FLAG_GROUP_START, group_len=glen,
+            )
+        else:
+            pos = encode_record(buf, pos, salt_crc=salt_crc, lsn=lsn, type=typ, payload=payload)
+        lsn += 1
+    if pos < glen:
+        pad_payload = glen - pos - HEADER_SIZE
+        encode_record(buf, pos, salt_crc=salt_crc, lsn=0, type=TYPE_PAD, payload=bytes(pad_payload))
+    return glen
+
+
+def group_size(payload_lens: list[int], block: int) -> int:
+    """Bytes a group with these payload lengths occupies (see encode_group)."""
+    return align_up(sum(record_size(n) for n in payload_lens), block)
+
+
+class RecordError(Enum):
+    """Why the bytes at an offset are not a valid record."""
+
+    SHORT = "short read (end of data inside the record)"
+    MAGIC = "bad magic"
+    HEADER_CRC = "header CRC mismatch"
+    BODY_CRC = "body CRC mismatch"
+    RESERVED = "reserved field not zero"
+    LSN = "LSN out of sequence"
+    GROUP = "group structure violated (group start/length)"
+    SIZE = "record extends past its group or the segment"
+
+
+def decode_header(
+    data: bytes | bytearray | memoryview, pos: int, salt_crc: int
+) -> RecordHeader | RecordError:
+    """Validate and decode the header at `pos` (body not checked)."""
+    if pos + HEADER_SIZE > len(data):
+        return RecordError.SHORT
+    magic, typ, flags, reserved, length, body_crc, lsn, glen, hcrc = RECORD_HEADER.unpack_from(
+        data, pos
+    )
+    if magic != RECORD_MAGIC:
+        return RecordError.MAGIC
+    if crc(memoryview(data)[pos : pos + 28], salt_crc) != hcrc:
+        return RecordError.HEADER_CRC
+    if reserved != 0:
+        return RecordError.RESERVED
+    return RecordHeader(typ, flags, length, body_crc, lsn, glen, hcrc)
+
+
+def check_body(
+    data: bytes | bytearray | memoryview, pos: int, hdr: RecordHeader
+) -> RecordError | None:
+    """Check that the whole body is present and (except for PAD) matches its CRC."""
+    start = pos + HEADER_SIZE
+    if start + hdr.length > len(data):
+        return RecordError.SHORT
+    if hdr.type != TYPE_PAD and crc(memoryview(data)[start : start + hdr.length]) != hdr.body_crc:
+        return RecordError.BODY_CRC
+    return None

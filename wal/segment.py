@@ -1,0 +1,231 @@
+"""Sans-IO segment format: the segment header and scanning a segment's bytes.
+
+A segment file is ``seg-<segno as 16 hex digits>.wal``.  Its first `data_offset`
+bytes (one or more blocks) hold the header; records follow, written in
+block-aligned *groups* (one group = one write + one sync).  See
+docs/wal-format.md for the full description.
+
+Header layout (64 bytes, little endian)::
+
+    0  8s magic "WALSEG01"
+    8  u32 format version (1)
+    12 u32 block_size     alignment of every group write in this segment
+    16 u64 epoch          writer epoch that created this segment instance  } the salt
+    24 u64 segno          segment number (strictly increasing in a dir)     }
+    32 u64 first_lsn      LSN of the first record of this segment
+    40 u64 segment_size   preallocated size in bytes
+    48 u32 data_offset    where the first group starts
+    52 u64 reserved       0
+    60 u32 crc32c of bytes 0..59
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .record import (
+    HEADER_SIZE,
+    TYPE_PAD,
+    TYPE_SEAL,
+    RecordError,
+    RecordHeader,
+    check_body,
+    crc,
+    decode_header,
+    make_salt,
+)
+
+SEG_MAGIC = b"WALSEG01"
+SEG_VERSION = 1
+SEG_STRUCT = struct.Struct("<8sIIQQQQIQI")
+SEG_HEADER_SIZE = SEG_STRUCT.size
+SEG_PREFIX = "seg-"
+SEG_SUFFIX = ".wal"
+
+assert SEG_HEADER_SIZE == 64
+
+
+def segment_name(segno: int) -> str:
+    return f"{SEG_PREFIX}{segno:016x}{SEG_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The segment number encoded in a file name, or None for other files."""
+    if not (name.startswith(SEG_PREFIX) and name.endswith(SEG_SUFFIX)):
+        return None
+    digits = name[len(SEG_PREFIX) : -len(SEG_SUFFIX)]
+    if len(digits) != 16:
+        return None
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    block_size: int
+    epoch: int
+    segno: int
+    first_lsn: int
+    segment_size: int
+    data_offset: int
+    version: int = SEG_VERSION
+
+    @property
+    def salt(self) -> bytes:
+        return make_salt(self.epoch, self.segno)
+
+    @property
+    def salt_crc(self) -> int:
+        return crc(self.salt)
+
+
+def encode_segment_header(h: SegmentHeader) -> bytes:
+    """The header block: 64 meaningful bytes, zero padded to `data_offset`."""
+    body = SEG_STRUCT.pack(SEG_MAGIC, h.version, h.block_size, h.epoch, h.segno, h.first_lsn,
+                           h.segment_size, h.data_offset, 0, 0)
+    body = body[:60] + struct.pack("<I", crc(body[:60]))
+    return body + bytes(h.data_offset - SEG_HEADER_SIZE)
+
+
+def decode_segment_header(data: bytes | memoryview) -> SegmentHeader | None:
+    if len(data) < SEG_HEADER_SIZE:
+        return None
+    magic, ver, block, epoch, segno, first, size, doff, _r, c = SEG_STRUCT.unpack_from(data, 0)
+    if magic != SEG_MAGIC or crc(bytes(data[:60])) != c:
+        return None
+    if block < 512 or block % 32 or doff < SEG_HEADER_SIZE or doff % block:
+        return None
+    return SegmentHeader(block, epoch, segno, first, size, doff, ver)
+
+
+class EndKind(Enum):
+    """How the scan of a segment stopped."""
+
+    SEAL = "sealed"  # a valid SEAL record: the writer finished this segment on purpose
+    EOF = "eof"  # the data ended exactly at a record boundary (e.g. truncated on recovery)
+    BAD = "bad"  # an invalid record at `bad_offset` (torn tail or corruption, see caller)
+
+
+@dataclass(slots=True)
+class SegmentScan:
+    """Result of scanning one segment's bytes; pure data, no judgement across segments."""
+
+    header: SegmentHeader
+    end_kind: EndKind = EndKind.EOF
+    end_offset: int = 0  # offset just after the last valid group/record (where a writer resumes)
+    next_lsn: int = 0  # LSN the next record after this segment must have
+    records: int = 0  # data records (excluding PAD and SEAL)
+    bad_offset: int | None = None
+    bad_reason: RecordError | None = None
+    later_group_offset: int | None = None  # valid group start *after* the bad spot => corruption
+    group_lsns: list[int] = field(default_factory=list)  # sparse index: first LSN of each group
+    group_offsets: list[int] = field(default_factory=list)  # ... and its offset
+
+    @property
+    def last_lsn(self) -> int:
+        return self.next_lsn - 1
+
+
+RecordCallback = Callable[[int, RecordHeader, RecordError | None], None]
+
+
+def scan_segment(
+    data: bytes | bytearray | memoryview,
+    header: SegmentHeader,
+    *,
+    on_record: RecordCallback | None = None,
+) -> SegmentScan:
+    """Walk the records of a segment image and stop at the first invalid one.
+
+    `data` is the whole file (header included).  Every record must validate
+    (magic, header CRC with the segment salt, body CRC), carry the expected LSN
+    and respect group boundaries.  At the first failure we additionally look
+    for a *valid group start at any later block boundary*: one only exists if
+    a later write of this same segment instance reached the disk, so the bad
+    record cannot be a torn tail (we never issue a write before the previous one
+    is durable).  The caller decides what BAD means for the log as a whole.
+    """
+    view = memoryview(data)
+    salt_crc = header.salt_crc
+    block = header.block_size
+    res = SegmentScan(header=header, next_lsn=header.first_lsn, end_offset=header.data_offset)
+    pos = header.data_offset
+    group_end: int | None = None  # end of the current group, None between groups
+    expect = header.first_lsn
+
+    def bad(reason: RecordError, hdr: RecordHeader | None) -> SegmentScan:
+        res.end_kind = EndKind.BAD
+        res.bad_offset = pos
+        res.bad_reason = reason
+        if on_record is not None and hdr is not None:
+            on_record(pos, hdr, reason)
+        # where a later write could start: after the current group if we know it
+        search_from = pos + 1
+        if group_end is not None and group_end > pos:
+            search_from = group_end
+        res.later_group_offset = find_group_start(view, salt_crc, block, search_from, expect)
+        return res
+
+    size = len(view)
+    while True:
+        if pos == size and group_end is None:
+            res.end_kind = EndKind.EOF
+            return res
+        got = decode_header(view, pos, salt_crc)
+        if isinstance(got, RecordError):
+            return bad(got, None)
+        hdr = got
+        if group_end is None:
+            if not hdr.group_start or hdr.group_len == 0 or hdr.group_len % block or pos % block:
+                return bad(RecordError.GROUP, hdr)
+            group_end = pos + hdr.group_len
+            if group_end > size:
+                return bad(RecordError.SHORT, hdr)
+        elif hdr.group_start:
+            return bad(RecordError.GROUP, hdr)
+        if pos + hdr.size > group_end:
+            return bad(RecordError.SIZE, hdr)
+        if hdr.type not in (TYPE_PAD, TYPE_SEAL) and hdr.lsn != expect:
+            return bad(RecordError.LSN, hdr)
+        if hdr.type == TYPE_SEAL and (hdr.lsn != expect or hdr.length != 0):
+            return bad(RecordError.LSN, hdr)
+        body_err = check_body(view, pos, hdr)
+        if body_err is not None:
+            return bad(body_err, hdr)
+        if on_record is not None:
+            on_record(pos, hdr, None)
+        if hdr.group_start and hdr.type != TYPE_SEAL:
+            res.group_lsns.append(hdr.lsn if hdr.type != TYPE_PAD else expect)
+            res.group_offsets.append(pos)
+        if hdr.type not in (TYPE_PAD, TYPE_SEAL):
+            expect += 1
+            res.records += 1
+            res.next_lsn = expect
+        pos += hdr.size
+        if pos == group_end:
+            group_end = None
+            res.end_offset = pos
+        if hdr.type == TYPE_SEAL:
+            res.end_kind = EndKind.SEAL
+            res.end_offset = group_end if group_end is not None else pos
+            return res
+
+
+def find_group_start(
+    view: memoryview, salt_crc: int, block: int, start: int, min_lsn: int
+) -> int | None:
+    """First block-aligned offset >= start holding a valid group-start header of this salt."""
+    pos = (start + block - 1) // block * block
+    n = len(view)
+    while pos + HEADER_SIZE <= n:
+        got = decode_header(view, pos, salt_crc)
+        if isinstance(got, RecordHeader) and got.group_start and got.group_len:
+            if got.type == TYPE_SEAL or got.lsn >= min_lsn:
+                return pos
+        pos += block
+    return None
