@@ -63,11 +63,11 @@ def _moved(old_host: str, old_port: int, new: Address) -> bool:
     return (old_host, int(old_port)) != new
 
 
-def rewrite_metadata(body: Any, resolve: Resolver) -> Any:
+def _rewrite_brokers(body: Any, resolve: Resolver, id_field: str) -> Any:
     brokers = []
     changed = False
     for b in body.brokers:
-        target = resolve(int(b.node_id), b.host, int(b.port))
+        target = resolve(int(getattr(b, id_field)), b.host, int(b.port))
         if target is None:
             changed = True
             continue
@@ -76,6 +76,10 @@ def rewrite_metadata(body: Any, resolve: Resolver) -> Any:
             changed = True
         brokers.append(b)
     return dataclasses.replace(body, brokers=tuple(brokers)) if changed else body
+
+
+def rewrite_metadata(body: Any, resolve: Resolver) -> Any:
+    return _rewrite_brokers(body, resolve, "node_id")
 
 
 def _rewrite_coordinator(c: Any, resolve: Resolver) -> Any:
@@ -106,7 +110,9 @@ def rewrite_find_coordinator(body: Any, resolve: Resolver) -> Any:
 
 
 def rewrite_describe_cluster(body: Any, resolve: Resolver) -> Any:
-    return rewrite_metadata(body, resolve)  # same shape: brokers with node_id/host/port
+    if getattr(body, "endpoint_type", 1) != 1:
+        return body  # KIP-919 controller endpoints: controllers are not behind walproxy
+    return _rewrite_brokers(body, resolve, "broker_id")
 
 
 _REWRITERS: dict[int, Callable[[Any, Resolver], Any]] = {
