@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,7 +43,12 @@ def kafka(artifacts_dir: Path) -> Iterator[DevCluster]:
         with container_cluster(_fresh(artifacts_dir / "kafka-container")) as cluster:
             yield cluster
         return
-    cluster = DevCluster(_fresh(artifacts_dir / "kafka-1"), brokers=1)
+    cluster = DevCluster(
+        _fresh(artifacts_dir / "kafka-1"),
+        brokers=1,
+        # Short enough for the malformed-frame tests; real clients finish frames in ms.
+        proxy_env={"WALPROXY_PROXY_PARTIAL_FRAME_TIMEOUT_S": "3"},
+    )
     cluster.start()
     try:
         yield cluster
@@ -68,6 +74,14 @@ def new_topic(kafka: DevCluster) -> Callable[..., str]:
             [NewTopic(name, partitions, replication, config=config)], operation_timeout=30
         )
         futures[name].result(60)
-        return name
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until every partition has a leader
+            md = admin.list_topics(name, timeout=10).topics.get(name)
+            if md is not None and md.error is None and len(md.partitions) == partitions and all(
+                p.leader >= 0 for p in md.partitions.values()
+            ):
+                return name
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name} has no leader for every partition after 30s")
 
     return make

@@ -1,0 +1,463 @@
+"""Shared helpers for the real-client integration tests.
+
+Every client test follows one pattern: make N unique messages (keys, values, headers), send
+them *through walproxy* with the client under test, read them back *through walproxy* with
+the same client, then read the topic *directly from the broker* (its DIRECT listener, which
+bypasses the proxy) and check that both views hold the same records at the same partitions
+and offsets. The direct reads use confluent-kafka because it reports partition EOF exactly
+(also under ``read_committed``, where EOF is the last stable offset).
+
+Raw record batches are fetched with a hand-built Fetch request (kio) so tests can check what
+the broker really stored: the compression codec, the producer id of idempotent batches and
+transaction markers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import struct
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JAVA_CLASSPATH = str(REPO_ROOT / "deploy" / "kafka-jars" / "target" / "libs") + "/*"
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+CODEC_IDS = {name: i for i, name in enumerate(CODECS)}  # record batch attributes & 0x7
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+# -- waiting ---------------------------------------------------------------------------------
+class Deadline:
+    """A bounded wait: ``while deadline.left(): ...`` then ``deadline.fail(what)``."""
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def check(self, detail: str = "") -> None:
+        if time.monotonic() > self.end:
+            raise AssertionError(
+                f"timed out after {self.seconds:.0f}s waiting for {self.what}"
+                + (f": {detail}" if detail else "")
+            )
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = Deadline(timeout, what)
+    while True:
+        result = predicate()
+        if result:
+            return result
+        deadline.check()
+        time.sleep(interval)
+
+
+# -- what the tests send ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Msg:
+    """A message to produce; ``partition`` is where the test sends it explicitly."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    partition: int
+
+    @property
+    def content(self) -> tuple[bytes | None, bytes, Headers]:
+        return (self.key, self.value, self.headers)
+
+
+def unique_tag(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def messages(
+    n: int, tag: str, partitions: int = 1, *, headers: bool = True, null_keys: bool = True
+) -> list[Msg]:
+    """``n`` unique, compressible messages spread round-robin over ``partitions``.
+
+    Every seventh key is null (when ``null_keys``); headers include a repeated name and an
+    empty value, which clients must keep in order.
+    """
+    out = []
+    for i in range(n):
+        key = None if null_keys and i % 7 == 3 else f"{tag}-k{i % 13}".encode()
+        value = f"{tag}-v{i:05d}|".encode() + b"walproxy-payload " * (1 + i % 5)
+        hdrs: Headers = (
+            (("seq", str(i).encode()), ("dup", b"a"), ("dup", b""), ("tag", tag.encode()))
+            if headers
+            else ()
+        )
+        out.append(Msg(key, value, hdrs, i % partitions))
+    return out
+
+
+# -- what the tests read ---------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Rec:
+    """A consumed record, normalised across clients."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp: int
+
+    @property
+    def content(self) -> tuple[bytes | None, bytes | None, Headers]:
+        return (self.key, self.value, self.headers)
+
+
+def norm_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
+    return tuple((str(k), bytes(v) if v is not None else b"") for k, v in headers or ())
+
+
+def rec_from_confluent(m: Any) -> Rec:
+    return Rec(
+        m.partition(), m.offset(), m.key(), m.value(), norm_headers(m.headers()), m.timestamp()[1]
+    )
+
+
+def rec_from_kafka_python(m: Any) -> Rec:
+    """Also fits aiokafka's ConsumerRecord (same field names)."""
+    return Rec(m.partition, m.offset, m.key, m.value, norm_headers(m.headers), m.timestamp)
+
+
+def by_position(records: Iterable[Rec]) -> list[Rec]:
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def assert_same_records(got: Sequence[Rec], want: Sequence[Rec], label: str) -> None:
+    """Same records (key, value, headers, timestamp) at the same partitions and offsets."""
+    g, w = by_position(got), by_position(want)
+    dup = [pos for pos, c in Counter((r.partition, r.offset) for r in g).items() if c > 1]
+    assert not dup, f"{label}: records delivered twice at (partition, offset) {dup[:5]}"
+    if g == w:
+        return
+    gp = {(r.partition, r.offset): r for r in g}
+    wp = {(r.partition, r.offset): r for r in w}
+    missing = sorted(wp.keys() - gp.keys())
+    extra = sorted(gp.keys() - wp.keys())
+    differ = [(wp[p], gp[p]) for p in sorted(wp.keys() & gp.keys()) if wp[p] != gp[p]]
+    raise AssertionError(
+        f"{label}: {len(g)} records vs {len(w)} expected; missing positions {missing[:5]}, "
+        f"extra positions {extra[:5]}, first differing (want, got) {differ[:2]}"
+    )
+
+
+def assert_contents(records: Sequence[Rec], msgs: Sequence[Msg], label: str) -> None:
+    """Exactly the messages sent (each once), each in the partition it was sent to."""
+    got = Counter((r.partition, r.content) for r in records)
+    want = Counter((m.partition, m.content) for m in msgs)
+    if got != want:
+        missing = list((want - got).elements())
+        extra = list((got - want).elements())
+        raise AssertionError(
+            f"{label}: {len(records)} records vs {len(msgs)} sent; "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(extra)} unexpected "
+            f"(e.g. {extra[:2]})"
+        )
+
+
+def assert_dense_offsets(records: Sequence[Rec], label: str) -> None:
+    """Offsets 0..n-1 in every partition: no gap, no duplicate (non-transactional topics)."""
+    per: dict[int, list[int]] = {}
+    for r in records:
+        per.setdefault(r.partition, []).append(r.offset)
+    for p, offs in per.items():
+        assert sorted(offs) == list(range(len(offs))), (
+            f"{label}: partition {p} offsets are not 0..{len(offs) - 1}: {sorted(offs)[:20]}..."
+        )
+
+
+# -- confluent-kafka (also the direct-read reference) ----------------------------------------
+def confluent_produce(
+    bootstrap: str, topic: str, msgs: Sequence[Msg], timeout: float = 30.0, **config: Any
+) -> None:
+    """Produce ``msgs`` (each to its partition) and wait for every delivery report."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
+    errors: list[Any] = []
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for m in msgs:
+        producer.produce(
+            topic, m.value, m.key, partition=m.partition, headers=list(m.headers), on_delivery=report
+        )
+        producer.poll(0)
+    left = producer.flush(timeout)
+    assert left == 0, f"{left} messages not delivered to {topic} within {timeout}s"
+    assert not errors, f"delivery errors producing to {topic}: {errors[:3]}"
+
+
+def read_all(
+    bootstrap: str, topic: str, *, committed: bool = False, timeout: float = 30.0
+) -> list[Rec]:
+    """Every record of every partition of ``topic``, from the beginning to the end.
+
+    The end is the high watermark, or the last stable offset with ``committed``. No group
+    membership, no commits: a pure reader.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_tag("reader"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        parts = sorted(md.topics[topic].partitions)
+        assert parts, f"topic {topic} has no partitions in Metadata from {bootstrap}"
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        at_end: set[int] = set()
+        records: list[Rec] = []
+        deadline = Deadline(timeout, f"reading {topic} to its end from {bootstrap}")
+        while len(at_end) < len(parts):
+            deadline.check(f"{len(records)} records so far, at end in {sorted(at_end)}")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                raise AssertionError(f"reading {topic} from {bootstrap}: {msg.error()}")
+            at_end.discard(msg.partition())
+            records.append(rec_from_confluent(msg))
+        return by_position(records)
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets for ``topic`` (partitions without one are left out)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in range(partitions)]
+    )
+    result = admin.list_consumer_group_offsets([request])[group].result(30)
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """High watermarks, as a consumer group commit after reading everything would store."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_tag("wm")})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def proxy_ports(bootstrap: str) -> set[int]:
+    return {int(hp.rsplit(":", 1)[1]) for hp in bootstrap.split(",")}
+
+
+# -- raw record batches (what the broker stored) ---------------------------------------------
+@dataclass(frozen=True)
+class Batch:
+    partition: int
+    base_offset: int
+    last_offset: int
+    codec: int
+    transactional: bool
+    control: bool
+    producer_id: int
+
+
+def _parse_batches(partition: int, blob: bytes) -> list[Batch]:
+    out = []
+    pos = 0
+    while pos + 61 <= len(blob):  # 61: the v2 record batch header
+        base_offset, length = struct.unpack_from(">qi", blob, pos)
+        if pos + 12 + length > len(blob):
+            break  # a partial batch at the end of a fetch
+        magic = blob[pos + 16]
+        assert magic == 2, f"partition {partition}: record batch magic {magic} at {base_offset}"
+        (attributes,) = struct.unpack_from(">h", blob, pos + 21)
+        (last_delta,) = struct.unpack_from(">i", blob, pos + 23)
+        (producer_id,) = struct.unpack_from(">q", blob, pos + 43)
+        out.append(
+            Batch(
+                partition,
+                base_offset,
+                base_offset + last_delta,
+                attributes & 0x7,
+                bool(attributes & 0x10),
+                bool(attributes & 0x20),
+                producer_id,
+            )
+        )
+        pos += 12 + length
+    return out
+
+
+def stored_batches(direct_bootstrap: str, topic: str, timeout: float = 30.0) -> list[Batch]:
+    """Every record batch of ``topic`` as stored, fetched raw from each partition's leader."""
+    from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
+    from kio.schema.request_header.v2.header import RequestHeader
+    from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
+
+    from proxy.kafka_probe import request
+
+    admin = AdminClient({"bootstrap.servers": direct_bootstrap})
+    md = admin.list_topics(topic, timeout=10)
+    leaders = {p: md.brokers[pm.leader] for p, pm in md.topics[topic].partitions.items()}
+    batches: list[Batch] = []
+    for p, broker in sorted(leaders.items()):
+        offset = 0
+        deadline = Deadline(timeout, f"raw fetch of {topic}-{p}")
+        while True:
+            deadline.check()
+            body = FetchRequest(
+                max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=0)),
+                min_bytes=i32(0),
+                isolation_level=i8(0),
+                topics=(
+                    FetchTopic(
+                        topic=topic,
+                        partitions=(
+                            FetchPartition(
+                                partition=i32(p),
+                                fetch_offset=i64(offset),
+                                partition_max_bytes=i32(1 << 20),
+                            ),
+                        ),
+                    ),
+                ),
+                forgotten_topics_data=(),
+            )
+            header = RequestHeader(
+                request_api_key=i16(1),
+                request_api_version=i16(12),
+                correlation_id=i32(7),
+                client_id="walproxy-tests-raw-fetch",
+            )
+            resp = request(broker.host, broker.port, header, body, timeout=10)
+            (pdata,) = resp.responses[0].partitions
+            assert pdata.error_code == 0, f"raw fetch {topic}-{p}: error {pdata.error_code}"
+            got = _parse_batches(p, bytes(pdata.records or b""))
+            batches += got
+            if got:
+                offset = got[-1].last_offset + 1
+            if offset >= pdata.high_watermark:
+                break
+    return batches
+
+
+def codec_of_records(batches: Sequence[Batch], records: Iterable[Rec]) -> dict[int, set[int]]:
+    """Map each record to the codec of the batch holding it: ``{codec: {offsets...}}``."""
+    out: dict[int, set[int]] = {}
+    for r in records:
+        batch = next(
+            (
+                b
+                for b in batches
+                if b.partition == r.partition and b.base_offset <= r.offset <= b.last_offset
+            ),
+            None,
+        )
+        assert batch is not None, f"no stored batch holds partition {r.partition} offset {r.offset}"
+        out.setdefault(batch.codec, set()).add(r.offset)
+    return out
+
+
+def assert_stored_codec(direct_bootstrap: str, topic: str, codec: str) -> list[Batch]:
+    """Every data batch of ``topic`` was stored with ``codec`` (the client really used it)."""
+    batches = [b for b in stored_batches(direct_bootstrap, topic) if not b.control]
+    assert batches, f"{topic}: no record batches stored"
+    codecs = {CODECS[b.codec] for b in batches}
+    assert codecs == {codec}, f"{topic}: stored batch codecs {codecs}, expected {{{codec!r}}}"
+    return batches
+
+
+# -- the Java tools ---------------------------------------------------------------------------
+def java_argv(main_class: str, *args: str) -> list[str]:
+    return [
+        "java",
+        "-Xshare:auto",
+        "-XX:TieredStopAtLevel=1",
+        "-Xms64m",
+        "-Xmx256m",
+        "-cp",
+        JAVA_CLASSPATH,
+        main_class,
+        *args,
+    ]
+
+
+def run_java(
+    main_class: str, *args: str, stdin: str | None = None, timeout: float = 90.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a Kafka tool to completion; fail with its output if it exits non-zero."""
+    proc = subprocess.run(
+        java_argv(main_class, *args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+    )
+    assert proc.returncode == 0, (
+        f"{main_class} {' '.join(args)} exited {proc.returncode}:\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among a tool's output lines (log lines are skipped)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def write_properties(path: Path, props: dict[str, Any]) -> Path:
+    buf = io.StringIO()
+    for k, v in props.items():
+        buf.write(f"{k}={v}\n")
+    path.write_text(buf.getvalue())
+    return path
