@@ -77,8 +77,11 @@ def new_topic(kafka: DevCluster) -> Callable[..., str]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until every partition has a leader
             md = admin.list_topics(name, timeout=10).topics.get(name)
-            if md is not None and md.error is None and len(md.partitions) == partitions and all(
-                p.leader >= 0 for p in md.partitions.values()
+            if (
+                md is not None
+                and md.error is None
+                and len(md.partitions) == partitions
+                and all(p.leader >= 0 for p in md.partitions.values())
             ):
                 return name
             time.sleep(0.1)

@@ -213,7 +213,12 @@ def confluent_produce(
 
     for m in msgs:
         producer.produce(
-            topic, m.value, m.key, partition=m.partition, headers=list(m.headers), on_delivery=report
+            topic,
+            m.value,
+            m.key,
+            partition=m.partition,
+            headers=list(m.headers),
+            on_delivery=report,
         )
         producer.poll(0)
     left = producer.flush(timeout)
@@ -461,3 +466,200 @@ def write_properties(path: Path, props: dict[str, Any]) -> Path:
         buf.write(f"{k}={v}\n")
     path.write_text(buf.getvalue())
     return path
+
+
+def confluent_consume(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    *,
+    group: str | None = None,
+    committed: bool = False,
+    timeout: float = 30.0,
+    **config: Any,
+) -> list[Rec]:
+    """Join ``group`` (a fresh one by default), read ``n`` records, commit them, leave."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or unique_tag("g"),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+            **config,
+        }
+    )
+    records: list[Rec] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = Deadline(timeout, f"{n} records of {topic} through confluent-kafka")
+        while len(records) < n:
+            deadline.check(f"got {len(records)}")
+            for msg in consumer.consume(n - len(records), 0.5):
+                assert msg.error() is None, f"consuming {topic}: {msg.error()}"
+                records.append(rec_from_confluent(msg))
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return by_position(records)
+
+
+# -- consumer groups: one scenario for every client ------------------------------------------
+class Member:
+    """A group member, whichever client: the scenario below drives it through these calls.
+
+    ``poll`` runs one short poll round and returns new records; implementations commit the
+    positions of revoked partitions in their rebalance callback (``commit_positions``), so a
+    partition that moves is continued exactly where the last owner stopped.
+    """
+
+    name: str
+
+    def poll(self) -> list[Rec]:
+        raise NotImplementedError
+
+    def assignment(self) -> set[int]:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Synchronously commit the positions of every record returned so far."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def positions(records: Iterable[Rec], partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """The next offset to read per partition after ``records`` (what a commit stores)."""
+    out: dict[int, int] = {}
+    for r in records:
+        out[r.partition] = max(out.get(r.partition, 0), r.offset + 1)
+    if partitions is not None:
+        wanted = set(partitions)
+        out = {p: o for p, o in out.items() if p in wanted}
+    return out
+
+
+@dataclass
+class GroupRun:
+    """What happened in :func:`group_scenario`, for the caller's extra checks."""
+
+    first: list[Rec]
+    second: list[Rec]
+    after_restart: list[Rec]
+    moved: set[int]
+
+
+def _poll_until(
+    members: Sequence[Member],
+    got: dict[str, list[Rec]],
+    done: Callable[[], bool],
+    timeout: float,
+    what: str,
+) -> None:
+    deadline = Deadline(timeout, what)
+    while not done():
+        deadline.check(
+            "; ".join(
+                f"{m.name}: {len(got[m.name])} records, assigned {sorted(m.assignment())}"
+                for m in members
+            )
+        )
+        for m in members:
+            got[m.name] += m.poll()
+
+
+def group_scenario(
+    make_member: Callable[[str, str], Member],
+    produce: Callable[[Sequence[Msg]], None],
+    bootstrap: str,
+    direct_bootstrap: str,
+    topic: str,
+    partitions: int,
+    tag: str,
+    timeout: float = 60.0,
+) -> GroupRun:
+    """Two members share a group, one leaves, its partitions move, a restart resumes.
+
+    1. ``a`` joins alone and reads part of the data; ``b`` joins: the partitions are split.
+    2. Both read until everything is consumed exactly once between them.
+    3. ``a`` commits and leaves: ``b`` gets all partitions and reads new records from the
+       partitions ``a`` had, starting where ``a`` committed.
+    4. ``b`` commits and leaves; a restarted member ``c`` reads only what came after.
+    Everything consumed is compared with a direct read of the topic from the broker.
+    """
+    group = unique_tag(f"{tag}-grp")
+    all_parts = set(range(partitions))
+    first = messages(40 * partitions, f"{tag}-1", partitions)
+    produce(first)
+    got: dict[str, list[Rec]] = {"a": [], "b": [], "c": []}
+    a = make_member("a", group)
+    members: list[Member] = [a]
+    try:
+        _poll_until(
+            [a],
+            got,
+            lambda: a.assignment() == all_parts and len(got["a"]) >= 10,
+            timeout,
+            f"member a of {group} to own all partitions and read some records",
+        )
+        b = make_member("b", group)
+        members.append(b)
+
+        def split() -> bool:
+            pa, pb = a.assignment(), b.assignment()
+            return bool(pa) and bool(pb) and not pa & pb and pa | pb == all_parts
+
+        _poll_until(members, got, split, timeout, f"{group} to split partitions between a and b")
+        owned_by_a = a.assignment()
+        _poll_until(
+            members,
+            got,
+            lambda: len(got["a"]) + len(got["b"]) >= len(first),
+            timeout,
+            f"{len(first)} records of {topic} between a and b",
+        )
+        assert_contents(got["a"] + got["b"], first, f"{group}: a+b before a leaves")
+        assert got["b"], f"{group}: b consumed nothing although it owned {sorted(b.assignment())}"
+        a.commit()
+        a.close()
+        members.remove(a)
+        _poll_until(
+            [b], got, lambda: b.assignment() == all_parts, timeout, f"b to take over {owned_by_a}"
+        )
+        second = messages(10 * partitions, f"{tag}-2", partitions)
+        produce(second)
+        before = len(got["b"])
+        _poll_until(
+            [b],
+            got,
+            lambda: len(got["b"]) - before >= len(second),
+            timeout,
+            f"b to read {len(second)} new records",
+        )
+        assert_contents(got["a"] + got["b"], first + second, f"{group}: a+b after the move")
+        b.commit()
+        b.close()
+        members.remove(b)
+        committed = committed_offsets(direct_bootstrap, group, topic, partitions)
+        assert committed == end_offsets(direct_bootstrap, topic, partitions), (
+            f"{group}: committed offsets {committed} after b left are not the end offsets"
+        )
+        third = messages(5 * partitions, f"{tag}-3", partitions)
+        produce(third)
+        c = make_member("c", group)
+        members.append(c)
+        _poll_until(
+            [c], got, lambda: len(got["c"]) >= len(third), timeout, f"c to read {len(third)}"
+        )
+        assert_contents(got["c"], third, f"{group}: a restarted member resumes at commits")
+        c.commit()
+    finally:
+        for m in members:
+            m.close()
+    consumed = got["a"] + got["b"] + got["c"]
+    assert_same_records(consumed, read_all(direct_bootstrap, topic), f"{group} vs direct read")
+    assert committed_offsets(direct_bootstrap, group, topic, partitions) == end_offsets(
+        direct_bootstrap, topic, partitions
+    ), f"{group}: final commits are not the end offsets"
+    return GroupRun(got["a"], got["b"], got["c"], owned_by_a)
