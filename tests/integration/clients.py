@@ -544,10 +544,8 @@ def positions(records: Iterable[Rec], partitions: Iterable[int] | None = None) -
 class GroupRun:
     """What happened in :func:`group_scenario`, for the caller's extra checks."""
 
-    first: list[Rec]
-    second: list[Rec]
-    after_restart: list[Rec]
-    moved: set[int]
+    records: dict[str, list[Rec]]
+    moved: set[int]  # the partitions ``a`` owned while sharing, then moved to ``b``
 
 
 def _poll_until(
@@ -572,7 +570,6 @@ def _poll_until(
 def group_scenario(
     make_member: Callable[[str, str], Member],
     produce: Callable[[Sequence[Msg]], None],
-    bootstrap: str,
     direct_bootstrap: str,
     topic: str,
     partitions: int,
@@ -581,28 +578,34 @@ def group_scenario(
 ) -> GroupRun:
     """Two members share a group, one leaves, its partitions move, a restart resumes.
 
-    1. ``a`` joins alone and reads part of the data; ``b`` joins: the partitions are split.
-    2. Both read until everything is consumed exactly once between them.
-    3. ``a`` commits and leaves: ``b`` gets all partitions and reads new records from the
-       partitions ``a`` had, starting where ``a`` committed.
-    4. ``b`` commits and leaves; a restarted member ``c`` reads only what came after.
-    Everything consumed is compared with a direct read of the topic from the broker.
+    1. ``a`` joins alone and reads a first lot; ``b`` joins and the partitions are split.
+    2. A second lot is read by both, each record by the owner of its partition.
+    3. ``a`` commits and leaves: ``b`` gets all partitions and reads a third lot, on ``a``'s
+       former partitions starting exactly where ``a`` stopped.
+    4. ``b`` commits and leaves; a restarted member ``c`` reads only the fourth lot.
+    Everything consumed is compared with a direct read of the topic from the broker, and the
+    committed offsets (read directly) with the end offsets.
     """
     group = unique_tag(f"{tag}-grp")
     all_parts = set(range(partitions))
-    first = messages(40 * partitions, f"{tag}-1", partitions)
-    produce(first)
+    lots = [messages(n * partitions, f"{tag}-{i}", partitions) for i, n in enumerate((5, 20, 8, 5))]
     got: dict[str, list[Rec]] = {"a": [], "b": [], "c": []}
-    a = make_member("a", group)
-    members: list[Member] = [a]
-    try:
+    members: list[Member] = []
+
+    def read(who: Sequence[Member], n: int, what: str) -> None:
+        total = sum(len(got[m.name]) for m in who)
         _poll_until(
-            [a],
-            got,
-            lambda: a.assignment() == all_parts and len(got["a"]) >= 10,
-            timeout,
-            f"member a of {group} to own all partitions and read some records",
+            who, got, lambda: sum(len(got[m.name]) for m in who) >= total + n, timeout, what
         )
+
+    try:
+        a = make_member("a", group)
+        members.append(a)
+        produce(lots[0])
+        _poll_until([a], got, lambda: a.assignment() == all_parts, timeout, "a to own all")
+        read([a], len(lots[0]) - len(got["a"]), f"a to read the first {len(lots[0])}")
+        assert_contents(got["a"], lots[0], f"{group}: a alone")
+
         b = make_member("b", group)
         members.append(b)
 
@@ -611,33 +614,30 @@ def group_scenario(
             return bool(pa) and bool(pb) and not pa & pb and pa | pb == all_parts
 
         _poll_until(members, got, split, timeout, f"{group} to split partitions between a and b")
-        owned_by_a = a.assignment()
-        _poll_until(
-            members,
-            got,
-            lambda: len(got["a"]) + len(got["b"]) >= len(first),
-            timeout,
-            f"{len(first)} records of {topic} between a and b",
-        )
-        assert_contents(got["a"] + got["b"], first, f"{group}: a+b before a leaves")
-        assert got["b"], f"{group}: b consumed nothing although it owned {sorted(b.assignment())}"
+        owned_by_a, owned_by_b = a.assignment(), b.assignment()
+        mark = {m.name: len(got[m.name]) for m in members}
+        produce(lots[1])
+        read(members, len(lots[1]), f"a and b to read {len(lots[1])}")
+        assert_contents(got["a"] + got["b"], lots[0] + lots[1], f"{group}: a+b while sharing")
+        for m, owned in ((a, owned_by_a), (b, owned_by_b)):
+            parts = {r.partition for r in got[m.name][mark[m.name] :]}
+            assert parts == owned, f"{group}: {m.name} owned {owned} but read from {parts}"
+
         a.commit()
         a.close()
         members.remove(a)
-        _poll_until(
-            [b], got, lambda: b.assignment() == all_parts, timeout, f"b to take over {owned_by_a}"
+        a_stopped_at = positions(got["a"], owned_by_a)
+        _poll_until([b], got, lambda: b.assignment() == all_parts, timeout, "b to take over")
+        mark_b = len(got["b"])
+        produce(lots[2])
+        read([b], len(lots[2]), f"b to read {len(lots[2])} after a left")
+        assert_contents(got["a"] + got["b"], lots[0] + lots[1] + lots[2], f"{group}: a left")
+        resumed = {
+            p: min(r.offset for r in got["b"][mark_b:] if r.partition == p) for p in owned_by_a
+        }
+        assert resumed == a_stopped_at, (
+            f"{group}: b resumed a's partitions at {resumed}, a had stopped at {a_stopped_at}"
         )
-        second = messages(10 * partitions, f"{tag}-2", partitions)
-        produce(second)
-        before = len(got["b"])
-        _poll_until(
-            [b],
-            got,
-            lambda: len(got["b"]) - before >= len(second),
-            timeout,
-            f"b to read {len(second)} new records",
-        )
-        assert_contents(got["a"] + got["b"], first + second, f"{group}: a+b after the move")
         b.commit()
         b.close()
         members.remove(b)
@@ -645,14 +645,12 @@ def group_scenario(
         assert committed == end_offsets(direct_bootstrap, topic, partitions), (
             f"{group}: committed offsets {committed} after b left are not the end offsets"
         )
-        third = messages(5 * partitions, f"{tag}-3", partitions)
-        produce(third)
+
+        produce(lots[3])
         c = make_member("c", group)
         members.append(c)
-        _poll_until(
-            [c], got, lambda: len(got["c"]) >= len(third), timeout, f"c to read {len(third)}"
-        )
-        assert_contents(got["c"], third, f"{group}: a restarted member resumes at commits")
+        read([c], len(lots[3]), f"restarted member c to read {len(lots[3])}")
+        assert_contents(got["c"], lots[3], f"{group}: a restarted member resumes at commits")
         c.commit()
     finally:
         for m in members:
@@ -662,4 +660,59 @@ def group_scenario(
     assert committed_offsets(direct_bootstrap, group, topic, partitions) == end_offsets(
         direct_bootstrap, topic, partitions
     ), f"{group}: final commits are not the end offsets"
-    return GroupRun(got["a"], got["b"], got["c"], owned_by_a)
+    return GroupRun(got, owned_by_a)
+
+
+# -- transactions: one scenario for every client ---------------------------------------------
+TxnPlan = Sequence[tuple[Sequence[Msg], bool]]  # (messages, commit?) per transaction
+
+
+def transaction_scenario(
+    run_transactions: Callable[[TxnPlan], None],
+    consume: Callable[[int, bool], list[Rec]],
+    direct_bootstrap: str,
+    topic: str,
+    partitions: int,
+    tag: str,
+) -> None:
+    """Commit, abort, commit with one transactional producer; check both isolation levels.
+
+    ``consume(n, committed)`` reads ``n`` records through the proxy with the client under
+    test (``read_committed`` when ``committed``).
+    """
+    committed1 = messages(15 * partitions, f"{tag}-c1", partitions)
+    aborted = messages(15 * partitions, f"{tag}-ab", partitions)
+    committed2 = messages(15 * partitions, f"{tag}-c2", partitions)
+    run_transactions([(committed1, True), (aborted, False), (committed2, True)])
+
+    direct_committed = read_all(direct_bootstrap, topic, committed=True)
+    direct_all = read_all(direct_bootstrap, topic)
+    assert_contents(direct_committed, committed1 + committed2, f"{topic} direct read_committed")
+    assert_contents(direct_all, committed1 + aborted + committed2, f"{topic} direct uncommitted")
+
+    seen = consume(len(committed1) + len(committed2), True)
+    assert_contents(seen, committed1 + committed2, f"{topic} read_committed through walproxy")
+    assert_same_records(seen, direct_committed, f"{topic} read_committed: proxy vs direct")
+    seen_all = consume(len(direct_all), False)
+    assert_same_records(seen_all, direct_all, f"{topic} read_uncommitted: proxy vs direct")
+
+    batches = stored_batches(direct_bootstrap, topic)
+    data = [b for b in batches if not b.control]
+    markers = [b for b in batches if b.control]
+    assert data and all(b.transactional and b.producer_id >= 0 for b in data), (
+        f"{topic}: stored data batches are not all transactional: {data[:3]}"
+    )
+    assert len({b.producer_id for b in batches}) == 1, f"{topic}: several producer ids"
+    assert len(markers) == 3 * partitions, (
+        f"{topic}: {len(markers)} transaction markers stored, expected {3 * partitions} "
+        f"(3 transactions x {partitions} partitions)"
+    )
+
+
+def assert_idempotent_batches(direct_bootstrap: str, topic: str) -> None:
+    """Every stored batch carries one producer id (idempotence was really on)."""
+    batches = stored_batches(direct_bootstrap, topic)
+    pids = {b.producer_id for b in batches}
+    assert batches and len(pids) == 1 and min(pids) >= 0, (
+        f"{topic}: expected one producer id >= 0 on all batches, got {pids}"
+    )
