@@ -33,7 +33,8 @@ def _summary(a: Analysis, out: TextIO) -> int:
     if sb is not None:
         print(f"superblock: epoch={sb.epoch} seq={sb.seq} trim_lsn={sb.trim_lsn} "
               f"clean_shutdown={'yes' if sb.clean else 'no'} last_lsn={sb.last_lsn}", file=out)
-    records = sum(s.scan.records for s in a.segments if s.scan is not None)
+    records = sum(s.scan.next_lsn - s.scan.header.first_lsn for s in a.segments
+                  if s.scan is not None)
     print(f"segments: {len(a.segments)} live, {len(a.obsolete)} fully trimmed (would be deleted)",
           file=out)
     print(f"records: {records}  next_lsn: {a.next_lsn}", file=out)
@@ -42,8 +43,9 @@ def _summary(a: Analysis, out: TextIO) -> int:
         return EXIT_CORRUPT
     if a.torn is not None:
         print(f"status: OK with torn tail: {a.torn.reason} at "
-              f"{a.torn.name} offset {a.torn.offset} ({len(a.torn.data)} non-zero bytes would "
-              "be cut and saved on next open)", file=out)
+              f"{a.torn.name} offset {a.torn.bad_offset}; the log would be cut at offset "
+              f"{a.torn.offset} ({len(a.torn.data)} non-zero bytes saved aside) on next open",
+              file=out)
         return EXIT_OK
     print("status: OK", file=out)
     return EXIT_OK

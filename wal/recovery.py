@@ -50,7 +50,8 @@ class SegmentState:
 @dataclass
 class TornTail:
     name: str
-    offset: int  # first bad byte; the segment is cut here
+    offset: int  # start of the torn group; the segment is cut here
+    bad_offset: int  # the first invalid record
     reason: str
     lsn: int  # LSN the torn record would have had
     data: bytes  # the non-zero bytes after `offset` (bounded), saved aside
@@ -105,7 +106,9 @@ def analyze(
     if names:
         a.max_segno = max(a.max_segno, names[-1][0])
     if sb is None:
-        if raw or names:
+        # Segments are only created after a superblock is durable, so without
+        # segments an unreadable superblock is an interrupted first open.
+        if names:
             return _corrupt(a, backend, "superblock missing or both copies invalid",
                             "superblock", 0)
         a.fresh = True
@@ -172,8 +175,12 @@ def analyze(
             return _corrupt(a, backend, f"invalid record ({reason}) at the tail although the "
                             "last shutdown was clean", st.name, off)
         assert off is not None
-        tail = bytes(memoryview(data)[off : off + torn_save_max]).rstrip(b"\0")
-        a.torn = TornTail(name=st.name, offset=off, reason=reason, lsn=scan.next_lsn, data=tail)
+        # Cut at the start of the torn group: a group is one write and is
+        # acknowledged as a whole, so its valid-looking head was never acked.
+        cut = scan.end_offset
+        tail = bytes(memoryview(data)[cut : cut + torn_save_max]).rstrip(b"\0")
+        a.torn = TornTail(name=st.name, offset=cut, bad_offset=off, reason=reason,
+                          lsn=scan.next_lsn, data=tail)
 
     if expected is None:
         a.next_lsn = max(sb.trim_lsn, sb.last_lsn) + 1
@@ -203,6 +210,7 @@ def repair(backend: Backend, a: Analysis) -> None:
             "wal_torn_tail_truncated",
             segment=backend.describe(t.name),
             offset=t.offset,
+            bad_record_offset=t.bad_offset,
             reason=t.reason,
             lsn=t.lsn,
             cut_bytes=len(t.data),

@@ -117,9 +117,9 @@ class SegmentScan:
 
     header: SegmentHeader
     end_kind: EndKind = EndKind.EOF
-    end_offset: int = 0  # offset just after the last valid group/record (where a writer resumes)
-    next_lsn: int = 0  # LSN the next record after this segment must have
-    records: int = 0  # data records (excluding PAD and SEAL)
+    end_offset: int = 0  # offset just after the last complete valid group
+    next_lsn: int = 0  # LSN after the last complete group (the next record's LSN)
+    records: int = 0  # valid data records seen (excluding PAD/SEAL; may include a torn group's)
     bad_offset: int | None = None
     bad_reason: RecordError | None = None
     later_group_offset: int | None = None  # valid group start *after* the bad spot => corruption
@@ -156,6 +156,7 @@ def scan_segment(
     res = SegmentScan(header=header, next_lsn=header.first_lsn, end_offset=header.data_offset)
     pos = header.data_offset
     group_end: int | None = None  # end of the current group, None between groups
+    group_start, group_lsn, sealing = pos, header.first_lsn, False
     expect = header.first_lsn
 
     def bad(reason: RecordError, hdr: RecordHeader | None) -> SegmentScan:
@@ -188,6 +189,10 @@ def scan_segment(
                 return bad(RecordError.SHORT, hdr)
         elif hdr.group_start:
             return bad(RecordError.GROUP, hdr)
+        if (hdr.type == TYPE_SEAL and not hdr.group_start) or (
+            hdr.type == TYPE_PAD and hdr.group_start
+        ):
+            return bad(RecordError.GROUP, hdr)
         if pos + hdr.size > group_end:
             return bad(RecordError.SIZE, hdr)
         if hdr.type not in (TYPE_PAD, TYPE_SEAL) and hdr.lsn != expect:
@@ -199,21 +204,22 @@ def scan_segment(
             return bad(body_err, hdr)
         if on_record is not None:
             on_record(pos, hdr, None)
-        if hdr.group_start and hdr.type != TYPE_SEAL:
-            res.group_lsns.append(hdr.lsn if hdr.type != TYPE_PAD else expect)
-            res.group_offsets.append(pos)
+        if hdr.group_start:
+            group_start, group_lsn, sealing = pos, expect, hdr.type == TYPE_SEAL
         if hdr.type not in (TYPE_PAD, TYPE_SEAL):
             expect += 1
             res.records += 1
-            res.next_lsn = expect
         pos += hdr.size
         if pos == group_end:
+            # A group counts only once complete: it was one write, acked as a whole.
             group_end = None
             res.end_offset = pos
-        if hdr.type == TYPE_SEAL:
-            res.end_kind = EndKind.SEAL
-            res.end_offset = group_end if group_end is not None else pos
-            return res
+            res.next_lsn = expect
+            if sealing:
+                res.end_kind = EndKind.SEAL
+                return res
+            res.group_lsns.append(group_lsn)
+            res.group_offsets.append(group_start)
 
 
 def find_group_start(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -67,6 +68,21 @@ class _Append:
     event: trio.Event = field(default_factory=trio.Event)
     first_lsn: int = 0
     error: BaseException | None = None
+
+
+class Submission:
+    """Entries queued by `Wal.submit_many`; `wait()` returns their LSNs once durable."""
+
+    __slots__ = ("_append", "_count", "_wal")
+
+    def __init__(self, wal: Wal, append: _Append, count: int) -> None:
+        self._wal = wal
+        self._append = append
+        self._count = count
+
+    async def wait(self) -> list[int]:
+        a = await self._wal._wait(self._append)
+        return list(range(a.first_lsn, a.first_lsn + self._count))
 
 
 class Wal:
@@ -234,7 +250,21 @@ class Wal:
         a = await self._enqueue(list(items))
         return list(range(a.first_lsn, a.first_lsn + len(items)))
 
+    async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> Submission:
+        """Queue entries (written in one group) and return without waiting for the disk.
+
+        Waits only for room in the queue (back-pressure). Submissions are queued in call
+        order, so an entry submitted after another always gets a higher LSN; the produce
+        path relies on this to keep each connection's batches in request order while it
+        reads the next request. ``await submission.wait()`` returns the LSNs once durable.
+        """
+        a = await self._queue(list(items))
+        return Submission(self, a, len(items))
+
     async def _enqueue(self, items: list[tuple[int, Payload]]) -> _Append:
+        return await self._wait(await self._queue(items))
+
+    async def _queue(self, items: list[tuple[int, Payload]]) -> _Append:
         t0 = time.perf_counter()
         rec = 0
         for i, (typ, payload) in enumerate(items):
@@ -260,6 +290,9 @@ class Wal:
         self._pending_bytes += rec
         self._pending_entries += len(items)
         self._writer_lot.unpark_all()
+        return a
+
+    async def _wait(self, a: _Append) -> _Append:
         try:
             await a.event.wait()
         except trio.Cancelled:
@@ -268,7 +301,7 @@ class Wal:
             raise
         if a.error is not None:
             raise a.error
-        metrics.APPEND_LATENCY.observe(time.perf_counter() - t0)
+        metrics.APPEND_LATENCY.observe(time.perf_counter() - a.t0)
         return a
 
     # ----------------------------------------------------------------- writer
@@ -300,6 +333,8 @@ class Wal:
     async def _writer_loop(self) -> None:
         try:
             while True:
+                if self._fenced is not None:
+                    return
                 if not self._pending:
                     if self._closing:
                         return
@@ -369,7 +404,7 @@ class Wal:
         """Encode (the single copy into the aligned buffer), write, sync.  Worker thread."""
         need = align_up(sum(record_size(len(p)) for _, p in entries), self._block)
         if need > len(self._buf):
-            self._buf.close()
+            self._release_buffer()
             self._buf = aligned_buffer(need)
         view = memoryview(self._buf)
         try:
@@ -487,26 +522,35 @@ class Wal:
         async with self._sb_lock:
             if upto <= self._trim_lsn:
                 return
-            sb = self._sb.next(trim_lsn=upto)
-            await trio.to_thread.run_sync(self._backend.write_superblock, sb.slot,
-                                          encode_superblock(sb))
-            self._sb = sb
-            self._trim_lsn = upto
-            victims: list[SegmentInfo] = []
-            while len(self._segments) > 1 and self._segments[1].first_lsn - 1 <= upto:
-                v = self._segments.pop(0)
-                v.retired = True
-                victims.append(v)
-            for v in victims:
-                spare = None
-                if (len(self._spares) < self._cfg.spare_segments
-                        and v.size == self._cfg.segment_size):
-                    spare = "spare-" + v.name[len("seg-"):]
-                await trio.to_thread.run_sync(self._backend.retire_segment, v.name, spare)
-                if spare is not None:
-                    self._spares.append(spare)
-            self._update_gauges()
-            self._space_lot.unpark_all()
+            try:
+                await self._trim_locked(upto)
+            except OSError as e:
+                # A failed superblock write/sync is as bad as a failed group sync.
+                self._fence(e)
+                raise WalFencedError(f"WAL fenced: trim failed with {e!r}") from e
+            finally:
+                self._update_gauges()
+                self._space_lot.unpark_all()
+
+    async def _trim_locked(self, upto: int) -> None:
+        sb = self._sb.next(trim_lsn=upto)
+        await trio.to_thread.run_sync(self._backend.write_superblock, sb.slot,
+                                      encode_superblock(sb))
+        self._sb = sb
+        self._trim_lsn = upto
+        victims: list[SegmentInfo] = []
+        while len(self._segments) > 1 and self._segments[1].first_lsn - 1 <= upto:
+            v = self._segments.pop(0)
+            v.retired = True
+            victims.append(v)
+        for v in victims:
+            spare = None
+            if (len(self._spares) < self._cfg.spare_segments
+                    and v.size == self._cfg.segment_size):
+                spare = "spare-" + v.name[len("seg-"):]
+            await trio.to_thread.run_sync(self._backend.retire_segment, v.name, spare)
+            if spare is not None:
+                self._spares.append(spare)
 
     # ---------------------------------------------------------------- readers
     def _segment_for(self, lsn: int) -> SegmentInfo | None:
@@ -585,8 +629,14 @@ class Wal:
             if self._active is not None:
                 self._active.close()
                 self._active = None
-            self._buf.close()
+            self._release_buffer()
             self._backend.unlock()
+
+    def _release_buffer(self) -> None:
+        # A traceback kept by a fencing exception may still reference a view
+        # of the buffer; then the mmap is simply left to the garbage collector.
+        with contextlib.suppress(BufferError):
+            self._buf.close()
 
     def _close_sync(self) -> None:
         seg = self._segments[-1]
@@ -631,11 +681,12 @@ class _Follower:
 
 @asynccontextmanager
 async def open_wal(
-    directory: str | Backend, config: WalConfig | None = None
+    directory: str | Backend, config: WalConfig | None = None, *, wal_class: type[Wal] = Wal
 ) -> AsyncIterator[Wal]:
     """Open (creating if needed) and recover the WAL in `directory`.
 
-    `directory` may also be a Backend instance (tests, future object stores).
+    `directory` may also be a Backend instance (tests, future object stores);
+    `wal_class` lets the test-suite plug in deliberately broken writers.
     On exit the queue is drained, the active segment sealed and a clean
     shutdown recorded -- unless the WAL is fenced, in which case nothing more
     is written.
@@ -648,12 +699,19 @@ async def open_wal(
         )
     else:
         backend = directory
-    wal = Wal(backend, cfg)
+    wal = wal_class(backend, cfg)
     await trio.to_thread.run_sync(wal._open_sync)
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         wal._start(nursery)
         try:
             yield wal
+        except BaseException as e:
+            # Re-raised below, outside the nursery, so that callers see their
+            # own exception rather than an ExceptionGroup wrapping it.
+            body_error = e
         finally:
             with trio.CancelScope(shield=True):
                 await wal.aclose()
+    if body_error is not None:
+        raise body_error

@@ -128,15 +128,32 @@ async def _round(
                         pass
                     continue
                 async with trio.open_nursery() as n:
-                    for _ in range(rng.randint(1, 8)):
-                        items = [model.new_payload(rng) for _ in range(rng.choice([1, 1, 2, 3]))]
-                        n.start_soon(_appender, wal, model, items)
+                    async with trio.open_nursery() as appenders:
+                        n.start_soon(_janitor, wal, model)
+                        for _ in range(rng.randint(1, 8)):
+                            items = [model.new_payload(rng)
+                                     for _ in range(rng.choice([1, 1, 2, 3]))]
+                            appenders.start_soon(_appender, wal, model, items)
+                    n.cancel_scope.cancel()
             if rng.random() < 0.5:
                 backend.crash_after = 0  # crash before the clean close
     except WalCorruptionError as e:
         model.violations.append(f"WAL refused to open after a crash: {e}")
     except (OSError, WalError):
         pass  # the crash hit during open or close
+
+
+async def _janitor(wal: Wal, model: Model) -> None:
+    """Play the offloader: when the size cap blocks the writer, trim everything durable."""
+    while True:
+        await trio.sleep(0.0005)
+        if wal.waiting_for_space and not wal.fenced:
+            upto = wal.last_durable_lsn
+            try:
+                await wal.trim(upto)
+                model.trimmed = max(model.trimmed, upto)
+            except (OSError, WalError):
+                return
 
 
 async def _appender(wal: Wal, model: Model, items: list[tuple[int, int, bytes]]) -> None:
