@@ -20,7 +20,7 @@ Public API::
         wal.first_lsn, wal.last_durable_lsn, wal.fenced, wal.direct_io, wal.epoch
 
 * ``append`` payloads: bytes-like, up to ``wal.max_entry_size`` (segment_size
-  minus three blocks and a 32-byte header: ~64 MiB by default, so 16 MiB
+  minus two blocks and a 32-byte header: ~64 MiB by default, so 16 MiB
   entries fit); larger raises WalEntryTooLargeError.  Types 0..239 are the
   caller's; 240..255 are reserved for the WAL (SEAL, PAD).
 * Back-pressure, never drops: appends wait when the queue

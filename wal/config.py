@@ -10,7 +10,7 @@ MiB = 1 << 20
 @dataclass(frozen=True)
 class WalConfig:
     #: Preallocated size of each segment file.  The largest entry is
-    #: ``segment_size - 3 * block_size - 32`` (header block, seal block, record
+    #: ``segment_size - 2 * block_size - 32`` (header block, seal block, record
     #: header); bigger appends raise WalEntryTooLargeError.
     segment_size: int = 64 * MiB
     #: Size cap: at most ``max_bytes // segment_size`` live segments (at least 2).

@@ -104,7 +104,7 @@ class MemoryBackend:
         self.crash_after: int | None = None
         #: fail the next matching operation ("write", "sync", "create", ...) with an errno
         self.fail_next: dict[str, int] = {}
-        #: negative control: sync() does nothing (the "forgot to fsync" bug)
+        #: negative control: segment sync() does nothing (the "forgot to fsync" bug)
         self.ignore_sync = False
         #: simulated device size in bytes (ENOSPC beyond it)
         self.capacity: int | None = None
@@ -250,8 +250,7 @@ class MemoryBackend:
             f.write(slot * SLOT_SIZE, data)
         with self.mutex:
             self._op("superblock_sync")
-            if not self.ignore_sync:
-                f.sync()
+            f.sync()
 
     def save_aside(self, name: str, data: bytes) -> None:
         with self.mutex:

@@ -100,7 +100,7 @@ class Wal:
             raise ValueError("segment_size must be a multiple of the block size and >= 4 blocks")
         # room for records in a segment: all but the header block and a seal block
         self._seg_capacity = config.segment_size - self._block
-        self.max_entry_size = self._seg_capacity - self._data_offset - self._block - HEADER_SIZE
+        self.max_entry_size = self._seg_capacity - self._data_offset - HEADER_SIZE
         self._max_segments = (
             max(2, config.max_bytes // config.segment_size) if config.max_bytes else None
         )
