@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""WAL benchmark: the disk's physical floor vs the WAL with group commit.
+
+Prints numbers; it is not a test.  Everything runs on the same directory
+(default /var/tmp/wal-bench, --dir to change), each measurement bounded by
+time (--seconds, --quick).
+
+(a) floor:  one aligned 4 KiB O_DIRECT|O_DSYNC write per op (= one durable
+            append without group commit), and sequential 1 MiB O_DIRECT|O_DSYNC
+            writes (raw bandwidth).  Both on zero-filled, preallocated files,
+            like the WAL's recycled segments.
+(b) WAL:    1/8/64/256 concurrent appenders of 1 KiB and 64 KiB entries, with an
+            offloader-like task trimming every 50 ms so segments get recycled
+            (steady state), after a short warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import logging
+
+import structlog
+import trio
+
+from wal import WalConfig, open_wal
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def pct(sorted_vals: list[float], p: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * p))]
+
+
+def prealloc(path: str, size: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    zeros = bytes(1 << 20)
+    for off in range(0, size, 1 << 20):
+        os.pwrite(fd, zeros, off)
+    os.fsync(fd)
+    os.close(fd)
+    return os.open(path, os.O_RDWR | os.O_DIRECT | os.O_DSYNC)
+
+
+def floor_sync(directory: str, seconds: float) -> dict[str, float]:
+    size = 64 << 20
+    fd = prealloc(os.path.join(directory, "floor.bin"), size)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(b"x" * 4096)
+    lat: list[float] = []
+    off = 0
+    t_end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < t_end:
+        s = time.perf_counter()
+        os.pwrite(fd, buf, off)
+        lat.append(time.perf_counter() - s)
+        off = (off + 4096) % size
+    el = time.perf_counter() - t0
+    os.close(fd)
+    lat.sort()
+    return {"ops": len(lat) / el, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99)}
+
+
+def floor_bandwidth(directory: str, seconds: float) -> float:
+    size = 256 << 20
+    fd = prealloc(os.path.join(directory, "bw.bin"), size)
+    buf = mmap.mmap(-1, 1 << 20)
+    buf.write(b"y" * (1 << 20))
+    n = 0
+    off = 0
+    t_end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < t_end:
+        os.pwrite(fd, buf, off)
+        n += 1
+        off = (off + (1 << 20)) % size
+    el = time.perf_counter() - t0
+    os.close(fd)
+    return n * (1 << 20) / el / 1e6
+
+
+async def wal_run(directory: str, entry: int, conc: int, seconds: float,
+                  warmup: float) -> dict[str, float]:
+    cfg = WalConfig(spare_segments=6)
+    payload = os.urandom(entry)
+    lat: list[float] = []
+    counting = False
+    stop = False
+    async with open_wal(directory, cfg) as wal:
+
+        async def appender() -> None:
+            while not stop:
+                s = time.perf_counter()
+                await wal.append(payload, type=1)
+                if counting:
+                    lat.append(time.perf_counter() - s)
+
+        async def trimmer() -> None:
+            while True:
+                await trio.sleep(0.05)
+                await wal.trim(wal.last_durable_lsn)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(trimmer)
+            for _ in range(conc):
+                n.start_soon(appender)
+            await trio.sleep(warmup)
+            g0, e0 = wal.groups_written, wal.entries_written
+            counting = True
+            t0 = time.perf_counter()
+            await trio.sleep(seconds)
+            counting = False
+            el = time.perf_counter() - t0
+            g1, e1 = wal.groups_written, wal.entries_written
+            stop = True
+            n.cancel_scope.cancel()
+        direct = wal.direct_io
+    lat.sort()
+    return {
+        "ops": len(lat) / el,
+        "mbs": len(lat) * entry / el / 1e6,
+        "p50": pct(lat, 0.5),
+        "p99": pct(lat, 0.99),
+        "p999": pct(lat, 0.999),
+        "group": (e1 - e0) / max(1, g1 - g0),
+        "direct": float(direct),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", default="/var/tmp/wal-bench")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--quick", action="store_true", help="1 s per measurement")
+    args = ap.parse_args()
+    secs = 1.0 if args.quick else args.seconds
+    warm = 0.3 if args.quick else 1.0
+    base = os.path.abspath(args.dir)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    try:
+        fl = floor_sync(base, secs)
+        bw = floor_bandwidth(base, secs)
+        print(f"directory: {base}  ({secs:g} s per measurement)")
+        print(f"floor: 4 KiB O_DIRECT|O_DSYNC write per op: {fl['ops']:.0f} ops/s, "
+              f"p50 {fl['p50'] * 1e6:.0f} us, p99 {fl['p99'] * 1e6:.0f} us")
+        print(f"floor: sequential 1 MiB O_DIRECT|O_DSYNC writes: {bw:.0f} MB/s")
+        print()
+        hdr = (f"{'entry':>6} {'conc':>5} {'appends/s':>10} {'MB/s':>7} {'p50 us':>8} "
+               f"{'p99 us':>8} {'p999 us':>8} {'group':>6} {'x floor':>8} {'%bw':>5} "
+               f"{'p99/floor':>9}")
+        print(hdr)
+        res: dict[tuple[int, int], dict[str, float]] = {}
+        for entry in (1024, 65536):
+            for conc in (1, 8, 64, 256):
+                d = os.path.join(base, f"wal-{entry}-{conc}")
+                r = trio.run(wal_run, d, entry, conc, secs, warm)
+                shutil.rmtree(d)
+                res[(entry, conc)] = r
+                print(f"{entry // 1024:>5}K {conc:>5} {r['ops']:>10.0f} {r['mbs']:>7.1f} "
+                      f"{r['p50'] * 1e6:>8.0f} {r['p99'] * 1e6:>8.0f} {r['p999'] * 1e6:>8.0f} "
+                      f"{r['group']:>6.1f} {r['ops'] / fl['ops']:>8.1f} "
+                      f"{100 * r['mbs'] / bw:>5.0f} {r['p99'] / fl['p99']:>9.1f}", flush=True)
+        print()
+        small = res[(1024, 64)]
+        big = max((res[(65536, c)] for c in (8, 64, 256)), key=lambda r: r["mbs"])
+        t1 = small["ops"] / fl["ops"]
+        t2 = big["mbs"] / bw
+        t3 = small["p99"] / fl["p99"]
+        print(f"target 1: 64 x 1 KiB appends/s >= 20x floor: {t1:.1f}x -> "
+              f"{'MET' if t1 >= 20 else 'NOT MET'}")
+        print(f"target 2: 64 KiB entries >= 70% of raw bandwidth: {100 * t2:.0f}% -> "
+              f"{'MET' if t2 >= 0.7 else 'NOT MET'}")
+        print(f"target 3: p99 (64 x 1 KiB) <= 3x single-sync p99: {t3:.1f}x -> "
+              f"{'MET' if t3 <= 3 else 'NOT MET'}")
+        print(f"direct_io: {'yes' if small['direct'] else 'NO (buffered fallback)'}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
