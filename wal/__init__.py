@@ -12,6 +12,8 @@ Public API::
     async with open_wal("/var/lib/walproxy/wal", config=WalConfig()) as wal:
         lsn: int = await wal.append(payload, type=1)        # returns once durable
         lsns: list[int] = await wal.append_many([(1, b"a"), (2, b"b")])  # one group
+        sub = await wal.submit_many([(1, b"c")])  # queue now (FIFO = LSN order) ...
+        lsns = await sub.wait()                   # ... wait for durability later
         for entry in wal.read_from(lsn):                    # sync, durable entries only
             entry.lsn, entry.type, entry.payload
         async for entry in wal.follow(lsn):                  # async tail, waits for more
