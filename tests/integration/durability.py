@@ -197,6 +197,8 @@ def consume_all(
                     ends[p] = high
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no watermarks for {topic} after {timeout}s (have {ends})")
+            if len(ends) < partitions:
+                time.sleep(0.2)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         done = {p for p, end in ends.items() if end == 0}
         while len(done) < partitions:
