@@ -75,6 +75,13 @@ def unsupported_version_response(correlation_id: int) -> bytes:
     return encode(header, body)
 
 
+def api_versions_v0_request(correlation_id: int) -> bytes:
+    """A complete ApiVersions v0 request frame (size prefix included), client id "walproxy"."""
+    client_id = b"walproxy"
+    payload = struct.pack(">hhih", API_VERSIONS, 0, correlation_id, len(client_id)) + client_id
+    return struct.pack(">i", len(payload)) + payload
+
+
 def rewrite_response(version: int, frame: bytes, limits: dict[int, tuple[int, int]]) -> bytes:
     """Clamp a broker's ApiVersions response; returns the frame unchanged when nothing moved.
 

@@ -44,12 +44,48 @@ def _run(args: argparse.Namespace) -> int:
             await server.run()  # returns once drained
             nursery.cancel_scope.cancel()
 
+    from wal import WalError
+
     try:
         trio.run(main)
-    except OSError as exc:
+    except (OSError, WalError) as exc:
         structlog.get_logger("walproxy").error("cannot start", error=str(exc))
+        print(f"walproxy: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    """Reconcile the WAL with the broker once (no proxying), report, and exit."""
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log.format, cfg.log.level)
+    from wal import WalConfig, WalError, open_wal
+
+    from .config import parse_address
+    from .produce_path import DurableProduce
+    from .reconciler import Reconciler
+    from .upstream_client import UpstreamError
+
+    async def main() -> int:
+        w = cfg.wal
+        wal_config = WalConfig(segment_size=w.segment_bytes, max_bytes=w.max_bytes)
+        async with open_wal(w.dir, wal_config) as wal, trio.open_nursery() as nursery:
+            durable = DurableProduce(wal)
+            durable.attach(nursery)
+            reconciler = Reconciler(durable, parse_address(cfg.proxy.upstream, "proxy.upstream"))
+            report = await reconciler.reconcile(startup=True)
+        print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))
+        return 0 if report.clean else 1
+
+    try:
+        return trio.run(main)
+    except (WalError, UpstreamError, OSError) as exc:
+        print(f"walproxy repair: {exc}", file=sys.stderr)
+        return 3
 
 
 async def _stop_on_signals(stop: Callable[[], None]) -> None:
@@ -137,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", help="override proxy.upstream")
     run.add_argument("--admin-listen", help="override admin.listen ('' disables)")
     run.set_defaults(func=_run)
+
+    repair = sub.add_parser(
+        "repair",
+        help="reconcile the WAL with the broker once; exit 1 if data could not be restored exactly",
+    )
+    repair.add_argument("--config", help="TOML configuration file")
+    repair.set_defaults(func=_repair)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

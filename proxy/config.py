@@ -59,6 +59,31 @@ class ProxySection:
 
 
 @dataclass(frozen=True)
+class WalSection:
+    enabled: bool = _doc(
+        "Persist produce batches before forwarding. Off: a plain proxy, acks are NOT durable.",
+        default=True,
+    )
+    dir: str = _doc(
+        "Directory of the write-ahead log (its own volume in production).", default="walproxy-wal"
+    )
+    segment_bytes: int = _doc(
+        "Size of each preallocated WAL segment file.", default=64 * 1024 * 1024
+    )
+    max_bytes: int = _doc(
+        "Size cap of the WAL; when full, produce requests wait.", default=2 * 1024 * 1024 * 1024
+    )
+    retention_s: float = _doc(
+        "Keep acknowledged entries this long (the broker's page cache is written back well "
+        "within it); the S3 offloader will trim after upload instead.",
+        default=60.0,
+    )
+    direct_io: str = _doc(
+        "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
+    )
+
+
+@dataclass(frozen=True)
 class AdminSection:
     listen: str = _doc(
         "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
@@ -74,6 +99,7 @@ class LogSection:
 @dataclass(frozen=True)
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
+    wal: WalSection = field(default_factory=WalSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -86,6 +112,21 @@ def parse_address(value: str, setting: str) -> tuple[str, int]:
 
 
 def _coerce(setting: str, typ: Any, value: Any) -> Any:
+    if typ in ("bool", bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        ):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{setting}: expected true or false, got {value!r}")
     if typ in ("int", int):
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(f"{setting}: expected an integer, got {value!r}")
@@ -188,6 +229,23 @@ def validate(config: Config) -> None:
         raise ConfigError(f"proxy.drain_timeout_s: must not be negative, got {p.drain_timeout_s}")
     if p.max_frame_bytes > 2**31 - 1:
         raise ConfigError("proxy.max_frame_bytes: must fit a Kafka int32 frame size")
+    w = config.wal
+    if w.enabled and not w.dir:
+        raise ConfigError("wal.dir: must name a directory when wal.enabled is true")
+    if w.segment_bytes < 1024 * 1024 or w.segment_bytes % 4096:
+        raise ConfigError(
+            "wal.segment_bytes: must be a multiple of 4096 and at least 1 MiB, "
+            f"got {w.segment_bytes}"
+        )
+    if w.max_bytes < 2 * w.segment_bytes:
+        raise ConfigError(
+            f"wal.max_bytes: must hold at least two segments ({2 * w.segment_bytes}), "
+            f"got {w.max_bytes}"
+        )
+    if w.retention_s < 0:
+        raise ConfigError(f"wal.retention_s: must not be negative, got {w.retention_s}")
+    if w.direct_io not in ("auto", "on", "off"):
+        raise ConfigError(f"wal.direct_io: expected auto, on or off, got {w.direct_io!r}")
     if config.admin.listen:
         parse_address(config.admin.listen, "admin.listen")
     if config.log.format not in ("console", "json"):

@@ -293,7 +293,9 @@ class DevCluster:
             f'upstream = "{self.host}:{node.client_port}"\n'
             f"node_id = {node.node_id}\n"
             "drain_timeout_s = 5\n"
-            "[proxy.peers]\n" + peers + "[admin]\n"
+            "[proxy.peers]\n" + peers + "[wal]\n"
+            f'dir = "{node.directory / "walproxy-wal"}"\n'
+            "[admin]\n"
             f'listen = "{self.host}:{node.admin_port}"\n'
         )
 

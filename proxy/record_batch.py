@@ -99,8 +99,13 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes | None,
-            headers: Sequence[tuple[str, bytes]]) -> bytes:
+def _record(
+    offset_delta: int,
+    ts_delta: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+) -> bytes:
     body = bytearray(b"\x00")  # attributes
     body += _varint(ts_delta) + _varint(offset_delta)
     body += _varint(-1) if key is None else _varint(len(key)) + key
@@ -132,10 +137,20 @@ def build_batch(
     records = b"".join(
         _record(i, 0, k, v, headers) for i, (k, v) in enumerate(zip(keys, values, strict=True))
     )
-    after_crc = struct.pack(
-        ">hiqqqhii", attributes, len(values) - 1, timestamp_ms, timestamp_ms, producer_id,
-        producer_epoch, base_sequence, len(values),
-    ) + records
+    after_crc = (
+        struct.pack(
+            ">hiqqqhii",
+            attributes,
+            len(values) - 1,
+            timestamp_ms,
+            timestamp_ms,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            len(values),
+        )
+        + records
+    )
     crc = crc32c.crc32c(after_crc)
     length = 4 + 1 + 4 + len(after_crc)  # leader epoch, magic, crc, rest
     return struct.pack(">qiibI", base_offset, length, partition_leader_epoch, 2, crc) + after_crc

@@ -8,11 +8,15 @@ import functools
 import structlog
 import trio
 
+from wal import Wal, WalConfig, open_wal
+
 from . import apiversions, endpoints, metrics
 from .admin import AdminServer
 from .config import Config, parse_address
 from .connection import ConnectionSettings, ProxyConnection, ResponseFilter
+from .produce_path import DurableProduce
 from .produce_skim import PRODUCE_API_KEY
+from .reconciler import Reconciler
 
 log = structlog.get_logger("walproxy.server")
 
@@ -82,10 +86,17 @@ class ProxyServer:
         self.draining = False
         self.port: int | None = None
         self.admin_port: int | None = None
+        self.durable: DurableProduce | None = None
+        self.reconciler: Reconciler | None = None
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
+        if self.durable is not None:
+            if self.durable.wal.fenced:
+                return False, "WAL fenced after an I/O error"
+            if not self.durable.gate.is_open:
+                return False, "reconciling with the broker"
         return True, "ready"
 
     def shutdown(self) -> None:
@@ -95,10 +106,41 @@ class ProxyServer:
     async def run(
         self, *, task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        w = self.config.wal
+        if not w.enabled:
+            log.warning(
+                "running WITHOUT a write-ahead log: produce acknowledgements are only "
+                "as durable as the broker's page cache (wal.enabled = false)"
+            )
+            await self._serve(None, task_status)
+            return
+        wal_config = WalConfig(
+            segment_size=w.segment_bytes,
+            max_bytes=w.max_bytes,
+            direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
+        )
+        async with open_wal(w.dir, wal_config) as wal:
+            log.info(
+                "WAL open",
+                dir=w.dir,
+                direct_io=wal.direct_io,
+                epoch=wal.epoch,
+                first_lsn=wal.first_lsn,
+                last_lsn=wal.last_durable_lsn,
+            )
+            await self._serve(wal, task_status)
+
+    async def _serve(self, wal: Wal | None, task_status: trio.TaskStatus[ProxyServer]) -> None:
         host, port = parse_address(self.config.proxy.listen, "proxy.listen")
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            if wal is not None:
+                self.durable = DurableProduce(wal)
+                self.durable.attach(nursery)
+                self.reconciler = Reconciler(self.durable, self._upstream)
+                await nursery.start(self.reconciler.run)
+                nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
             if self.config.admin.listen:
                 ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
                 self.admin_port = await nursery.start(AdminServer(self.ready).serve, ahost, aport)
@@ -162,6 +204,8 @@ class ProxyServer:
                 upstream = await trio.open_tcp_stream(*self._upstream)
         except (OSError, trio.TooSlowError) as exc:
             metrics.UPSTREAM_ERRORS.labels("connect").inc()
+            if self.reconciler is not None:
+                self.reconciler.upstream_trouble()
             log.warning(
                 "cannot reach upstream broker; closing client",
                 peer=peer,
@@ -170,7 +214,14 @@ class ProxyServer:
             )
             await trio.aclose_forcefully(client)
             return
-        conn = ProxyConnection(client, upstream, self._settings, peer=peer)
+        conn = ProxyConnection(
+            client,
+            upstream,
+            self._settings,
+            produce=self.durable,
+            peer=peer,
+            on_upstream_lost=self.reconciler.upstream_trouble if self.reconciler else None,
+        )
         self._connections.add(conn)
         self._no_connections = trio.Event() if len(self._connections) == 1 else self._no_connections
         metrics.CONNECTIONS.inc()

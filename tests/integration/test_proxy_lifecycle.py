@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def extra_proxy(
                 *extra,
             ],
             tmp_path / f"walproxy-{port}.log",
+            env={**os.environ, "WALPROXY_WAL_DIR": str(tmp_path / f"wal-{port}")},
         )
         proc.start()
         started.append(proc)

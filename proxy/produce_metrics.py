@@ -1,0 +1,53 @@
+"""Prometheus metrics of the durable produce path and of reconciliation."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+WAL_SECONDS = Histogram(
+    "walproxy_produce_wal_seconds",
+    "Produce request arrival until its WAL entries are durable.",
+    buckets=_BUCKETS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "walproxy_produce_upstream_seconds",
+    "Produce request forwarded until the broker answered.",
+    buckets=_BUCKETS,
+)
+PERSISTED = Counter(
+    "walproxy_produce_batches_persisted_total",
+    "Partition batches made durable in the WAL before forwarding.",
+)
+REFUSED = Counter(
+    "walproxy_produce_batches_refused_total",
+    "Partition batches refused without reaching WAL or broker, by reason.",
+    ["reason"],
+)
+IN_DOUBT = Gauge(
+    "walproxy_in_doubt_batches",
+    "Batches forwarded whose outcome is unknown, waiting for reconciliation.",
+)
+RECONCILIATIONS = Counter(
+    "walproxy_reconciliations_total", "Reconciliation runs, by result.", ["result"]
+)
+FOUND = Counter("walproxy_reconcile_found_total", "In-doubt batches found in the broker's log.")
+REPLAYED = Counter(
+    "walproxy_replayed_batches_total",
+    "Batches produced again by reconciliation, by kind (in_doubt, lost_acked).",
+    ["kind"],
+)
+REPAIRED = Counter(
+    "walproxy_repaired_batches_total",
+    "Acknowledged batches the broker had lost, restored at their offsets.",
+)
+OFFSET_MISMATCHES = Counter(
+    "walproxy_offset_mismatches_total",
+    "Acknowledged batches that could not be restored at their original offset.",
+)
+ABANDONED = Counter(
+    "walproxy_abandoned_batches_total",
+    "Batches reconciliation gave up on, by whether they had been acknowledged.",
+    ["acked"],
+)

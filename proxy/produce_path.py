@@ -1,0 +1,316 @@
+"""The durable produce path: WAL before forward, acknowledgement after both.
+
+:class:`DurableProduce` is the :class:`~proxy.connection.ProduceHandler` every connection
+shares. For each Produce request it
+
+1. skims the request (no copy of record bytes) and checks every record batch (magic 2,
+   length, CRC32C): a bad batch is refused with CORRUPT_MESSAGE and reaches neither the WAL
+   nor the broker, while the request's other partitions go on;
+2. queues one BATCH entry per partition in the WAL, in request order, so group commit shares
+   one write and one sync among every connection's appends;
+3. lets the connection forward the request once its entries are durable (and no repair is
+   running: a repair must finish before new data reaches the broker);
+4. records each partition's outcome (OUTCOME entry) when the broker answers, and lets the
+   response go to the client only once that outcome is durable.
+
+Whatever a connection sends upstream but never learns the fate of is *in doubt*; the
+reconciler (``proxy.reconciler``) settles it. Produce with ``acks=0`` is persisted like any
+other and is known to have landed once a later response arrives on the same connection
+(Kafka closes the connection on an acks=0 error instead of answering).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from itertools import chain
+
+import structlog
+import trio
+
+from wal import Wal, WalError
+
+from . import produce_metrics as pm
+from .produce_codec import (
+    CORRUPT_MESSAGE,
+    KAFKA_STORAGE_ERROR,
+    PartitionKey,
+    error_response,
+    request_without,
+    response_outcomes,
+    response_with_errors,
+)
+from .produce_skim import skim_produce
+from .record_batch import BatchError, iter_batches
+from .wal_entries import BATCH, OUTCOME, OutcomeEntry, Source, encode_batch_header, encode_outcome
+
+log = structlog.get_logger("walproxy.produce")
+
+
+@dataclass(eq=False, slots=True)
+class PreparedRequest:
+    """One Produce request between the client reader and its acknowledgement."""
+
+    version: int
+    correlation_id: int
+    acks: int
+    frame: bytes
+    keys: list[PartitionKey] = field(default_factory=list)  # one per WAL entry
+    refused: dict[PartitionKey, int] = field(default_factory=dict)
+    local_response: bytes | None = None
+    submission: object | None = None  # the WAL submission of the BATCH entries
+    lsns: list[int] = field(default_factory=list)
+    forwarded: bool = False
+    received_at: float = 0.0
+    forwarded_at: float = 0.0
+
+
+class _Gate:
+    """Closed while a repair runs; produce requests wait at it before being forwarded."""
+
+    def __init__(self) -> None:
+        self._open = trio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        if self._open.is_set():
+            self._open = trio.Event()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+
+class DurableProduce:
+    def __init__(self, wal: Wal) -> None:
+        self.wal = wal
+        self.gate = _Gate()  # opened by the first reconciliation
+        #: LSN -> partition of every BATCH entry forwarded (or about to be) whose outcome
+        #: is not durable yet. The WAL is never trimmed past the smallest of them.
+        self.unresolved: dict[int, PartitionKey] = {}
+        #: LSNs whose connection died without learning their fate.
+        self.in_doubt: set[int] = set()
+        self.forwarded_unanswered = 0
+        self.in_doubt_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Where background outcome writes run (those a dying connection cannot await)."""
+        self._nursery = nursery
+
+    # -- ProduceHandler ------------------------------------------------------------------
+    async def prepare(
+        self, version: int, correlation_id: int, frame: bytes, payload: memoryview
+    ) -> PreparedRequest:
+        skim = skim_produce(payload)
+        req = PreparedRequest(
+            version, correlation_id, skim.acks, frame, received_at=time.perf_counter()
+        )
+        entries: list[tuple[int, bytes]] = []
+        for part in skim.partitions:
+            key: PartitionKey = (part.topic, part.topic_id, part.partition)
+            records = payload[part.start : part.end]
+            try:
+                if not any(True for _ in iter_batches(records)):
+                    raise BatchError("no record batch")
+            except BatchError as exc:
+                req.refused[key] = CORRUPT_MESSAGE
+                pm.REFUSED.labels("corrupt").inc()
+                log.warning(
+                    "refusing corrupt record batch",
+                    topic=part.topic or str(part.topic_id),
+                    partition=part.partition,
+                    error=str(exc),
+                )
+                continue
+            header = encode_batch_header(
+                acks=skim.acks,
+                partition=part.partition,
+                topic=part.topic,
+                topic_id=part.topic_id,
+                transactional_id=skim.transactional_id,
+            )
+            entries.append((BATCH, header + records))
+            req.keys.append(key)
+        if req.refused:
+            if skim.acks == 0:
+                from .connection import ClientRefused
+
+                raise ClientRefused("corrupt record batch in an acks=0 produce request")
+            if not entries:
+                req.local_response = error_response(version, correlation_id, req.refused)
+                return req
+            rewritten = request_without(version, payload, req.refused)
+            req.frame = len(rewritten).to_bytes(4, "big") + rewritten
+        if self.wal.fenced:
+            req.local_response = self._storage_error(req)
+            return req
+        try:
+            req.submission = await self.wal.submit_many(entries)
+        except WalError:
+            req.local_response = self._storage_error(req)
+        return req
+
+    def _storage_error(self, req: PreparedRequest) -> bytes:
+        pm.REFUSED.labels("wal_unavailable").inc(len(req.keys))
+        errors = dict.fromkeys(req.keys, KAFKA_STORAGE_ERROR)
+        errors.update(req.refused)
+        return error_response(req.version, req.correlation_id, errors)
+
+    async def ready(self, prepared: PreparedRequest) -> bytes | None:  # type: ignore[override]
+        req = prepared
+        try:
+            req.lsns = await req.submission.wait()  # type: ignore[union-attr]
+        except WalError as exc:
+            log.error("WAL append failed; refusing produce", error=str(exc))
+            if req.acks == 0:
+                return b""  # the connection refuses it (no response possible)
+            return self._storage_error(req)
+        pm.WAL_SECONDS.observe(time.perf_counter() - req.received_at)
+        pm.PERSISTED.inc(len(req.lsns))
+        for lsn, key in zip(req.lsns, req.keys, strict=True):
+            self.unresolved[lsn] = key
+        if not self.gate.is_open:
+            await self.gate.wait()
+        return None
+
+    def forwarded(self, prepared: PreparedRequest) -> None:  # type: ignore[override]
+        prepared.forwarded = True
+        prepared.forwarded_at = time.perf_counter()
+        prepared.frame = b""  # the WAL has the bytes; do not hold the frame until the answer
+        if prepared.acks != 0:  # acks=0 is settled by barriers, never waited for
+            self.forwarded_unanswered += 1
+
+    async def answered(
+        self,
+        prepared: PreparedRequest,
+        version: int,  # type: ignore[override]
+        payload: memoryview,
+    ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
+        req = prepared
+        self.forwarded_unanswered -= 1
+        pm.UPSTREAM_SECONDS.observe(time.perf_counter() - req.forwarded_at)
+        by_key = {o.key: o for o in response_outcomes(version, payload)}
+        outcomes = []
+        for lsn, key in zip(req.lsns, req.keys, strict=True):
+            o = by_key.get(key)
+            if o is None:  # the broker did not answer for it: treat as failed, never replayed
+                outcome = OutcomeEntry(lsn, Source.BROKER, -1, -1, reason="missing in response")
+            else:
+                outcome = OutcomeEntry(
+                    lsn,
+                    Source.BROKER,
+                    o.error_code,
+                    o.base_offset if o.error_code == 0 else -1,
+                    o.log_append_time,
+                )
+            outcomes.append(outcome)
+        if req.refused:
+            payload = memoryview(response_with_errors(version, payload, req.refused))
+        return payload, self._record(outcomes)
+
+    async def _record(self, outcomes: list[OutcomeEntry]) -> None:
+        """Queue OUTCOME entries now; the returned coroutine waits for their durability."""
+        submission = await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
+        await submission.wait()  # WalError propagates: the client is not answered
+        for o in outcomes:
+            self.unresolved.pop(o.batch_lsn, None)
+
+    def proven_processed(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+        outcomes = []
+        for req in prepared:
+            outcomes += [OutcomeEntry(lsn, Source.BROKER, 0, -1) for lsn in req.lsns]
+        self._in_background(outcomes)
+
+    def abandoned(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+        never_sent = []
+        for req in prepared:
+            if req.forwarded:
+                if req.acks != 0:
+                    self.forwarded_unanswered -= 1
+                self.in_doubt.update(req.lsns)
+            elif req.acks != 0:
+                # Never reached the broker and never acknowledged: the client retries it.
+                never_sent += [
+                    OutcomeEntry(
+                        lsn, Source.ABANDONED, -1, -1, reason="connection closed before forwarding"
+                    )
+                    for lsn in req.lsns
+                ]
+            else:
+                self.in_doubt.update(req.lsns)  # acks=0: nobody retries, so replay it
+        if never_sent:
+            self._in_background(never_sent)
+        if self.in_doubt:
+            pm.IN_DOUBT.set(len(self.in_doubt))
+            self.in_doubt_changed.set()
+
+    def _in_background(self, outcomes: list[OutcomeEntry]) -> None:
+        if not outcomes:
+            return
+        if self._nursery is None:
+            raise RuntimeError("DurableProduce.attach() was not called")
+        self._nursery.start_soon(self._record_quietly, outcomes)
+
+    async def _record_quietly(self, outcomes: list[OutcomeEntry]) -> None:
+        try:
+            await self._record(outcomes)
+        except WalError as exc:
+            log.error("cannot record outcomes; they stay in doubt", error=str(exc))
+            self.in_doubt.update(o.batch_lsn for o in outcomes)
+
+    # -- WAL life cycle ---------------------------------------------------------------------
+    async def trim_loop(self, retention_s: float, interval_s: float = 1.0) -> None:
+        """Trim entries older than ``retention_s`` whose fate is settled.
+
+        A stand-in until the S3 offloader trims after upload: it assumes the broker's page
+        cache reaches its disk within ``retention_s`` (Linux writes dirty pages back after
+        30 s by default).
+        """
+        checkpoints: deque[tuple[float, int]] = deque()
+        trimmed = 0
+        while True:
+            await trio.sleep(interval_s)
+            now = trio.current_time()
+            checkpoints.append((now, self.wal.last_durable_lsn))
+            target = 0
+            while checkpoints and checkpoints[0][0] <= now - retention_s:
+                target = checkpoints.popleft()[1]
+            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
+            if unsettled is not None:
+                target = min(target, unsettled - 1)
+            if target > trimmed:
+                await self.wal.trim(target)
+                trimmed = target
+
+    # -- for the reconciler ----------------------------------------------------------------
+    def take_in_doubt(self) -> set[int]:
+        taken, self.in_doubt = self.in_doubt, set()
+        self.in_doubt_changed = trio.Event()
+        return taken
+
+    async def quiesce(self, timeout: float) -> bool:
+        """Wait until no acks!=0 request forwarded is unanswered (the gate must be closed).
+
+        acks=0 requests are not waited for: their confirmation needs a later request on
+        their connection. One landing during a repair can only shift a restored batch's
+        offset, which the repair then reports as a mismatch.
+        """
+        with trio.move_on_after(timeout):
+            while self.forwarded_unanswered > 0:
+                await trio.sleep(0.01)
+            return True
+        return False
+
+
+def topic_label(key: PartitionKey) -> str:
+    name, tid, _ = key
+    return name if name is not None else str(tid or uuid.UUID(int=0))

@@ -1,0 +1,406 @@
+"""Reconciliation and repair: the trio/Kafka shell around :mod:`proxy.repair_plan`.
+
+Runs when the proxy starts, whenever a connection leaves produce batches in doubt, and
+whenever the upstream broker went away (it may have come back without its page cache).
+While it runs, the produce gate is closed: no new produce reaches the broker until every
+lost acknowledged batch is back at its offset. Other APIs keep flowing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from wal import Wal
+
+from . import produce_metrics as pm
+from .produce_codec import PartitionKey
+from .produce_path import DurableProduce
+from .record_batch import HEADER_SIZE, BatchError, iter_batches, parse_header
+from .repair_plan import (
+    Abandon,
+    Found,
+    LogBatch,
+    Mismatch,
+    Plan,
+    Reproduce,
+    WalBatch,
+    plan_partition,
+)
+from .upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from .wal_entries import (
+    BATCH,
+    OUTCOME,
+    BatchEntry,
+    OutcomeEntry,
+    Source,
+    decode_batch,
+    decode_outcome,
+    encode_outcome,
+)
+
+log = structlog.get_logger("walproxy.reconcile")
+
+DUPLICATE_SEQUENCE_NUMBER = 46
+#: In-doubt batches are looked for from a little before the acknowledged batches around them.
+_LSN_WINDOW = 10_000
+
+
+@dataclass
+class Report:
+    partitions: int = 0
+    intact: int = 0
+    found: int = 0
+    replayed: int = 0
+    repaired: int = 0
+    mismatched: int = 0
+    abandoned_acked: int = 0
+    abandoned: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _PartitionState:
+    topic: str
+    partition: int
+    batches: list[tuple[WalBatch, BatchEntry]] = field(default_factory=list)
+
+
+def scan_wal(
+    wal: Wal, from_lsn: int | None = None
+) -> tuple[dict[int, BatchEntry], dict[int, OutcomeEntry]]:
+    """Every BATCH and the latest OUTCOME per batch, from ``from_lsn`` (default: the start)."""
+    batches: dict[int, BatchEntry] = {}
+    outcomes: dict[int, OutcomeEntry] = {}
+    for entry in wal.read_from(from_lsn):
+        if entry.type == BATCH:
+            batches[entry.lsn] = decode_batch(bytes(entry.payload))
+        elif entry.type == OUTCOME:
+            o = decode_outcome(entry.payload)
+            outcomes[o.batch_lsn] = o
+    return batches, outcomes
+
+
+def _log_batches(records: bytes) -> tuple[list[LogBatch], int | None]:
+    """Whole batches in a fetched blob, and the offset after the last one (None if empty)."""
+    out = []
+    pos = 0
+    while len(records) - pos >= HEADER_SIZE:
+        h = parse_header(records, pos)
+        if pos + h.length > len(records):
+            break  # a partial batch at the fetch size limit
+        out.append(LogBatch.of(h))
+        pos += h.length
+    return out, (out[-1].last_offset + 1 if out else None)
+
+
+class Reconciler:
+    def __init__(
+        self, durable: DurableProduce, upstream: tuple[str, int], *, scan_max_bytes: int = 256 << 20
+    ) -> None:
+        self.durable = durable
+        self.wal = durable.wal
+        self.upstream = upstream
+        self.scan_max_bytes = scan_max_bytes
+        self._trouble = trio.Event()
+        #: partition -> end offset of the highest acknowledged batch in the WAL
+        self.acked_end: dict[PartitionKey, int] = {}
+        self.last_report: Report | None = None
+        self.completed = trio.Event()
+
+    def upstream_trouble(self) -> None:
+        """A connection lost its broker: check for lost acknowledged data when it is back."""
+        self._trouble.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        startup = True
+        while True:
+            if not startup:
+                with trio.move_on_after(5.0):  # also a periodic check for acks=0 in doubt
+                    async with trio.open_nursery() as wait:
+
+                        async def on(event: trio.Event) -> None:
+                            await event.wait()
+                            wait.cancel_scope.cancel()
+
+                        wait.start_soon(on, self._trouble)
+                        wait.start_soon(on, self.durable.in_doubt_changed)
+                if not (self._trouble.is_set() or self.durable.in_doubt):
+                    continue
+            self._trouble = trio.Event()
+            self.durable.gate.close()
+            delay = 0.2
+            while True:
+                try:
+                    await self.durable.quiesce(timeout=30.0)
+                    report = await self.reconcile(startup=startup)
+                    break
+                except (UpstreamError, OSError, trio.TooSlowError) as exc:
+                    pm.RECONCILIATIONS.labels("broker_unavailable").inc()
+                    log.warning(
+                        "reconciliation waits for the broker", error=str(exc), retry_in_s=delay
+                    )
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            self.last_report = report
+            pm.RECONCILIATIONS.labels("clean" if report.clean else "problems").inc()
+            self.durable.gate.open()
+            self.completed.set()
+            startup = False
+
+    async def reconcile(self, *, startup: bool) -> Report:
+        """One pass; raises UpstreamError when the broker cannot be reached."""
+        in_doubt = set(self.durable.take_in_doubt())
+        async with await UpstreamClient.connect(*self.upstream) as client:
+            try:
+                return await self._reconcile(client, in_doubt, startup)
+            except BaseException:
+                self.durable.in_doubt.update(in_doubt)  # not settled: keep them
+                raise
+
+    async def _reconcile(self, client: UpstreamClient, in_doubt: set[int], startup: bool) -> Report:
+        report = Report()
+        topics = await client.metadata(None)
+        by_id = {t.topic_id: name for name, t in topics.items()}
+
+        def resolve(key: PartitionKey) -> str | None:
+            name, tid, _ = key
+            return name if name is not None else by_id.get(tid)
+
+        # Which partitions lost acknowledged data (their log ends before what we acked)?
+        if startup:
+            batches, outcomes = scan_wal(self.wal)
+            self.acked_end = {}
+            for lsn, b in batches.items():
+                o = outcomes.get(lsn)
+                if o is not None and o.error_code == 0 and o.base_offset >= 0:
+                    key = (b.topic, b.topic_id, b.partition)
+                    end = o.base_offset + _record_count(b)
+                    self.acked_end[key] = max(self.acked_end.get(key, 0), end)
+            in_doubt |= {lsn for lsn in batches if lsn not in outcomes}
+        lost: set[tuple[str, int]] = set()
+        for key, end in list(self.acked_end.items()):
+            topic = resolve(key)
+            if topic is None:
+                continue
+            leo = await client.list_offset(topic, key[2], LATEST)
+            if leo < end:
+                log.error(
+                    "broker lost acknowledged records",
+                    topic=topic,
+                    partition=key[2],
+                    log_end=leo,
+                    acknowledged_end=end,
+                )
+                lost.add((topic, key[2]))
+        if not in_doubt and not lost:
+            return report
+        if not startup:
+            batches, outcomes = scan_wal(self.wal)
+        return await self._repair(client, batches, outcomes, in_doubt, lost, resolve, report)
+
+    async def _repair(
+        self,
+        client: UpstreamClient,
+        batches: dict[int, BatchEntry],
+        outcomes: dict[int, OutcomeEntry],
+        in_doubt: set[int],
+        lost: set[tuple[str, int]],
+        resolve,
+        report: Report,
+    ) -> Report:  # type: ignore[no-untyped-def]
+        parts: dict[tuple[str, int], _PartitionState] = {}
+        new_outcomes: list[OutcomeEntry] = []
+        names: dict[int, str | None] = {}
+        affected = set(lost)
+        for lsn, b in batches.items():
+            names[lsn] = resolve((b.topic, b.topic_id, b.partition))
+            if lsn in in_doubt:
+                if names[lsn] is None:
+                    new_outcomes.append(
+                        OutcomeEntry(lsn, Source.ABANDONED, -1, -1, reason="topic no longer exists")
+                    )
+                    report.abandoned += 1
+                else:
+                    affected.add((names[lsn], b.partition))
+        for lsn, b in sorted(batches.items()):
+            topic = names[lsn]
+            if topic is None or (topic, b.partition) not in affected:
+                continue
+            o = outcomes.get(lsn)
+            acked = o is not None and o.error_code == 0 and o.base_offset >= 0
+            if not acked and lsn not in in_doubt:
+                continue  # failed, abandoned, or still in flight on a live connection
+            try:
+                headers = tuple(iter_batches(b.records))
+            except BatchError as exc:  # cannot happen for what prepare() let through
+                report.problems.append(f"WAL batch {lsn} does not parse: {exc}")
+                continue
+            wb = WalBatch(lsn, headers, b.acks0, o.base_offset if acked and o else None)
+            state = parts.setdefault((topic, b.partition), _PartitionState(topic, b.partition))
+            state.batches.append((wb, b))
+        for state in parts.values():
+            report.partitions += 1
+            plan = await self._plan(client, state)
+            report.intact += plan.intact
+            new_outcomes += await self._execute(client, state, plan, report)
+        if new_outcomes:
+            submission = await self.wal.submit_many(
+                [(OUTCOME, encode_outcome(o)) for o in new_outcomes]
+            )
+            await submission.wait()
+        for o in new_outcomes:
+            self.durable.unresolved.pop(o.batch_lsn, None)
+            if o.error_code == 0 and o.base_offset >= 0:
+                b = batches[o.batch_lsn]
+                key = (b.topic, b.topic_id, b.partition)
+                end = o.base_offset + _record_count(b)
+                self.acked_end[key] = max(self.acked_end.get(key, 0), end)
+        pm.IN_DOUBT.set(len(self.durable.in_doubt))
+        log.info(
+            "reconciliation done",
+            **{k: v for k, v in vars(report).items() if k != "problems"},
+            problems=len(report.problems),
+        )
+        return report
+
+    async def _plan(self, client: UpstreamClient, state: _PartitionState) -> Plan:
+        leo = await client.list_offset(state.topic, state.partition, LATEST)
+        start = await client.list_offset(state.topic, state.partition, EARLIEST)
+        wal_batches = [wb for wb, _ in state.batches]
+        doubt_lsns = [wb.lsn for wb in wal_batches if wb.acked_offset is None]
+        log_batches: list[LogBatch] = []
+        if doubt_lsns:
+            first = min(doubt_lsns)
+            near = [
+                wb.acked_offset
+                for wb in wal_batches
+                if wb.acked_offset is not None and wb.lsn >= first - _LSN_WINDOW
+            ]
+            before = [
+                wb.acked_offset + wb.record_count
+                for wb in wal_batches
+                if wb.acked_offset is not None and wb.lsn < first - _LSN_WINDOW
+            ]
+            scan_from = min(near) if near else (max(before) if before else start)
+            offset, scanned = max(start, scan_from), 0
+            while offset < leo and scanned < self.scan_max_bytes:
+                fetched = await client.fetch(state.topic, state.partition, offset)
+                found, next_offset = _log_batches(fetched.records)
+                if next_offset is None:
+                    break
+                log_batches += found
+                scanned += len(fetched.records)
+                offset = next_offset
+        return plan_partition(wal_batches, leo, log_batches)
+
+    async def _execute(
+        self, client: UpstreamClient, state: _PartitionState, plan: Plan, report: Report
+    ) -> list[OutcomeEntry]:
+        entries = {wb.lsn: (wb, b) for wb, b in state.batches}
+        out: list[OutcomeEntry] = []
+        where = f"{state.topic}-{state.partition}"
+        for action in plan.actions:
+            wb, b = entries[action.lsn]
+            if isinstance(action, Found):
+                out.append(OutcomeEntry(action.lsn, Source.FOUND, 0, action.base_offset))
+                report.found += 1
+                pm.FOUND.inc()
+            elif isinstance(action, Abandon):
+                out.append(OutcomeEntry(action.lsn, Source.ABANDONED, -1, -1, reason=action.reason))
+                pm.ABANDONED.labels(str(action.was_acked).lower()).inc()
+                if action.was_acked:
+                    report.abandoned_acked += 1
+                    report.problems.append(f"{where}: {action.reason}")
+                    log.error(
+                        "acknowledged batch cannot be restored",
+                        partition=where,
+                        lsn=action.lsn,
+                        reason=action.reason,
+                    )
+                else:
+                    report.abandoned += 1
+                    log.warning(
+                        "in-doubt batch abandoned",
+                        partition=where,
+                        lsn=action.lsn,
+                        reason=action.reason,
+                    )
+            else:
+                expected = action.expected_offset
+                if isinstance(action, Mismatch):
+                    expected = None
+                err, base = await client.produce(state.topic, state.partition, bytes(b.records))
+                out.append(self._replayed(action, wb, err, base, expected, where, report))
+        return out
+
+    def _replayed(
+        self,
+        action: Reproduce | Mismatch,
+        wb: WalBatch,
+        err: int,
+        base: int,
+        expected: int | None,
+        where: str,
+        report: Report,
+    ) -> OutcomeEntry:
+        kind = "in_doubt" if wb.acked_offset is None else "lost_acked"
+        if err == DUPLICATE_SEQUENCE_NUMBER:
+            report.found += 1
+            return OutcomeEntry(action.lsn, Source.FOUND, 0, -1)
+        if err != 0:
+            reason = f"broker refused the replay with error {err}"
+            report.problems.append(f"{where}: batch {action.lsn}: {reason}")
+            log.error(
+                "replay refused",
+                partition=where,
+                lsn=action.lsn,
+                error_code=err,
+                acknowledged=wb.acked_offset is not None,
+            )
+            pm.ABANDONED.labels(str(wb.acked_offset is not None).lower()).inc()
+            return OutcomeEntry(action.lsn, Source.ABANDONED, err, -1, reason=reason)
+        pm.REPLAYED.labels(kind).inc()
+        report.replayed += 1
+        if wb.acked_offset is not None:
+            if base == wb.acked_offset:
+                pm.REPAIRED.inc()
+                report.repaired += 1
+            else:
+                pm.OFFSET_MISMATCHES.inc()
+                report.mismatched += 1
+                why = action.reason if isinstance(action, Mismatch) else "the log moved"
+                report.problems.append(
+                    f"{where}: acknowledged batch at offset {wb.acked_offset} restored at "
+                    f"{base} ({why})"
+                )
+                log.error(
+                    "acknowledged batch restored at another offset",
+                    partition=where,
+                    lsn=action.lsn,
+                    acknowledged_offset=wb.acked_offset,
+                    restored_offset=base,
+                    reason=why,
+                )
+        elif expected is not None and base != expected:
+            log.warning(
+                "in-doubt batch landed elsewhere than planned",
+                partition=where,
+                planned=expected,
+                offset=base,
+            )
+        return OutcomeEntry(action.lsn, Source.REPRODUCED, 0, base)
+
+
+def _record_count(b: BatchEntry) -> int:
+    return sum(h.last_offset_delta + 1 for h in iter_batches(b.records, check_crc=False))
+
+
+__all__ = ["Reconciler", "Report", "scan_wal"]
