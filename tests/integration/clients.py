@@ -38,8 +38,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-JAVA_CLASSPATH = str(REPO_ROOT / "deploy" / "kafka-jars" / "target" / "libs") + "/*"
+from proxy.devcluster import libs_dir
+
+JAVA_CLASSPATH = f"{libs_dir()}/*"
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 CODEC_IDS = {name: i for i, name in enumerate(CODECS)}  # record batch attributes & 0x7
@@ -522,7 +523,7 @@ class Member:
         raise NotImplementedError
 
     def commit(self) -> None:
-        """Synchronously commit the positions of every record returned so far."""
+        """Synchronously commit the positions reached on the partitions assigned now."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -205,7 +205,7 @@ class _ConfluentMember(c.Member):
         return {tp.partition for tp in self.consumer.assignment()}
 
     def commit(self) -> None:
-        self._commit()
+        self._commit(self.assignment())
 
     def close(self) -> None:
         if not self.closed:
