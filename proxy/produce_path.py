@@ -59,6 +59,7 @@ class PreparedRequest:
     acks: int
     frame: bytes
     keys: list[PartitionKey] = field(default_factory=list)  # one per WAL entry
+    counts: list[int] = field(default_factory=list)  # offsets each entry takes in the log
     refused: dict[PartitionKey, int] = field(default_factory=dict)
     local_response: bytes | None = None
     submission: object | None = None  # the WAL submission of the BATCH entries
@@ -100,6 +101,9 @@ class DurableProduce:
         self.in_doubt: set[int] = set()
         self.forwarded_unanswered = 0
         self.in_doubt_changed = trio.Event()
+        #: partition -> end offset of the highest batch acknowledged to a client. A broker
+        #: whose log ends below it has lost acknowledged records.
+        self.acked_end: dict[PartitionKey, int] = {}
         self._nursery: trio.Nursery | None = None
 
     def attach(self, nursery: trio.Nursery) -> None:
@@ -119,7 +123,8 @@ class DurableProduce:
             key: PartitionKey = (part.topic, part.topic_id, part.partition)
             records = payload[part.start : part.end]
             try:
-                if not any(True for _ in iter_batches(records)):
+                count = sum(h.last_offset_delta + 1 for h in iter_batches(records))
+                if count == 0:
                     raise BatchError("no record batch")
             except BatchError as exc:
                 req.refused[key] = CORRUPT_MESSAGE
@@ -140,6 +145,7 @@ class DurableProduce:
             )
             entries.append((BATCH, header + records))
             req.keys.append(key)
+            req.counts.append(count)
         if req.refused:
             if skim.acks == 0:
                 from .connection import ClientRefused
@@ -200,7 +206,7 @@ class DurableProduce:
         pm.UPSTREAM_SECONDS.observe(time.perf_counter() - req.forwarded_at)
         by_key = {o.key: o for o in response_outcomes(version, payload)}
         outcomes = []
-        for lsn, key in zip(req.lsns, req.keys, strict=True):
+        for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
             o = by_key.get(key)
             if o is None:  # the broker did not answer for it: treat as failed, never replayed
                 outcome = OutcomeEntry(lsn, Source.BROKER, -1, -1, reason="missing in response")
@@ -212,6 +218,8 @@ class DurableProduce:
                     o.base_offset if o.error_code == 0 else -1,
                     o.log_append_time,
                 )
+                if o.error_code == 0 and o.base_offset >= 0:
+                    self.note_acked(key, o.base_offset + count)
             outcomes.append(outcome)
         if req.refused:
             payload = memoryview(response_with_errors(version, payload, req.refused))
@@ -292,6 +300,10 @@ class DurableProduce:
                 trimmed = target
 
     # -- for the reconciler ----------------------------------------------------------------
+    def note_acked(self, key: PartitionKey, end_offset: int) -> None:
+        if end_offset > self.acked_end.get(key, 0):
+            self.acked_end[key] = end_offset
+
     def take_in_doubt(self) -> set[int]:
         taken, self.in_doubt = self.in_doubt, set()
         self.in_doubt_changed = trio.Event()

@@ -44,6 +44,7 @@ from .wal_entries import (
 log = structlog.get_logger("walproxy.reconcile")
 
 DUPLICATE_SEQUENCE_NUMBER = 46
+_UNKNOWN_TOPIC_GRACE_S = 60.0
 #: In-doubt batches are looked for from a little before the acknowledged batches around them.
 _LSN_WINDOW = 10_000
 
@@ -109,9 +110,8 @@ class Reconciler:
         self.upstream = upstream
         self.scan_max_bytes = scan_max_bytes
         self._trouble = trio.Event()
-        #: partition -> end offset of the highest acknowledged batch in the WAL
-        self.acked_end: dict[PartitionKey, int] = {}
         self.last_report: Report | None = None
+        self._unknown_since: dict[frozenset[PartitionKey], float] = {}
         self.completed = trio.Event()
 
     def upstream_trouble(self) -> None:
@@ -177,19 +177,31 @@ class Reconciler:
         # Which partitions lost acknowledged data (their log ends before what we acked)?
         if startup:
             batches, outcomes = scan_wal(self.wal)
-            self.acked_end = {}
             for lsn, b in batches.items():
                 o = outcomes.get(lsn)
                 if o is not None and o.error_code == 0 and o.base_offset >= 0:
                     key = (b.topic, b.topic_id, b.partition)
-                    end = o.base_offset + _record_count(b)
-                    self.acked_end[key] = max(self.acked_end.get(key, 0), end)
+                    self.durable.note_acked(key, o.base_offset + _record_count(b))
             in_doubt |= {lsn for lsn in batches if lsn not in outcomes}
         lost: set[tuple[str, int]] = set()
-        for key, end in list(self.acked_end.items()):
+        unknown = [key for key in self.durable.acked_end if resolve(key) is None]
+        if unknown:
+            # A restarting broker may not list every topic yet; a deleted topic never returns.
+            first = self._unknown_since.setdefault(frozenset(unknown), trio.current_time())
+            if trio.current_time() - first < _UNKNOWN_TOPIC_GRACE_S:
+                raise UpstreamError(
+                    f"{len(unknown)} topic id(s) not (yet) in the broker's metadata"
+                )
+            for key in unknown:
+                log.warning(
+                    "topic no longer exists; forgetting its acknowledged offsets",
+                    topic_id=str(key[1]),
+                )
+                self.durable.acked_end.pop(key, None)
+        self._unknown_since.clear()
+        for key, end in list(self.durable.acked_end.items()):
             topic = resolve(key)
-            if topic is None:
-                continue
+            assert topic is not None
             leo = await client.list_offset(topic, key[2], LATEST)
             if leo < end:
                 log.error(
@@ -261,8 +273,7 @@ class Reconciler:
             if o.error_code == 0 and o.base_offset >= 0:
                 b = batches[o.batch_lsn]
                 key = (b.topic, b.topic_id, b.partition)
-                end = o.base_offset + _record_count(b)
-                self.acked_end[key] = max(self.acked_end.get(key, 0), end)
+                self.durable.note_acked(key, o.base_offset + _record_count(b))
         pm.IN_DOUBT.set(len(self.durable.in_doubt))
         log.info(
             "reconciliation done",

@@ -117,6 +117,8 @@ class ProxyServer:
         wal_config = WalConfig(
             segment_size=w.segment_bytes,
             max_bytes=w.max_bytes,
+            # Group commit needs a few MiB in the queue; more would only hold clients' bytes.
+            max_pending_bytes=16 * 1024 * 1024,
             direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
         )
         async with open_wal(w.dir, wal_config) as wal:
