@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the host packages walproxy's demo and tests need, when missing:
-# Java 17+ (Kafka 4.x), Maven (fetches the Kafka jars), Python 3.11, kcat (a test client).
+# Java 17+ (Kafka 4.x), Maven (fetches the Kafka jars), Python 3.11, kcat (a test client),
+# fuse3 + libfuse3-dev (the lossy file system the durability tests run Kafka on).
 set -euo pipefail
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v kcat >/dev/null || need+=(kcat)
 command -v python3.11 >/dev/null || need+=(python3.11 python3.11-venv)
+# tests/faultfs: a FUSE file system that loses un-fsynced writes (pyfuse3 builds against libfuse3)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+{ command -v pkg-config >/dev/null && pkg-config --exists fuse3; } || need+=(libfuse3-dev pkg-config)
+command -v gcc >/dev/null || need+=(gcc)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "walproxy setup: please install: ${need[*]}" >&2
