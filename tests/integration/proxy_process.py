@@ -1,0 +1,94 @@
+"""A walproxy process of a test's own in front of the shared broker, to kill and restart.
+
+It keeps its port and WAL directory across restarts, like a sidecar container restarted by
+its pod. ``node_id`` makes it rewrite the broker's own endpoint to itself, so clients that
+bootstrap through it stay on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from proxy.devcluster import DevCluster, ManagedProcess, free_port
+
+
+class OwnProxy:
+    def __init__(self, cluster: DevCluster, workdir: Path, **env: str) -> None:
+        node = cluster.broker_nodes[0]
+        self.cluster = cluster
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.wal_dir = workdir / "wal"
+        self.process = ManagedProcess(
+            "walproxy-own",
+            [sys.executable, "-m", "proxy", "run"],
+            workdir / "walproxy.log",
+            env={
+                **os.environ,
+                "WALPROXY_PROXY_LISTEN": self.bootstrap,
+                "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+                "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+                "WALPROXY_PROXY_DRAIN_TIMEOUT_S": "2",
+                "WALPROXY_WAL_DIR": str(self.wal_dir),
+                "WALPROXY_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
+                "WALPROXY_LOG_FORMAT": "json",
+                **env,
+            },
+        )
+
+    def start(self) -> OwnProxy:
+        self.process.start()
+        self.cluster.wait_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        self.process.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.process.stop(15)
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str) -> float:
+        _, text = self.get("/metrics")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        status, body = 0, ""
+        while time.monotonic() < deadline:
+            try:
+                status, body = self.get("/readyz")
+                if status == 200:
+                    return
+            except OSError as exc:
+                body = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"walproxy not ready after {timeout}s: {status} {body}")
