@@ -294,6 +294,33 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
         consumer.close()
 
 
+def wait_stable(direct_bootstrap: str, topic: str, partitions: int, timeout: float = 30) -> None:
+    """Until every partition's last stable offset reaches its high watermark.
+
+    A transaction's commit returns once the coordinator has logged it; the markers reach
+    the partitions a moment later, and until then read_committed readers stop short.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": direct_bootstrap,
+            "group.id": unique_tag("lso"),
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+
+        def stable() -> bool:
+            ends = end_offsets(direct_bootstrap, topic, partitions)
+            return all(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] == end
+                for p, end in ends.items()
+            )
+
+        wait_until(stable, timeout, f"{topic}: transaction markers on every partition")
+    finally:
+        consumer.close()
+
+
 def proxy_ports(bootstrap: str) -> set[int]:
     return {int(hp.rsplit(":", 1)[1]) for hp in bootstrap.split(",")}
 
@@ -687,6 +714,7 @@ def transaction_scenario(
     aborted = messages(15 * partitions, f"{tag}-ab", partitions)
     committed2 = messages(15 * partitions, f"{tag}-c2", partitions)
     run_transactions([(committed1, True), (aborted, False), (committed2, True)])
+    wait_stable(direct_bootstrap, topic, partitions)
 
     direct_committed = read_all(direct_bootstrap, topic, committed=True)
     direct_all = read_all(direct_bootstrap, topic)
