@@ -93,6 +93,9 @@ class _Gate:
 class DurableProduce:
     def __init__(self, wal: Wal) -> None:
         self.wal = wal
+        #: Entries below this LSN were written by an earlier process: without an outcome,
+        #: they are in doubt. From it on they are this process's, tracked in memory.
+        self.session_start_lsn = wal.last_durable_lsn + 1
         self.gate = _Gate()  # opened by the first reconciliation
         #: LSN -> partition of every BATCH entry forwarded (or about to be) whose outcome
         #: is not durable yet. The WAL is never trimmed past the smallest of them.

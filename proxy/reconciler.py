@@ -182,7 +182,8 @@ class Reconciler:
                 if o is not None and o.error_code == 0 and o.base_offset >= 0:
                     key = (b.topic, b.topic_id, b.partition)
                     self.durable.note_acked(key, o.base_offset + _record_count(b))
-            in_doubt |= {lsn for lsn in batches if lsn not in outcomes}
+            start = self.durable.session_start_lsn  # later ones are live requests
+            in_doubt |= {lsn for lsn in batches if lsn not in outcomes and lsn < start}
         lost: set[tuple[str, int]] = set()
         unknown = [key for key in self.durable.acked_end if resolve(key) is None]
         if unknown:

@@ -8,7 +8,7 @@ import functools
 import structlog
 import trio
 
-from wal import Wal, WalConfig, open_wal
+from wal import Backend, Wal, WalConfig, open_wal
 
 from . import apiversions, endpoints, metrics
 from .admin import AdminServer
@@ -68,8 +68,10 @@ def sidecar_resolver(config: Config) -> endpoints.SidecarEndpoints:
 
 
 class ProxyServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, wal_backend: Backend | None = None) -> None:
+        """``wal_backend`` replaces the WAL directory (tests inject storage faults with it)."""
         self.config = config
+        self._wal_backend = wal_backend
         p = config.proxy
         self._upstream = parse_address(p.upstream, "proxy.upstream")
         self._settings = ConnectionSettings(
@@ -121,7 +123,7 @@ class ProxyServer:
             max_pending_bytes=16 * 1024 * 1024,
             direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
         )
-        async with open_wal(w.dir, wal_config) as wal:
+        async with open_wal(self._wal_backend or w.dir, wal_config) as wal:
             log.info(
                 "WAL open",
                 dir=w.dir,

@@ -570,6 +570,58 @@ def positions(records: Iterable[Rec], partitions: Iterable[int] | None = None) -
     return out
 
 
+class ConfluentMember(Member):
+    """A confluent-kafka group member (``protocol``: classic or consumer, KIP-848)."""
+
+    def __init__(self, name: str, group: str, bootstrap: str, topic: str, protocol: str) -> None:
+        self.name = name
+        self.topic = topic
+        self.records: list[Rec] = []
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "group.protocol": protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "client.id": f"member-{name}",
+        }
+        if protocol == "classic":
+            config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+        self.consumer = Consumer(config)
+        self.consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.closed = False
+
+    def _commit(self, partitions: set[int] | None = None) -> None:
+        offsets = [
+            TopicPartition(self.topic, p, o) for p, o in positions(self.records, partitions).items()
+        ]
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _on_revoke(self, _consumer: Consumer, tps: list[TopicPartition]) -> None:
+        self._commit({tp.partition for tp in tps})
+
+    def poll(self) -> list[Rec]:
+        new = []
+        for msg in self.consumer.consume(10, 0.1):
+            if msg.error() is not None:
+                raise AssertionError(f"member {self.name}: {msg.error()}")
+            new.append(rec_from_confluent(msg))
+        self.records += new
+        return new
+
+    def assignment(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def commit(self) -> None:
+        self._commit(self.assignment())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.consumer.close()
+
+
 @dataclass
 class GroupRun:
     """What happened in :func:`group_scenario`, for the caller's extra checks."""

@@ -58,12 +58,23 @@ def produce_frame(
     version: int = 9,
     batch: bytes | None = None,
 ) -> bytes:
+    records = batch if batch is not None else build_batch(values)
+    return produce_frame_multi(
+        topic, {partition: records}, acks=acks, correlation_id=correlation_id, version=version
+    )
+
+
+def produce_frame_multi(
+    topic: str, batches: dict[int, bytes], *, acks: int, correlation_id: int, version: int = 9
+) -> bytes:
+    """One Produce request with a records blob for each of several partitions of a topic."""
     schema = load_request_schema(0, version)
     module = __import__(schema.__module__, fromlist=["x"])
-    records = batch if batch is not None else build_batch(values)
     data = module.TopicProduceData(
         name=topic,
-        partition_data=(module.PartitionProduceData(index=i32(partition), records=records),),
+        partition_data=tuple(
+            module.PartitionProduceData(index=i32(p), records=blob) for p, blob in batches.items()
+        ),
     )
     return request_frame(
         0,

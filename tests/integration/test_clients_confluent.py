@@ -162,57 +162,6 @@ def test_consume_transform_produce_offsets_in_transaction(
     )
 
 
-class _ConfluentMember(c.Member):
-    def __init__(self, name: str, group: str, bootstrap: str, topic: str, protocol: str) -> None:
-        self.name = name
-        self.topic = topic
-        self.records: list[c.Rec] = []
-        config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "group.protocol": protocol,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "client.id": f"member-{name}",
-        }
-        if protocol == "classic":
-            config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
-        self.consumer = Consumer(config)
-        self.consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        self.closed = False
-
-    def _commit(self, partitions: set[int] | None = None) -> None:
-        offsets = [
-            TopicPartition(self.topic, p, o)
-            for p, o in c.positions(self.records, partitions).items()
-        ]
-        if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-
-    def _on_revoke(self, _consumer: Consumer, tps: list[TopicPartition]) -> None:
-        self._commit({tp.partition for tp in tps})
-
-    def poll(self) -> list[c.Rec]:
-        new = []
-        for msg in self.consumer.consume(10, 0.1):
-            if msg.error() is not None:
-                raise AssertionError(f"member {self.name}: {msg.error()}")
-            new.append(c.rec_from_confluent(msg))
-        self.records += new
-        return new
-
-    def assignment(self) -> set[int]:
-        return {tp.partition for tp in self.consumer.assignment()}
-
-    def commit(self) -> None:
-        self._commit(self.assignment())
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.consumer.close()
-
-
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_consumer_group_rebalance_and_restart(
     kafka: DevCluster, new_topic: Callable[..., str], protocol: str
@@ -221,7 +170,7 @@ def test_consumer_group_rebalance_and_restart(
     topic = new_topic(partitions=4)
 
     def member(name: str, group: str) -> c.Member:
-        return _ConfluentMember(name, group, kafka.bootstrap, topic, protocol)
+        return c.ConfluentMember(name, group, kafka.bootstrap, topic, protocol)
 
     def produce(msgs: Sequence[c.Msg]) -> None:
         c.confluent_produce(kafka.bootstrap, topic, msgs)

@@ -117,8 +117,11 @@ def test_sigkill_under_load_loses_nothing(
     check(load, kafka.direct_bootstrap)
     assert len(load.acked) > 2000, "too little load to mean anything"
     # The kills really left batches in doubt, and restarts settled them (found or replayed).
-    settled = [json.loads(line) for line in own_proxy.process.log_path.read_text().splitlines()
-               if '"reconciliation done"' in line]
+    settled = [
+        json.loads(line)
+        for line in own_proxy.process.log_path.read_text().splitlines()
+        if '"reconciliation done"' in line
+    ]
     assert sum(r["found"] + r["replayed"] for r in settled) > 0, settled
     assert not any(r["problems"] for r in settled), settled
 

@@ -1,0 +1,195 @@
+"""The durable produce path at its edges: corrupt batches, cut connections, failing disks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+from confluent_kafka import Consumer, TopicPartition
+
+from proxy import config as config_mod
+from proxy.devcluster import DevCluster
+from proxy.record_batch import build_batch
+from proxy.server import ProxyServer
+from wal.memory_backend import MemoryBackend
+
+from .proxy_process import OwnProxy
+from .rawkafka import RawConnection, metadata_frame, produce_frame, produce_frame_multi
+from .relay import Relay
+
+CORRUPT_MESSAGE = 2
+KAFKA_STORAGE_ERROR = 56
+
+
+def log_end(bootstrap: str, topic: str, partition: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "leo-probe"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+def corrupt(batch: bytes) -> bytes:
+    return batch[:-1] + bytes([batch[-1] ^ 0xFF])  # the CRC32C no longer matches
+
+
+def partition_results(body) -> dict[int, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    [topic] = body.responses
+    return {
+        int(p.index): (int(p.error_code), int(p.base_offset)) for p in topic.partition_responses
+    }
+
+
+def refused_metric(cluster: DevCluster) -> float:
+    node = cluster.broker_nodes[0]
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('walproxy_produce_batches_refused_total{reason="corrupt"}')
+    )
+
+
+def test_corrupt_batch_in_multi_partition_request(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=3)
+    refused_before = refused_metric(kafka)
+    good, bad = build_batch([b"good-0"]), corrupt(build_batch([b"bad-1"]))
+    with RawConnection(kafka.bootstrap) as conn:
+        conn.send(
+            produce_frame_multi(
+                topic, {0: good, 1: bad, 2: build_batch([b"good-2"])}, acks=-1, correlation_id=7
+            )
+        )
+        header, body = conn.recv_response(0, 9)
+    assert header.correlation_id == 7
+    results = partition_results(body)
+    assert results[1][0] == CORRUPT_MESSAGE  # Kafka's own error code, for that partition only
+    assert results[0] == (0, 0) and results[2] == (0, 0)
+    # The corrupt batch reached neither the broker nor the WAL.
+    assert [log_end(kafka.direct_bootstrap, topic, p) for p in range(3)] == [1, 0, 1]
+    assert refused_metric(kafka) == refused_before + 1
+
+
+def test_request_with_only_corrupt_batches_is_answered_by_the_proxy(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    with RawConnection(kafka.bootstrap) as conn:
+        conn.send(
+            produce_frame(
+                topic, 0, [], acks=1, correlation_id=3, batch=corrupt(build_batch([b"x"]))
+            )
+        )
+        _, body = conn.recv_response(0, 9)
+        assert partition_results(body) == {0: (CORRUPT_MESSAGE, -1)}
+        conn.send(metadata_frame(4))  # the connection stays usable
+        assert conn.recv_response(3, 12)[0].correlation_id == 4
+    assert log_end(kafka.direct_bootstrap, topic, 0) == 0
+
+
+def _reconciliations(proxy: OwnProxy) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in proxy.process.log_path.read_text().splitlines()
+        if '"reconciliation done"' in line
+    ]
+
+
+def test_upstream_cut_mid_request_is_settled_without_duplicates(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic()
+    relay = Relay(("127.0.0.1", kafka.broker_nodes[0].client_port))
+    proxy = OwnProxy(kafka, tmp_path, WALPROXY_PROXY_UPSTREAM=f"127.0.0.1:{relay.port}").start()
+    try:
+        proxy.wait_ready()
+        with RawConnection(proxy.bootstrap) as conn:
+            conn.send(metadata_frame(1))
+            conn.recv_response(3, 12)
+            relay.cut_next_response()  # the produce reaches the broker, its answer is lost
+            conn.send(produce_frame(topic, 0, [b"in-doubt"], acks=-1, correlation_id=2))
+            assert conn.closed_by_peer(timeout=10)
+        assert relay.cuts == 1
+        deadline = time.monotonic() + 30
+        while not any(r["found"] for r in _reconciliations(proxy)):
+            assert time.monotonic() < deadline, _reconciliations(proxy)
+            time.sleep(0.2)
+        proxy.wait_ready()
+        # It landed once: reconciliation found it in the log rather than producing it again.
+        assert log_end(kafka.direct_bootstrap, topic, 0) == 1
+        assert proxy.metric("walproxy_in_doubt_batches") == 0
+    finally:
+        proxy.kill()
+        relay.close()
+
+
+def test_client_gone_after_sending_produce_still_records_the_outcome(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic()
+    proxy = OwnProxy(kafka, tmp_path).start()
+    try:
+        proxy.wait_ready()
+        conn = RawConnection(proxy.bootstrap)
+        conn.send(produce_frame(topic, 0, [b"fire-and-go"], acks=-1, correlation_id=1))
+        conn.close()  # the client leaves before its answer
+        deadline = time.monotonic() + 20
+        while log_end(kafka.direct_bootstrap, topic, 0) < 1:
+            assert time.monotonic() < deadline, "the produce never reached the broker"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        assert proxy.metric("walproxy_in_doubt_batches") == 0
+        assert not any(r["replayed"] for r in _reconciliations(proxy))
+        assert log_end(kafka.direct_bootstrap, topic, 0) == 1
+    finally:
+        proxy.kill()
+
+
+async def test_fsync_failure_stops_acknowledging(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    """EIO on the WAL's sync fences it: the produce that hit it and every later one get
+    KAFKA_STORAGE_ERROR (retriable), nothing reaches the broker, /readyz turns unready."""
+    topic = new_topic()
+    node = kafka.broker_nodes[0]
+    cfg = config_mod.load(
+        None,
+        env={
+            "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
+            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+            "WALPROXY_ADMIN_LISTEN": "",
+        },
+    )
+    backend = MemoryBackend()
+    server = ProxyServer(cfg, wal_backend=backend)
+
+    def produce(value: bytes, corr: int) -> tuple[int, int]:
+        with RawConnection(f"127.0.0.1:{server.port}") as conn:
+            conn.send(produce_frame(topic, 0, [value], acks=-1, correlation_id=corr))
+            return partition_results(conn.recv_response(0, 9)[1])[0]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        with trio.fail_after(30):
+            while not server.ready()[0]:
+                await trio.sleep(0.05)
+        assert await trio.to_thread.run_sync(produce, b"before", 1) == (0, 0)
+        backend.fail_next["sync"] = errno.EIO
+        assert (await trio.to_thread.run_sync(produce, b"hit", 2))[0] == KAFKA_STORAGE_ERROR
+        assert (await trio.to_thread.run_sync(produce, b"after", 3))[0] == KAFKA_STORAGE_ERROR
+        assert server.ready() == (False, "WAL fenced after an I/O error")
+        server.shutdown()
+    leo = await trio.to_thread.run_sync(log_end, kafka.direct_bootstrap, topic, 0)
+    assert leo == 1  # only the record acknowledged before the failure
