@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
+from kafka.errors import CoordinatorNotAvailableError
 
 from . import clients as c
 
@@ -137,18 +138,22 @@ def test_clients_only_see_walproxy_endpoints(cluster: ThreeBrokers) -> None:
         assert len(parts) == PARTITIONS
         assert {p.leader for p in parts.values()} == {1, 2, 3}, "leaders not spread"
         assert all(len(p.replicas) == 3 and len(p.isrs) == 3 for p in parts.values())
-    described = (
-        AdminClient({"bootstrap.servers": cluster.bootstrap})
-        .describe_cluster(request_timeout=30)
-        .result(60)
-    )
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})  # outlives its futures
+    described = admin.describe_cluster(request_timeout=30).result(60)
     assert {n.port for n in described.nodes} == cluster.proxy_ports
     kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     try:
         brokers = kp.describe_cluster()["brokers"]
         assert {b["port"] for b in brokers} == cluster.proxy_ports, brokers
-        for group in (c.unique_tag("coord") for _ in range(6)):  # FindCoordinator answers
-            node = kp._find_coordinator_ids([group])[group]
+
+        def coordinator(group: str) -> int | None:
+            try:
+                return kp._find_coordinator_ids([group])[group]
+            except CoordinatorNotAvailableError:  # retriable: __consumer_offsets is new
+                return None
+
+        for group in (c.unique_tag("coord") for _ in range(6)):
+            node = c.wait_until(lambda g=group: coordinator(g), 30, f"coordinator of {group}")
             assert node in (1, 2, 3)
     finally:
         kp.close()
