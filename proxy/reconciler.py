@@ -44,7 +44,7 @@ from .wal_entries import (
 log = structlog.get_logger("walproxy.reconcile")
 
 DUPLICATE_SEQUENCE_NUMBER = 46
-_UNKNOWN_TOPIC_GRACE_S = 60.0
+_UNKNOWN_TOPIC_GRACE_S = 3.0
 #: In-doubt batches are looked for from a little before the acknowledged batches around them.
 _LSN_WINDOW = 10_000
 
@@ -103,15 +103,23 @@ def _log_batches(records: bytes) -> tuple[list[LogBatch], int | None]:
 
 class Reconciler:
     def __init__(
-        self, durable: DurableProduce, upstream: tuple[str, int], *, scan_max_bytes: int = 256 << 20
+        self,
+        durable: DurableProduce,
+        upstream: tuple[str, int],
+        *,
+        node_id: int | None = None,
+        scan_max_bytes: int = 256 << 20,
     ) -> None:
+        #: The upstream broker's node id: partitions another broker leads now are not this
+        #: sidecar's to check (their leader's sidecar has their WAL entries).
+        self.node_id = node_id
         self.durable = durable
         self.wal = durable.wal
         self.upstream = upstream
         self.scan_max_bytes = scan_max_bytes
         self._trouble = trio.Event()
         self.last_report: Report | None = None
-        self._unknown_since: dict[frozenset[PartitionKey], float] = {}
+        self._unknown_since: dict[PartitionKey, float] = {}
         self.completed = trio.Event()
 
     def upstream_trouble(self) -> None:
@@ -171,8 +179,11 @@ class Reconciler:
         by_id = {t.topic_id: name for name, t in topics.items()}
 
         def resolve(key: PartitionKey) -> str | None:
-            name, tid, _ = key
-            return name if name is not None else by_id.get(tid)
+            """The topic's name, or None when the broker does not know it (deleted)."""
+            name, tid, index = key
+            name = name if name is not None else by_id.get(tid)
+            info = topics.get(name) if name is not None else None
+            return name if info is not None and index in info.partitions else None
 
         # Which partitions lost acknowledged data (their log ends before what we acked)?
         if startup:
@@ -185,24 +196,28 @@ class Reconciler:
             start = self.durable.session_start_lsn  # later ones are live requests
             in_doubt |= {lsn for lsn in batches if lsn not in outcomes and lsn < start}
         lost: set[tuple[str, int]] = set()
-        unknown = [key for key in self.durable.acked_end if resolve(key) is None]
-        if unknown:
-            # A restarting broker may not list every topic yet; a deleted topic never returns.
-            first = self._unknown_since.setdefault(frozenset(unknown), trio.current_time())
-            if trio.current_time() - first < _UNKNOWN_TOPIC_GRACE_S:
-                raise UpstreamError(
-                    f"{len(unknown)} topic id(s) not (yet) in the broker's metadata"
-                )
-            for key in unknown:
-                log.warning(
-                    "topic no longer exists; forgetting its acknowledged offsets",
-                    topic_id=str(key[1]),
-                )
-                self.durable.acked_end.pop(key, None)
-        self._unknown_since.clear()
+        now = trio.current_time()
+        gone = [k for k in self.durable.acked_end if resolve(k) is None]
+        for key in gone:
+            self._unknown_since.setdefault(key, now)
+        if any(now - self._unknown_since[k] < _UNKNOWN_TOPIC_GRACE_S for k in gone):
+            # A broker serves Metadata only once it caught up with the metadata log, so a
+            # topic it does not list was deleted; a short grace covers a racing listing.
+            raise UpstreamError(f"{len(gone)} partition(s) not in the broker's metadata")
+        for key in gone:
+            log.warning(
+                "topic or partition no longer exists; forgetting its acknowledged offsets",
+                topic=key[0] or str(key[1]),
+                partition=key[2],
+            )
+            self.durable.acked_end.pop(key, None)
+            self._unknown_since.pop(key, None)
         for key, end in list(self.durable.acked_end.items()):
             topic = resolve(key)
             assert topic is not None
+            leader = topics[topic].partitions[key[2]]
+            if self.node_id is not None and leader >= 0 and leader != self.node_id:
+                continue
             leo = await client.list_offset(topic, key[2], LATEST)
             if leo < end:
                 log.error(

@@ -142,7 +142,10 @@ class ProxyServer:
             if wal is not None:
                 self.durable = DurableProduce(wal)
                 self.durable.attach(nursery)
-                self.reconciler = Reconciler(self.durable, self._upstream)
+                node_id = self.config.proxy.node_id
+                self.reconciler = Reconciler(
+                    self.durable, self._upstream, node_id=node_id if node_id >= 0 else None
+                )
                 await nursery.start(self.reconciler.run)
                 nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
             if self.config.admin.listen:

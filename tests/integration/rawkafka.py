@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import socket
 import struct
+import time
 from typing import Any
 
 from kio.index import load_request_schema
@@ -12,6 +13,10 @@ from kio.static.primitive import i16, i32
 
 from proxy.codec import decode_response, encode
 from proxy.record_batch import build_batch
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def host_port(bootstrap: str) -> tuple[str, int]:
@@ -58,7 +63,8 @@ def produce_frame(
     version: int = 9,
     batch: bytes | None = None,
 ) -> bytes:
-    records = batch if batch is not None else build_batch(values)
+    # Real timestamps: a record from 1970 is past any retention and its segment rolls at once.
+    records = batch if batch is not None else build_batch(values, timestamp_ms=now_ms())
     return produce_frame_multi(
         topic, {partition: records}, acks=acks, correlation_id=correlation_id, version=version
     )
