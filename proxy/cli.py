@@ -28,10 +28,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["WALPROXY_PROXY_UPSTREAM"] = args.upstream
     if args.admin_listen is not None:
         overrides["WALPROXY_ADMIN_LISTEN"] = args.admin_listen
-    try:
-        cfg = config_mod.load(args.config, {**os.environ, **overrides})
-    except config_mod.ConfigError as exc:
-        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+    cfg = _load(args.config, {**os.environ, **overrides})
+    if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
     from .server import ProxyServer
@@ -55,25 +53,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repair(args: argparse.Namespace) -> int:
-    """Reconcile the WAL with the broker once (no proxying), report, and exit."""
+def _load(path: str | None, env: dict[str, str] | None = None) -> config_mod.Config | None:
+    """The validated configuration, or None after printing what is wrong (exit status 2)."""
     try:
-        cfg = config_mod.load(args.config)
+        return config_mod.load(path, env)
     except config_mod.ConfigError as exc:
         print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def _repair(args: argparse.Namespace) -> int:
+    """Reconcile the WAL with the broker once (no proxying), report, and exit."""
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
-    from wal import WalConfig, WalError, open_wal
+    from wal import WalError, open_wal
 
     from .config import parse_address
     from .produce_path import DurableProduce
     from .reconciler import Reconciler
+    from .server import wal_config_of
     from .upstream_client import UpstreamError
 
     async def main() -> int:
-        w = cfg.wal
-        wal_config = WalConfig(segment_size=w.segment_bytes, max_bytes=w.max_bytes)
-        async with open_wal(w.dir, wal_config) as wal, trio.open_nursery() as nursery:
+        async with open_wal(cfg.wal.dir, wal_config_of(cfg)) as wal, trio.open_nursery() as nursery:
             durable = DurableProduce(wal)
             durable.attach(nursery)
             reconciler = Reconciler(durable, parse_address(cfg.proxy.upstream, "proxy.upstream"))
@@ -95,10 +99,8 @@ async def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_mod.load(args.file)
-    except config_mod.ConfigError as exc:
-        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+    cfg = _load(args.file)
+    if cfg is None:
         return 2
     print(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
     return 0

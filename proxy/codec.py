@@ -31,34 +31,34 @@ def kio_version_range(api_key: int) -> tuple[int, int] | None:
     return (min(versions), max(versions)) if versions else None
 
 
-def decode_request(api_key: int, version: int, frame: bytes | memoryview) -> tuple[Any, Any]:
-    """Decode a request frame (without its size prefix) into ``(header, body)``."""
+def _decode(kind: str, schema: type, frame: bytes | memoryview, what: str) -> tuple[Any, Any]:
     try:
-        schema = load_request_schema(api_key, version)
         header, offset = entity_reader(schema.__header_schema__)(frame, 0)
         body, size = entity_reader(schema)(frame, offset)  # kio returns the size read
-        end = offset + size
     except Exception as exc:  # kio raises a variety of errors on bad bytes
-        raise CodecError(f"cannot decode request api_key={api_key} v{version}: {exc}") from exc
-    if end != len(frame):
-        raise CodecError(f"request api_key={api_key} v{version}: {len(frame) - end} trailing bytes")
+        raise CodecError(f"cannot decode {kind} {what}: {exc}") from exc
+    if offset + size != len(frame):
+        raise CodecError(f"{kind} {what}: {len(frame) - offset - size} trailing bytes")
     return header, body
+
+
+def _schema(load: Any, api_key: int, version: int) -> type:
+    try:
+        return load(api_key, version)
+    except Exception as exc:
+        raise CodecError(f"no schema for api_key={api_key} v{version}: {exc}") from exc
+
+
+def decode_request(api_key: int, version: int, frame: bytes | memoryview) -> tuple[Any, Any]:
+    """Decode a request frame (without its size prefix) into ``(header, body)``."""
+    schema = _schema(load_request_schema, api_key, version)
+    return _decode("request", schema, frame, f"api_key={api_key} v{version}")
 
 
 def decode_response(api_key: int, version: int, frame: bytes | memoryview) -> tuple[Any, Any]:
     """Decode a response frame into ``(header, body)``; the request says which schema."""
-    try:
-        schema = load_response_schema(api_key, version)
-        header, offset = entity_reader(schema.__header_schema__)(frame, 0)
-        body, size = entity_reader(schema)(frame, offset)  # kio returns the size read
-        end = offset + size
-    except Exception as exc:
-        raise CodecError(f"cannot decode response api_key={api_key} v{version}: {exc}") from exc
-    if end != len(frame):
-        raise CodecError(
-            f"response api_key={api_key} v{version}: {len(frame) - end} trailing bytes"
-        )
-    return header, body
+    schema = _schema(load_response_schema, api_key, version)
+    return _decode("response", schema, frame, f"api_key={api_key} v{version}")
 
 
 def encode(header: Any, body: Any) -> bytes:

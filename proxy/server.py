@@ -67,6 +67,17 @@ def sidecar_resolver(config: Config) -> endpoints.SidecarEndpoints:
     )
 
 
+def wal_config_of(config: Config) -> WalConfig:
+    w = config.wal
+    return WalConfig(
+        segment_size=w.segment_bytes,
+        max_bytes=w.max_bytes,
+        # Group commit needs a few MiB in the queue; more would only hold clients' bytes.
+        max_pending_bytes=16 * 1024 * 1024,
+        direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
+    )
+
+
 class ProxyServer:
     def __init__(self, config: Config, *, wal_backend: Backend | None = None) -> None:
         """``wal_backend`` replaces the WAL directory (tests inject storage faults with it)."""
@@ -116,14 +127,7 @@ class ProxyServer:
             )
             await self._serve(None, task_status)
             return
-        wal_config = WalConfig(
-            segment_size=w.segment_bytes,
-            max_bytes=w.max_bytes,
-            # Group commit needs a few MiB in the queue; more would only hold clients' bytes.
-            max_pending_bytes=16 * 1024 * 1024,
-            direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
-        )
-        async with open_wal(self._wal_backend or w.dir, wal_config) as wal:
+        async with open_wal(self._wal_backend or w.dir, wal_config_of(self.config)) as wal:
             log.info(
                 "WAL open",
                 dir=w.dir,

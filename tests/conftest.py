@@ -61,6 +61,26 @@ def bootstrap(kafka: DevCluster) -> str:
     return kafka.bootstrap
 
 
+def _wait_partitions_serve(bootstrap: str, topic: str, partitions: int, deadline: float) -> None:
+    """Metadata names a leader a moment before that broker serves the partition; a raw
+    request in that moment gets NOT_LEADER_OR_FOLLOWER. Wait until ListOffsets answers."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "topic-ready-probe"})
+    try:
+        for p in range(partitions):
+            while True:
+                try:
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+                    break
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
 @pytest.fixture
 def new_topic(kafka: DevCluster) -> Callable[..., str]:
     """Create a uniquely named topic (through the proxy) and return its name."""
@@ -83,6 +103,7 @@ def new_topic(kafka: DevCluster) -> Callable[..., str]:
                 and len(md.partitions) == partitions
                 and all(p.leader >= 0 for p in md.partitions.values())
             ):
+                _wait_partitions_serve(kafka.direct_bootstrap, name, partitions, deadline)
                 return name
             time.sleep(0.1)
         raise TimeoutError(f"topic {name} has no leader for every partition after 30s")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from proxy.devcluster import DevCluster, ManagedProcess, free_port
 
+from .scrape import metric
+
 
 class OwnProxy:
     def __init__(self, cluster: DevCluster, workdir: Path, **env: str) -> None:
@@ -73,12 +75,7 @@ class OwnProxy:
             return exc.code, exc.read().decode()
 
     def metric(self, name: str) -> float:
-        _, text = self.get("/metrics")
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
+        return metric(self.admin_port, name)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.devcluster import DevCluster
 
+from . import scrape
 from .durability import (
     LossyCluster,
     compare,
@@ -59,17 +60,7 @@ def wait_proxy_ready(cluster: DevCluster, timeout: float = 120.0) -> None:
 
 
 def metric(cluster: DevCluster, name: str) -> float:
-    node = cluster.broker_nodes[0]
-    text = (
-        urllib.request.urlopen(f"http://{cluster.host}:{node.admin_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
+    return scrape.metric(cluster.broker_nodes[0].admin_port or 0, name, cluster.host)
 
 
 def _scenario(lc: LossyCluster, *, idempotence: bool, kill_proxy: bool) -> None:

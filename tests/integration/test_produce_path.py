@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from wal.memory_backend import MemoryBackend
 from .proxy_process import OwnProxy
 from .rawkafka import RawConnection, metadata_frame, produce_frame, produce_frame_multi
 from .relay import Relay
+from .scrape import metric
 
 CORRUPT_MESSAGE = 2
 KAFKA_STORAGE_ERROR = 56
@@ -46,17 +46,8 @@ def partition_results(body) -> dict[int, tuple[int, int]]:  # type: ignore[no-un
 
 
 def refused_metric(cluster: DevCluster) -> float:
-    node = cluster.broker_nodes[0]
-    text = (
-        urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith('walproxy_produce_batches_refused_total{reason="corrupt"}')
-    )
+    name = 'walproxy_produce_batches_refused_total{reason="corrupt"}'
+    return metric(cluster.broker_nodes[0].admin_port or 0, name)
 
 
 def test_corrupt_batch_in_multi_partition_request(

@@ -7,7 +7,6 @@ pipelining keeps order; KIP-511 ApiVersions fallback; other clients are served t
 from __future__ import annotations
 
 import struct
-import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -22,15 +21,7 @@ from .rawkafka import (
     metadata_frame,
     produce_frame,
 )
-
-
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+from .scrape import metric
 
 
 def _rss_kib(pid: int) -> int:
@@ -79,7 +70,7 @@ def test_malformed_input_closes_only_that_connection(
 ) -> None:
     node = kafka.broker_nodes[0]
     assert node.admin_port is not None and node.proxy is not None
-    before = _metric(node.admin_port, f'walproxy_decode_errors_total{{reason="{reason}"}}')
+    before = metric(node.admin_port, f'walproxy_decode_errors_total{{reason="{reason}"}}')
     with RawConnection(kafka.bootstrap) as bystander, RawConnection(kafka.bootstrap) as bad:
         bystander.send(metadata_frame(1))
         bystander.recv_response(3, 12)
@@ -89,7 +80,7 @@ def test_malformed_input_closes_only_that_connection(
         header, _ = bystander.recv_response(3, 12)
         assert header.correlation_id == 2
     assert node.proxy.alive
-    after = _metric(node.admin_port, f'walproxy_decode_errors_total{{reason="{reason}"}}')
+    after = metric(node.admin_port, f'walproxy_decode_errors_total{{reason="{reason}"}}')
     assert after == before + 1
 
 
