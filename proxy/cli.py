@@ -143,6 +143,7 @@ def _dev_up(args: argparse.Namespace) -> int:
                 f"{cluster.host}:{node.client_port}; metrics "
                 f"http://{cluster.host}:{node.admin_port}/metrics"
             )
+            print(f"    write-ahead log: {node.directory / 'walproxy-wal'}")
     print(f"  cluster id: {cluster.cluster_id}; logs under {workdir}")
     print("Press Ctrl-C to stop.", flush=True)
     try:
