@@ -314,10 +314,14 @@ class ProxyConnection:
                     self._awaiting.append(slot)
                 elif prepared is not None:
                     self._acks0_forwarded.append(prepared)
-                await self._upstream.send_all(frame)
                 if prepared is not None:
+                    # Before sending: its answer may be read before this task resumes, and
+                    # a send that fails halfway still leaves the batch possibly in the log.
                     assert self._produce is not None
                     self._produce.forwarded(prepared)
+                await self._upstream.send_all(frame)
+                if prepared is not None:
+                    prepared.frame = b""  # the WAL has the bytes; do not hold them any longer
                 if slot is not None:
                     await out.send(slot)
                 elif (

@@ -194,7 +194,7 @@ class DurableProduce:
     def forwarded(self, prepared: PreparedRequest) -> None:  # type: ignore[override]
         prepared.forwarded = True
         prepared.forwarded_at = time.perf_counter()
-        prepared.frame = b""  # the WAL has the bytes; do not hold the frame until the answer
+
         if prepared.acks != 0:  # acks=0 is settled by barriers, never waited for
             self.forwarded_unanswered += 1
 
