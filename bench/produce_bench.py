@@ -9,13 +9,16 @@ A script that prints numbers, not a test: run ``.venv/bin/python bench/produce_b
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.devcluster import DevCluster, libs_dir
+from proxy.devcluster import DevCluster, ManagedProcess, free_port, libs_dir
 
 _RESULT = re.compile(
     r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
@@ -84,6 +87,30 @@ def producer_perf(
     return Result(float(m[2]), float(m[3]), float(m[6]), float(m[8]), float(m[9]))
 
 
+def plain_proxy(cluster: DevCluster, work: Path) -> str:
+    """A second walproxy on the same broker with the WAL off: the proxy's own overhead."""
+    node = cluster.broker_nodes[0]
+    port = free_port()
+    proc = ManagedProcess(
+        "walproxy-no-wal",
+        [sys.executable, "-m", "proxy", "run"],
+        work / "walproxy-no-wal.log",
+        env={
+            **os.environ,
+            "WALPROXY_PROXY_LISTEN": f"127.0.0.1:{port}",
+            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+            "WALPROXY_WAL_ENABLED": "false",
+            "WALPROXY_ADMIN_LISTEN": "",
+            "WALPROXY_LOG_LEVEL": "warning",
+        },
+    )
+    proc.start()
+    atexit.register(proc.kill)
+    cluster.wait_port(port)
+    return f"127.0.0.1:{port}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", type=int, default=200_000)
@@ -96,10 +123,12 @@ def main() -> None:
     with DevCluster(work, brokers=1, heap="2g") as cluster:
         # (name, bootstrap, topic config): Kafka's page-cache ack, Kafka's own fsync-before-ack
         # (flush.messages=1), and walproxy (Direct IO WAL, group commit, then Kafka).
+        plain = plain_proxy(cluster, work)
         targets = [
             ("direct acks=all", cluster.direct_bootstrap, {}),
             ("direct flush.messages=1", cluster.direct_bootstrap, {"flush.messages": "1"}),
             ("walproxy", cluster.bootstrap, {}),
+            ("walproxy wal.enabled=false", plain, {}),
         ]
         full: dict[str, list[Result]] = {name: [] for name, _, _ in targets}
         for rnd in range(args.rounds):
@@ -143,7 +172,9 @@ def main() -> None:
         f"walproxy / direct = {wal / base:.2f} (target >= 0.7); walproxy / flush.messages=1 = "
         f"{wal / best['direct flush.messages=1'].records_per_s:.2f} (target >= 2); "
         f"p99 at half load: walproxy {half['walproxy'].p99:.0f} ms vs direct "
-        f"{half['direct acks=all'].p99:.0f} ms (target <= direct + 2 ms)"
+        f"{half['direct acks=all'].p99:.0f} ms (target <= direct + 2 ms); proxy alone "
+        f"(WAL off) / direct = "
+        f"{best['walproxy wal.enabled=false'].records_per_s / base:.2f}"
     )
 
 
