@@ -89,8 +89,9 @@ def floor_bandwidth(directory: str, seconds: float) -> float:
     return n * (1 << 20) / el / 1e6
 
 
-async def wal_run(directory: str, entry: int, conc: int, seconds: float,
-                  warmup: float) -> dict[str, float]:
+async def wal_run(
+    directory: str, entry: int, conc: int, seconds: float, warmup: float
+) -> dict[str, float]:
     cfg = WalConfig(spare_segments=6)
     payload = os.urandom(entry)
     lat: list[float] = []
@@ -152,13 +153,17 @@ def main() -> int:
         fl = floor_sync(base, secs)
         bw = floor_bandwidth(base, secs)
         print(f"directory: {base}  ({secs:g} s per measurement)")
-        print(f"floor: 4 KiB O_DIRECT|O_DSYNC write per op: {fl['ops']:.0f} ops/s, "
-              f"p50 {fl['p50'] * 1e6:.0f} us, p99 {fl['p99'] * 1e6:.0f} us")
+        print(
+            f"floor: 4 KiB O_DIRECT|O_DSYNC write per op: {fl['ops']:.0f} ops/s, "
+            f"p50 {fl['p50'] * 1e6:.0f} us, p99 {fl['p99'] * 1e6:.0f} us"
+        )
         print(f"floor: sequential 1 MiB O_DIRECT|O_DSYNC writes: {bw:.0f} MB/s")
         print()
-        hdr = (f"{'entry':>6} {'conc':>5} {'appends/s':>10} {'MB/s':>7} {'p50 us':>8} "
-               f"{'p99 us':>8} {'p999 us':>8} {'group':>6} {'x floor':>8} {'%bw':>5} "
-               f"{'p99/floor':>9}")
+        hdr = (
+            f"{'entry':>6} {'conc':>5} {'appends/s':>10} {'MB/s':>7} {'p50 us':>8} "
+            f"{'p99 us':>8} {'p999 us':>8} {'group':>6} {'x floor':>8} {'%bw':>5} "
+            f"{'p99/floor':>9}"
+        )
         print(hdr)
         res: dict[tuple[int, int], dict[str, float]] = {}
         for entry in (1024, 65536):
@@ -167,22 +172,31 @@ def main() -> int:
                 r = trio.run(wal_run, d, entry, conc, secs, warm)
                 shutil.rmtree(d)
                 res[(entry, conc)] = r
-                print(f"{entry // 1024:>5}K {conc:>5} {r['ops']:>10.0f} {r['mbs']:>7.1f} "
-                      f"{r['p50'] * 1e6:>8.0f} {r['p99'] * 1e6:>8.0f} {r['p999'] * 1e6:>8.0f} "
-                      f"{r['group']:>6.1f} {r['ops'] / fl['ops']:>8.1f} "
-                      f"{100 * r['mbs'] / bw:>5.0f} {r['p99'] / fl['p99']:>9.1f}", flush=True)
+                print(
+                    f"{entry // 1024:>5}K {conc:>5} {r['ops']:>10.0f} {r['mbs']:>7.1f} "
+                    f"{r['p50'] * 1e6:>8.0f} {r['p99'] * 1e6:>8.0f} {r['p999'] * 1e6:>8.0f} "
+                    f"{r['group']:>6.1f} {r['ops'] / fl['ops']:>8.1f} "
+                    f"{100 * r['mbs'] / bw:>5.0f} {r['p99'] / fl['p99']:>9.1f}",
+                    flush=True,
+                )
         print()
         small = res[(1024, 64)]
         big = max((res[(65536, c)] for c in (8, 64, 256)), key=lambda r: r["mbs"])
         t1 = small["ops"] / fl["ops"]
         t2 = big["mbs"] / bw
         t3 = small["p99"] / fl["p99"]
-        print(f"target 1: 64 x 1 KiB appends/s >= 20x floor: {t1:.1f}x -> "
-              f"{'MET' if t1 >= 20 else 'NOT MET'}")
-        print(f"target 2: 64 KiB entries >= 70% of raw bandwidth: {100 * t2:.0f}% -> "
-              f"{'MET' if t2 >= 0.7 else 'NOT MET'}")
-        print(f"target 3: p99 (64 x 1 KiB) <= 3x single-sync p99: {t3:.1f}x -> "
-              f"{'MET' if t3 <= 3 else 'NOT MET'}")
+        print(
+            f"target 1: 64 x 1 KiB appends/s >= 20x floor: {t1:.1f}x -> "
+            f"{'MET' if t1 >= 20 else 'NOT MET'}"
+        )
+        print(
+            f"target 2: 64 KiB entries >= 70% of raw bandwidth: {100 * t2:.0f}% -> "
+            f"{'MET' if t2 >= 0.7 else 'NOT MET'}"
+        )
+        print(
+            f"target 3: p99 (64 x 1 KiB) <= 3x single-sync p99: {t3:.1f}x -> "
+            f"{'MET' if t3 <= 3 else 'NOT MET'}"
+        )
         print(f"direct_io: {'yes' if small['direct'] else 'NO (buffered fallback)'}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
