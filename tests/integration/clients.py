@@ -753,6 +753,19 @@ def group_scenario(
 TxnPlan = Sequence[tuple[Sequence[Msg], bool]]  # (messages, commit?) per transaction
 
 
+def run_confluent_txn_plan(producer: Any, topic: str, plan: TxnPlan) -> None:
+    """Play ``plan`` on an initialised confluent-kafka transactional producer."""
+    for msgs, commit in plan:
+        producer.begin_transaction()
+        for m in msgs:
+            producer.produce(topic, m.value, m.key, partition=m.partition, headers=list(m.headers))
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+
+
 def transaction_scenario(
     run_transactions: Callable[[TxnPlan], None],
     consume: Callable[[int, bool], list[Rec]],

@@ -91,17 +91,7 @@ def test_transactions_commit_and_abort(kafka: DevCluster, new_topic: Callable[..
 
     def run(plan: c.TxnPlan) -> None:
         producer = _transactional_producer(kafka.bootstrap, **{"compression.type": "zstd"})
-        for msgs, commit in plan:
-            producer.begin_transaction()
-            for m in msgs:
-                producer.produce(
-                    topic, m.value, m.key, partition=m.partition, headers=list(m.headers)
-                )
-            producer.flush(30)
-            if commit:
-                producer.commit_transaction(30)
-            else:
-                producer.abort_transaction(30)
+        c.run_confluent_txn_plan(producer, topic, plan)
 
     def consume(n: int, committed: bool) -> list[c.Rec]:
         return c.confluent_consume(kafka.bootstrap, topic, n, committed=committed)

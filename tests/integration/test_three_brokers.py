@@ -203,17 +203,7 @@ def test_transaction_across_brokers(cluster: ThreeBrokers) -> None:
             {"bootstrap.servers": cluster.bootstrap, "transactional.id": c.unique_tag("t3-txn")}
         )
         producer.init_transactions(60)
-        for msgs, commit in plan:
-            producer.begin_transaction()
-            for m in msgs:
-                producer.produce(
-                    topic, m.value, m.key, partition=m.partition, headers=list(m.headers)
-                )
-            producer.flush(30)
-            if commit:
-                producer.commit_transaction(30)
-            else:
-                producer.abort_transaction(30)
+        c.run_confluent_txn_plan(producer, topic, plan)
 
     def consume(n: int, committed: bool) -> list[c.Rec]:
         return c.confluent_consume(cluster.bootstrap, topic, n, committed=committed)

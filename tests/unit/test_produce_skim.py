@@ -82,8 +82,9 @@ def test_skimmer_agrees_with_kio(version: int, data: st.DataObject) -> None:
     assert kio_blobs == [blob for *_, blob in want["parts"]]
 
 
-def test_slices_do_not_copy() -> None:
-    schema = load_request_schema(0, 11)
+def _one_partition_request(version: int, records: bytes) -> bytes:
+    """A Produce request (kio-encoded) for partition 0 of topic "t"."""
+    schema = load_request_schema(0, version)
     module = __import__(schema.__module__, fromlist=["x"])
     body = schema(
         transactional_id=None,
@@ -92,14 +93,21 @@ def test_slices_do_not_copy() -> None:
         topic_data=(
             module.TopicProduceData(
                 name="t",
-                partition_data=(module.PartitionProduceData(index=i32(0), records=b"x" * 1000),),
+                partition_data=(module.PartitionProduceData(index=i32(0), records=records),),
             ),
         ),
     )
     header = schema.__header_schema__(
-        request_api_key=i16(0), request_api_version=i16(11), correlation_id=i32(1), client_id="c"
+        request_api_key=i16(0),
+        request_api_version=i16(version),
+        correlation_id=i32(1),
+        client_id="c",
     )
-    raw = bytearray(encode(header, body))
+    return encode(header, body)
+
+
+def test_slices_do_not_copy() -> None:
+    raw = bytearray(_one_partition_request(11, b"x" * 1000))
     view = memoryview(raw)
     part = skim_produce(view).partitions[0]
     records = view[part.start : part.end]
@@ -128,23 +136,7 @@ def test_legacy_versions_without_transactional_id() -> None:
     ],
 )
 def test_malformed_requests_are_refused(mutate) -> None:  # type: ignore[no-untyped-def]
-    schema = load_request_schema(0, 9)
-    module = __import__(schema.__module__, fromlist=["x"])
-    body = schema(
-        transactional_id=None,
-        acks=i16(-1),
-        timeout=datetime.timedelta(seconds=30),
-        topic_data=(
-            module.TopicProduceData(
-                name="t",
-                partition_data=(module.PartitionProduceData(index=i32(0), records=b"abc"),),
-            ),
-        ),
-    )
-    header = schema.__header_schema__(
-        request_api_key=i16(0), request_api_version=i16(9), correlation_id=i32(1), client_id="c"
-    )
-    frame = encode(header, body)
+    frame = _one_partition_request(9, b"abc")
     skim_produce(frame)  # the original is fine
     with pytest.raises(SkimError):
         skim_produce(mutate(frame))

@@ -131,8 +131,9 @@ async def _round(
                     async with trio.open_nursery() as appenders:
                         n.start_soon(_janitor, wal, model)
                         for _ in range(rng.randint(1, 8)):
-                            items = [model.new_payload(rng)
-                                     for _ in range(rng.choice([1, 1, 2, 3]))]
+                            items = [
+                                model.new_payload(rng) for _ in range(rng.choice([1, 1, 2, 3]))
+                            ]
                             appenders.start_soon(_appender, wal, model, items)
                     n.cancel_scope.cancel()
             if rng.random() < 0.5:

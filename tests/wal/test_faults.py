@@ -162,6 +162,7 @@ def test_zeroed_last_sector_after_crash_is_a_torn_tail() -> None:
 def test_zeroed_last_sector_after_clean_shutdown_is_corruption() -> None:
     d = new_dir()
     try:
+
         async def write() -> None:
             async with open_wal(d, CFG) as wal:
                 for p in PAYLOADS:
@@ -272,6 +273,7 @@ async def test_size_cap_applies_back_pressure_until_trim() -> None:
 def test_garbage_superblock_with_segments_refuses() -> None:
     d = new_dir()
     try:
+
         async def write() -> None:
             async with open_wal(d, CFG) as wal:
                 await wal.append(b"a")

@@ -183,7 +183,9 @@ async def test_append_many_is_one_group_with_consecutive_lsns(wal_dir: str) -> N
         lsns = await wal.append_many([(1, b"batch"), (2, b"outcome"), (1, memoryview(b"x"))])
         assert lsns == [1, 2, 3]
         assert [(e.type, e.payload) for e in wal.read_from()] == [
-            (1, b"batch"), (2, b"outcome"), (1, b"x")
+            (1, b"batch"),
+            (2, b"outcome"),
+            (1, b"x"),
         ]
 
 
@@ -205,8 +207,9 @@ def test_verify_and_dump_cli(wal_dir: str) -> None:
     assert "lsn=5" in text and "type=7" in text and "crc=ok" in text and "SEAL" in text
     assert dir_digest(wal_dir) == before  # read-only
     for cmd in ("verify", "dump"):
-        r = subprocess.run([sys.executable, "-m", "wal", cmd, wal_dir], cwd=ROOT,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "wal", cmd, wal_dir], cwd=ROOT, capture_output=True, text=True
+        )
         assert r.returncode == 0 and "status: OK" in r.stdout, r.stdout + r.stderr
     # corrupt a record in the middle: exit code 1, file and offset named
     seg = sorted(n for n in os.listdir(wal_dir) if n.startswith("seg-"))[-1]
@@ -216,13 +219,18 @@ def test_verify_and_dump_cli(wal_dir: str) -> None:
         b = f.read(1)
         f.seek(4096 + 33)
         f.write(bytes([b[0] ^ 1]))
-    r = subprocess.run([sys.executable, "-m", "wal", "verify", wal_dir], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "wal", "verify", wal_dir], cwd=ROOT, capture_output=True, text=True
+    )
     assert r.returncode == 1 and "CORRUPT" in r.stdout and path in r.stdout, r.stdout
     out = io.StringIO()
     assert dump(wal_dir, out) == 1 and "BAD (body CRC mismatch)" in out.getvalue()
-    assert subprocess.run([sys.executable, "-m", "wal", "bogus"], cwd=ROOT,
-                          capture_output=True).returncode == 2
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "wal", "bogus"], cwd=ROOT, capture_output=True
+        ).returncode
+        == 2
+    )
 
 
 def test_verify_reports_torn_tail_without_repairing(wal_dir: str) -> None:
