@@ -46,6 +46,10 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
+    except config_mod.ConfigError as exc:  # found at start-up, e.g. a broker outside the ranges
+        structlog.get_logger("walproxy").error("configuration error", error=str(exc))
+        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, WalError) as exc:
         structlog.get_logger("walproxy").error("cannot start", error=str(exc))
         print(f"walproxy: cannot start: {exc}", file=sys.stderr)
@@ -73,14 +77,18 @@ def _repair(args: argparse.Namespace) -> int:
     from .config import parse_address
     from .produce_path import DurableProduce
     from .reconciler import Reconciler
-    from .server import wal_config_of
+    from .server import ProxyServer, wal_config_of
     from .upstream_client import UpstreamError
 
     async def main() -> int:
         async with open_wal(cfg.wal.dir, wal_config_of(cfg)) as wal, trio.open_nursery() as nursery:
             durable = DurableProduce(wal)
             durable.attach(nursery)
-            reconciler = Reconciler(durable, parse_address(cfg.proxy.upstream, "proxy.upstream"))
+            reconciler = Reconciler(
+                durable,
+                parse_address(cfg.proxy.upstream, "proxy.upstream"),
+                client=ProxyServer(cfg).upstream_client,  # the whole cluster in gateway mode
+            )
             report = await reconciler.reconcile(startup=True)
         print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))
         return 0 if report.clean else 1

@@ -84,6 +84,63 @@ class WalSection:
 
 
 @dataclass(frozen=True)
+class GatewaySection:
+    enabled: bool = _doc(
+        "Gateway mode: one walproxy in front of a whole cluster, a port per broker; "
+        "`proxy.listen`, `proxy.upstream` and `proxy.node_id` are then unused.",
+        default=False,
+    )
+    listen: str = _doc("The bootstrap address clients are given (host:port).", default="")
+    bootstrap_servers: str = _doc(
+        "The cluster's own bootstrap brokers, host:port[,host:port...].", default=""
+    )
+    advertised_host: str = _doc(
+        "Host handed to clients for every gateway port; defaults to the host of `listen`.",
+        default="",
+    )
+    broker_port_base: int = _doc(
+        "Port of the first node id in `node_id_ranges`; 0: the bootstrap port + 1.", default=0
+    )
+    node_id_ranges: str = _doc(
+        "Broker node ids, e.g. `0-2,100-102`; node id at position i gets broker_port_base + i.",
+        default="0-15",
+    )
+    metadata_refresh_s: float = _doc(
+        "How often the gateway asks the cluster for its brokers (new ones get a port).",
+        default=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    listen_cert: str = _doc(
+        "PEM certificate (chain) clients see; empty: clients connect in plaintext.", default=""
+    )
+    listen_key: str = _doc("PEM private key of `listen_cert`.", default="")
+    listen_client_ca: str = _doc(
+        "PEM CA bundle that client certificates must chain to.", default=""
+    )
+    listen_client_auth: str = _doc(
+        "Client certificates: `none`, `optional` (checked when sent) or `required`.",
+        default="none",
+    )
+    upstream: bool = _doc("Connect to the brokers over TLS.", default=False)
+    upstream_ca: str = _doc(
+        "PEM CA bundle for the brokers' certificates; empty: the system's CAs.", default=""
+    )
+    upstream_cert: str = _doc("PEM client certificate for brokers that ask for one.", default="")
+    upstream_key: str = _doc("PEM private key of `upstream_cert`.", default="")
+    upstream_check_hostname: bool = _doc(
+        "Check that a broker's certificate names the host walproxy connects to.", default=True
+    )
+    reload_check_s: float = _doc(
+        "At most this often, a new connection checks whether the certificate files changed "
+        "(changed files are loaded for new connections; open ones keep theirs).",
+        default=1.0,
+    )
+
+
+@dataclass(frozen=True)
 class AdminSection:
     listen: str = _doc(
         "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
@@ -100,6 +157,8 @@ class LogSection:
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     wal: WalSection = field(default_factory=WalSection)
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    tls: TlsSection = field(default_factory=TlsSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -248,6 +307,13 @@ def validate(config: Config) -> None:
         raise ConfigError(f"wal.direct_io: expected auto, on or off, got {w.direct_io!r}")
     if config.admin.listen:
         parse_address(config.admin.listen, "admin.listen")
+    if config.gateway.enabled:
+        from .gateway import validate_gateway
+
+        validate_gateway(config)
+    from .tls import validate_tls
+
+    validate_tls(config.tls)
     if config.log.format not in ("console", "json"):
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):

@@ -373,19 +373,17 @@ class ProxyConnection:
                     slot.acks0_before = []
                 if slot.internal:
                     continue
+                new: bytes | memoryview = payload
                 if slot.produce is not None:
                     assert self._produce is not None
                     new, slot.outcome = await self._produce.answered(
                         slot.produce, slot.api_version, payload
                     )
                     self._unfinished.discard(slot.produce)
-                else:
-                    response_filter = filters.get(slot.api_key)
-                    new = (
-                        payload
-                        if response_filter is None
-                        else response_filter(slot.api_version, payload)
-                    )
+                response_filter = filters.get(slot.api_key)
+                if response_filter is not None:  # after the WAL outcome: the filter may copy
+                    view = new if isinstance(new, memoryview) else memoryview(new)
+                    new = response_filter(slot.api_version, view)
                 if new is not payload:
                     frame = encode_frame(new)
                 slot.response = frame

@@ -8,6 +8,7 @@ lost acknowledged batch is back at its offset. Other APIs keep flowing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -29,7 +30,14 @@ from .repair_plan import (
     WalBatch,
     plan_partition,
 )
-from .upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from .upstream_client import (
+    EARLIEST,
+    LATEST,
+    ClusterClient,
+    UpstreamClient,
+    UpstreamError,
+    plain_dial,
+)
 from .wal_entries import (
     BATCH,
     OUTCOME,
@@ -47,6 +55,8 @@ DUPLICATE_SEQUENCE_NUMBER = 46
 _UNKNOWN_TOPIC_GRACE_S = 3.0
 #: In-doubt batches are looked for from a little before the acknowledged batches around them.
 _LSN_WINDOW = 10_000
+
+Client = UpstreamClient | ClusterClient
 
 
 @dataclass
@@ -109,7 +119,11 @@ class Reconciler:
         *,
         node_id: int | None = None,
         scan_max_bytes: int = 256 << 20,
+        client: Callable[[], UpstreamClient | ClusterClient] | None = None,
     ) -> None:
+        #: Makes the (unconnected) client each pass uses: one broker in a sidecar, the
+        #: whole cluster (requests routed to partition leaders) in a gateway.
+        self._new_client = client or (lambda: UpstreamClient.lazy(self.upstream, plain_dial))
         #: The upstream broker's node id: partitions another broker leads now are not this
         #: sidecar's to check (their leader's sidecar has their WAL entries).
         self.node_id = node_id
@@ -166,14 +180,14 @@ class Reconciler:
     async def reconcile(self, *, startup: bool) -> Report:
         """One pass; raises UpstreamError when the broker cannot be reached."""
         in_doubt = set(self.durable.take_in_doubt())
-        async with await UpstreamClient.connect(*self.upstream) as client:
+        async with self._new_client() as client:
             try:
                 return await self._reconcile(client, in_doubt, startup)
             except BaseException:
                 self.durable.in_doubt.update(in_doubt)  # not settled: keep them
                 raise
 
-    async def _reconcile(self, client: UpstreamClient, in_doubt: set[int], startup: bool) -> Report:
+    async def _reconcile(self, client: Client, in_doubt: set[int], startup: bool) -> Report:
         report = Report()
         topics = await client.metadata(None)
         by_id = {t.topic_id: name for name, t in topics.items()}
@@ -236,7 +250,7 @@ class Reconciler:
 
     async def _repair(
         self,
-        client: UpstreamClient,
+        client: Client,
         batches: dict[int, BatchEntry],
         outcomes: dict[int, OutcomeEntry],
         in_doubt: set[int],
@@ -298,7 +312,7 @@ class Reconciler:
         )
         return report
 
-    async def _plan(self, client: UpstreamClient, state: _PartitionState) -> Plan:
+    async def _plan(self, client: Client, state: _PartitionState) -> Plan:
         leo = await client.list_offset(state.topic, state.partition, LATEST)
         start = await client.list_offset(state.topic, state.partition, EARLIEST)
         wal_batches = [wb for wb, _ in state.batches]
@@ -329,7 +343,7 @@ class Reconciler:
         return plan_partition(wal_batches, leo, log_batches)
 
     async def _execute(
-        self, client: UpstreamClient, state: _PartitionState, plan: Plan, report: Report
+        self, client: Client, state: _PartitionState, plan: Plan, report: Report
     ) -> list[OutcomeEntry]:
         entries = {wb.lsn: (wb, b) for wb, b in state.batches}
         out: list[OutcomeEntry] = []

@@ -10,24 +10,31 @@ import trio
 
 from wal import Backend, Wal, WalConfig, open_wal
 
-from . import apiversions, endpoints, metrics
+from . import apiversions, endpoints, metrics, node_endpoints
 from .admin import AdminServer
-from .config import Config, parse_address
+from .config import Config, ConfigError, parse_address
 from .connection import ConnectionSettings, ProxyConnection, ResponseFilter
+from .gateway import Address, Gateway, Targets
 from .produce_path import DurableProduce
 from .produce_skim import PRODUCE_API_KEY
 from .reconciler import Reconciler
+from .tls import Tls
+from .upstream_client import ClusterClient, UpstreamClient, UpstreamError
 
 log = structlog.get_logger("walproxy.server")
 
 #: The APIs the proxy looks inside; ApiVersions advertises only versions it can decode.
-DECODED_APIS = frozenset({PRODUCE_API_KEY, apiversions.API_VERSIONS, *endpoints.REWRITTEN_APIS})
+DECODED_APIS = frozenset(
+    {PRODUCE_API_KEY, node_endpoints.FETCH, apiversions.API_VERSIONS, *endpoints.REWRITTEN_APIS}
+)
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFilter]:
     limits = apiversions.decoded_api_limits(DECODED_APIS)
+    lo, hi = limits[node_endpoints.FETCH]
+    limits[node_endpoints.FETCH] = (lo, min(hi, node_endpoints.LAST_VERSION[node_endpoints.FETCH]))
 
     def clamp_versions(version: int, payload: memoryview) -> bytes | memoryview:
         return apiversions.rewrite_response(version, payload, limits)
@@ -35,9 +42,14 @@ def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFi
     def counted(api_key: int, version: int, payload: memoryview) -> bytes | memoryview:
         return endpoints.rewrite_response(api_key, version, payload, _counting(resolver))
 
+    def kip951(api_key: int, version: int, payload: memoryview) -> bytes | memoryview:
+        return node_endpoints.rewrite_response(api_key, version, payload, _counting(resolver))
+
     filters: dict[int, ResponseFilter] = {apiversions.API_VERSIONS: clamp_versions}
     for key in endpoints.REWRITTEN_APIS:
         filters[key] = functools.partial(counted, key)
+    for key in (node_endpoints.PRODUCE, node_endpoints.FETCH):
+        filters[key] = functools.partial(kip951, key)
     return filters
 
 
@@ -85,12 +97,15 @@ class ProxyServer:
         self._wal_backend = wal_backend
         p = config.proxy
         self._upstream = parse_address(p.upstream, "proxy.upstream")
+        self.gateway = Gateway(config) if config.gateway.enabled else None
+        self._tls = Tls(config.tls)
+        resolver = self.gateway.directory if self.gateway else sidecar_resolver(config)
         self._settings = ConnectionSettings(
             max_frame_bytes=p.max_frame_bytes,
             max_in_flight=p.max_in_flight,
             idle_timeout_s=p.idle_timeout_s,
             partial_frame_timeout_s=p.partial_frame_timeout_s,
-            response_filters=build_response_filters(sidecar_resolver(config)),
+            response_filters=build_response_filters(resolver),
         )
         self._connections: set[ProxyConnection] = set()
         self._no_connections = trio.Event()
@@ -138,8 +153,31 @@ class ProxyServer:
             )
             await self._serve(wal, task_status)
 
+    def upstream_client(self) -> UpstreamClient | ClusterClient:
+        """A client of the proxy's own (unconnected) for its talks with the cluster."""
+        timeout = self.config.proxy.upstream_connect_timeout_s
+        if self.gateway is not None:
+            return ClusterClient(self.gateway.bootstrap, self._dial, timeout)
+        return UpstreamClient.lazy(self._upstream, self._dial)
+
+    async def _dial(self, address: Address) -> trio.abc.Stream:
+        """TCP (and TLS when configured) to a broker, within the connect timeout."""
+        timeout = self.config.proxy.upstream_connect_timeout_s
+        with trio.fail_after(timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(*address)
+        try:
+            return await self._tls.connect(stream, address[0], timeout)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
     async def _serve(self, wal: Wal | None, task_status: trio.TaskStatus[ProxyServer]) -> None:
-        host, port = parse_address(self.config.proxy.listen, "proxy.listen")
+        if self.gateway is not None:
+            host, port = self.gateway.listen_host, self.gateway.listen_port
+            targets: Targets = self.gateway.bootstrap_targets
+        else:
+            host, port = parse_address(self.config.proxy.listen, "proxy.listen")
+            targets = lambda: [self._upstream]  # noqa: E731
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
@@ -148,7 +186,11 @@ class ProxyServer:
                 self.durable.attach(nursery)
                 node_id = self.config.proxy.node_id
                 self.reconciler = Reconciler(
-                    self.durable, self._upstream, node_id=node_id if node_id >= 0 else None
+                    self.durable,
+                    self._upstream,
+                    # A gateway holds every broker's WAL entries: it checks every partition.
+                    node_id=node_id if node_id >= 0 and self.gateway is None else None,
+                    client=self.upstream_client,
                 )
                 await nursery.start(self.reconciler.run)
                 nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
@@ -157,17 +199,31 @@ class ProxyServer:
                 self.admin_port = await nursery.start(AdminServer(self.ready).serve, ahost, aport)
             accept_scope = trio.CancelScope()
 
-            async def accept_all() -> None:
+            async def accept_all(task_status: trio.TaskStatus[None]) -> None:
                 with accept_scope:
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
-                            accepting.start_soon(self._accept_loop, listener, nursery)
+                            accepting.start_soon(self._accept_loop, listener, nursery, targets)
+                        if self.gateway is not None:
+                            self.gateway.attach(
+                                lambda lst, tgt: accepting.start_soon(
+                                    self._accept_loop, lst, nursery, tgt
+                                )
+                            )
+                            await self._learn_brokers(startup=True)
+                            accepting.start_soon(self._refresh_brokers)
+                        task_status.started()
 
-            nursery.start_soon(accept_all)
+            await nursery.start(accept_all)
             log.info(
                 "walproxy listening",
+                mode="gateway" if self.gateway else "sidecar",
                 listen=f"{host}:{self.port}",
-                upstream="%s:%d" % self._upstream,
+                upstream=self.config.gateway.bootstrap_servers
+                if self.gateway
+                else "%s:%d" % self._upstream,
+                tls_clients=self._tls.for_clients is not None,
+                tls_upstream=self._tls.to_brokers is not None,
             )
             task_status.started(self)
             await self._stop.wait()
@@ -175,6 +231,8 @@ class ProxyServer:
             accept_scope.cancel()
             for listener in listeners:
                 await listener.aclose()
+            if self.gateway is not None:
+                await self.gateway.aclose()
             log.info(
                 "draining",
                 connections=len(self._connections),
@@ -192,7 +250,37 @@ class ProxyServer:
             nursery.cancel_scope.cancel()
         log.info("walproxy stopped")
 
-    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def _learn_brokers(self, *, startup: bool = False) -> None:
+        """Ask the cluster for its brokers and bind a port for each new one.
+
+        At start-up a broker outside ``gateway.node_id_ranges`` is a configuration error;
+        later it is withheld from clients and logged. An unreachable cluster is not fatal:
+        the next refresh (or the first client's Metadata) learns the brokers.
+        """
+        assert self.gateway is not None
+        try:
+            async with self.upstream_client() as client:
+                brokers = await client.brokers()
+        except (UpstreamError, OSError, trio.TooSlowError) as exc:
+            log.warning("cannot learn the cluster's brokers yet", error=str(exc) or "timeout")
+            return
+        outside = self.gateway.directory.outside_ranges(brokers)
+        if startup and outside:
+            raise ConfigError(
+                f"gateway.node_id_ranges: broker node id(s) {outside} are outside "
+                f"{self.gateway.directory.ports.describe()}"
+            )
+        self.gateway.learn(brokers)
+
+    async def _refresh_brokers(self) -> None:
+        assert self.gateway is not None
+        while True:
+            await trio.sleep(self.config.gateway.metadata_refresh_s)
+            await self._learn_brokers()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, nursery: trio.Nursery, targets: Targets
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -202,26 +290,42 @@ class ProxyServer:
                     await trio.sleep(0.1)
                     continue
                 raise
-            nursery.start_soon(self._serve_client, stream)
+            nursery.start_soon(self._serve_client, stream, targets)
 
-    async def _serve_client(self, client: trio.SocketStream) -> None:
+    async def _serve_client(self, socket_stream: trio.SocketStream, targets: Targets) -> None:
         try:
-            peer = "%s:%d" % client.socket.getpeername()[:2]
+            peer = "%s:%d" % socket_stream.socket.getpeername()[:2]
         except OSError:
             peer = "?"
         metrics.CONNECTIONS_TOTAL.inc()
+        client: trio.abc.Stream = socket_stream
         try:
-            with trio.fail_after(self.config.proxy.upstream_connect_timeout_s):
-                upstream = await trio.open_tcp_stream(*self._upstream)
-        except (OSError, trio.TooSlowError) as exc:
+            client = await self._tls.accept(
+                socket_stream, self.config.proxy.upstream_connect_timeout_s
+            )
+        except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
+            metrics.DECODE_ERRORS.labels("tls_handshake").inc()
+            log.warning("TLS handshake with client failed", peer=peer, error=_cause(exc))
+            await trio.aclose_forcefully(socket_stream)
+            return
+        upstream = None
+        error = "no broker address known"
+        tried = targets()
+        for address in tried:
+            try:
+                upstream = await self._dial(address)
+                break
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                error = _cause(exc)
+        if upstream is None:
             metrics.UPSTREAM_ERRORS.labels("connect").inc()
             if self.reconciler is not None:
                 self.reconciler.upstream_trouble()
             log.warning(
                 "cannot reach upstream broker; closing client",
                 peer=peer,
-                upstream="%s:%d" % self._upstream,
-                error=str(exc) or "timeout",
+                upstream=",".join("%s:%d" % a for a in tried),
+                error=error,
             )
             await trio.aclose_forcefully(client)
             return
@@ -245,3 +349,9 @@ class ProxyServer:
             self._connections.discard(conn)
             if not self._connections:
                 self._no_connections.set()
+
+
+def _cause(exc: BaseException) -> str:
+    """The useful part of a (TLS) connection error: trio wraps ssl errors."""
+    cause = exc.__cause__ or exc.__context__
+    return str(cause or exc) or type(exc).__name__

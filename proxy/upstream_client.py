@@ -12,6 +12,7 @@ import io
 import itertools
 import struct
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,15 @@ from .codec import decode_response
 METADATA, LIST_OFFSETS, FETCH, PRODUCE = 3, 2, 1, 0
 _VERSIONS = {METADATA: 12, LIST_OFFSETS: 7, FETCH: 12, PRODUCE: 9}
 LATEST, EARLIEST = -1, -2
+
+Address = tuple[str, int]
+#: Opens a stream to a broker (TCP, and TLS when configured).
+Dial = Callable[[Address], Awaitable[trio.abc.Stream]]
+
+
+async def plain_dial(address: Address, timeout: float = 10.0) -> trio.abc.Stream:
+    with trio.fail_after(timeout):
+        return await trio.open_tcp_stream(*address)
 
 
 class UpstreamError(Exception):
@@ -52,27 +62,53 @@ def _module(api_key: int) -> tuple[Any, Any]:
 
 
 class UpstreamClient:
-    def __init__(self, stream: trio.abc.Stream, client_id: str = "walproxy-repair") -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream | None,
+        client_id: str = "walproxy-repair",
+        *,
+        address: Address | None = None,
+        dial: Dial | None = None,
+    ) -> None:
         self._stream = stream
+        self._address = address
+        self._dial = dial
         self._client_id = client_id
         self._ids = itertools.count(1)
         self._buf = bytearray()
+        #: node id -> address of every broker in the last Metadata response.
+        self.brokers_seen: dict[int, Address] = {}
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = 10.0) -> UpstreamClient:
-        with trio.fail_after(timeout):
-            return cls(await trio.open_tcp_stream(host, port))
+        return cls(await plain_dial((host, port), timeout))
+
+    @classmethod
+    def lazy(cls, address: Address, dial: Dial) -> UpstreamClient:
+        """A client that connects with ``dial`` when entered (``async with``)."""
+        return cls(None, address=address, dial=dial)
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        if self._stream is not None:
+            await self._stream.aclose()
 
     async def __aenter__(self) -> UpstreamClient:
+        if self._stream is None:
+            assert self._address is not None and self._dial is not None
+            try:
+                self._stream = await self._dial(self._address)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                cause = exc.__cause__ or exc
+                raise UpstreamError(
+                    "cannot connect to %s:%d: %s" % (*self._address, str(cause) or "timeout")
+                ) from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def request(self, api_key: int, body: Any, timeout: float = 30.0) -> Any:
+        assert self._stream is not None, "not connected (use async with)"
         version = _VERSIONS[api_key]
         schema = load_request_schema(api_key, version)
         correlation_id = next(self._ids)
@@ -129,6 +165,7 @@ class UpstreamClient:
                 include_topic_authorized_operations=False,
             ),
         )
+        self.brokers_seen = {int(b.node_id): (b.host, int(b.port)) for b in body.brokers}
         out = {}
         for t in body.topics:
             if t.error_code != 0 or t.name is None:
@@ -137,6 +174,11 @@ class UpstreamClient:
                 t.name, t.topic_id, {int(p.partition_index): int(p.leader_id) for p in t.partitions}
             )
         return out
+
+    async def brokers(self) -> dict[int, Address]:
+        """node id -> address of every broker the cluster lists."""
+        await self.metadata([])
+        return self.brokers_seen
 
     async def list_offset(self, topic: str, partition: int, which: int) -> int:
         schema, m = _module(LIST_OFFSETS)
@@ -232,3 +274,91 @@ class UpstreamClient:
         [t] = body.responses
         [p] = t.partition_responses
         return int(p.error_code), int(p.base_offset)
+
+
+class ClusterClient:
+    """:class:`UpstreamClient`'s requests over a whole cluster (gateway mode).
+
+    Metadata goes to any reachable bootstrap broker; ListOffsets, Fetch and Produce for a
+    partition go to its leader as the last Metadata named it. A request that finds the
+    leader moved fails with UpstreamError, and the caller starts over with a fresh client.
+    """
+
+    def __init__(self, bootstrap: list[Address], dial: Dial, timeout: float = 10.0) -> None:
+        self._bootstrap = bootstrap
+        self._dial = dial
+        self._timeout = timeout
+        self._any: UpstreamClient | None = None
+        self._clients: dict[Address, UpstreamClient] = {}
+        self._brokers: dict[int, Address] = {}
+        self._leaders: dict[tuple[str, int], int] = {}
+
+    async def __aenter__(self) -> ClusterClient:
+        errors = []
+        for address in self._bootstrap:
+            try:
+                self._any = await self._client(address)
+                return self
+            except UpstreamError as exc:
+                errors.append(str(exc))
+        raise UpstreamError("no bootstrap broker reachable: " + "; ".join(errors))
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def _client(self, address: Address) -> UpstreamClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = await UpstreamClient.lazy(address, self._dial).__aenter__()
+            self._clients[address] = client
+        return client
+
+    async def metadata(
+        self, topics: list[str] | None = None, topic_ids: list[uuid.UUID] | None = None
+    ) -> dict[str, TopicInfo]:
+        assert self._any is not None, "not connected (use async with)"
+        out = await self._any.metadata(topics, topic_ids)
+        self._brokers.update(self._any.brokers_seen)
+        for name, info in out.items():
+            for partition, leader in info.partitions.items():
+                self._leaders[(name, partition)] = leader
+        return out
+
+    async def brokers(self) -> dict[int, Address]:
+        assert self._any is not None, "not connected (use async with)"
+        return await self._any.brokers()
+
+    async def _leader(self, topic: str, partition: int) -> UpstreamClient:
+        if (topic, partition) not in self._leaders:
+            await self.metadata([topic])
+        leader = self._leaders.get((topic, partition), -1)
+        address = self._brokers.get(leader)
+        if address is None:
+            raise UpstreamError(f"{topic}-{partition} has no leader now (leader id {leader})")
+        return await self._client(address)
+
+    async def list_offset(self, topic: str, partition: int, which: int) -> int:
+        return await (await self._leader(topic, partition)).list_offset(topic, partition, which)
+
+    async def fetch(
+        self, topic: str, partition: int, offset: int, max_bytes: int = 8 << 20
+    ) -> FetchResult:
+        client = await self._leader(topic, partition)
+        return await client.fetch(topic, partition, offset, max_bytes)
+
+    async def produce(
+        self,
+        topic: str,
+        partition: int,
+        records: bytes,
+        transactional_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, int]:
+        client = await self._leader(topic, partition)
+        return await client.produce(topic, partition, records, transactional_id, timeout)

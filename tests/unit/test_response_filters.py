@@ -44,7 +44,7 @@ def test_clamps_decoded_apis_and_passes_others() -> None:
     assert got[0] == (0, 13)  # produce: what the skimmer covers
     assert got[3] == limits[3]
     assert got[18] == limits[18]
-    assert got[1] == (4, 99)  # fetch is not decoded (yet): untouched
+    assert got[1] == (4, 18)  # fetch: decoded for its KIP-951 node endpoints (v16-v18)
     assert got[999] == (0, 7)  # unknown/vendor keys pass through
 
 
