@@ -151,6 +151,7 @@ class KafkaNode:
     client_port: int | None = None  # the broker's CLIENT listener (what the sidecar fronts)
     internal_port: int | None = None
     direct_port: int | None = None  # a listener advertised as itself: clients bypass walproxy
+    extra_ports: dict[str, int] = field(default_factory=dict)  # DevCluster.extra_listeners
     proxy_port: int | None = None  # the sidecar's port, advertised for CLIENT
     admin_port: int | None = None  # the sidecar's /metrics port
     process: ManagedProcess | None = None
@@ -178,6 +179,14 @@ class DevCluster:
     proxy_base_port: int | None = None  # None: free ports; else sidecar i listens on base+i
     admin_base_port: int | None = None
     heap: str = "768m"
+    #: Where the DIRECT listener binds and is advertised (None: ``host``). Gateway tests put
+    #: it on another loopback address than the brokers' other listeners.
+    direct_host: str | None = None
+    #: More broker listeners, name -> security protocol (e.g. ``{"SASL": "SASL_PLAINTEXT"}``),
+    #: advertised as themselves; their settings go in ``broker_overrides``.
+    extra_listeners: dict[str, str] = field(default_factory=dict)
+    #: Extra arguments of ``kafka-storage format`` (e.g. ``--add-scram ...``).
+    format_args: list[str] = field(default_factory=list)
     broker_overrides: dict[str, str] = field(default_factory=dict)
     proxy_env: dict[str, str] = field(default_factory=dict)
     nodes: list[KafkaNode] = field(default_factory=list)
@@ -198,7 +207,8 @@ class DevCluster:
         for i, node in enumerate(self.broker_nodes):
             node.client_port = free_port(self.host)
             node.internal_port = free_port(self.host)
-            node.direct_port = free_port(self.host)
+            node.direct_port = free_port(self.direct_host or self.host)
+            node.extra_ports = {name: free_port(self.host) for name in self.extra_listeners}
             if self.with_proxy:
                 node.proxy_port = (
                     self.proxy_base_port + i
@@ -230,7 +240,15 @@ class DevCluster:
     @property
     def direct_bootstrap(self) -> str:
         """The brokers' DIRECT listeners: clients that never touch walproxy."""
-        return ",".join(f"{self.host}:{n.direct_port}" for n in self.broker_nodes)
+        h = self.direct_host or self.host
+        return ",".join(f"{h}:{n.direct_port}" for n in self.broker_nodes)
+
+    def listener_bootstrap(self, name: str) -> str:
+        """The brokers' own addresses on listener ``name`` (``CLIENT`` or an extra one)."""
+        ports = [
+            n.client_port if name == "CLIENT" else n.extra_ports[name] for n in self.broker_nodes
+        ]
+        return ",".join(f"{self.host}:{p}" for p in ports)
 
     def node(self, node_id: int) -> KafkaNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -260,20 +278,28 @@ class DevCluster:
             "num.partitions": "1",
             "listener.security.protocol.map": (
                 "CONTROLLER:PLAINTEXT,CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,DIRECT:PLAINTEXT"
+                + "".join(f",{k}:{v}" for k, v in self.extra_listeners.items())
             ),
         }
         listeners = []
         if node.controller_port is not None:
             listeners.append(f"CONTROLLER://{h}:{node.controller_port}")
         if node.is_broker:
+            dh = self.direct_host or h
+            extra = [f"{name}://{h}:{port}" for name, port in node.extra_ports.items()]
             listeners += [
                 f"CLIENT://{h}:{node.client_port}",
                 f"INTERNAL://{h}:{node.internal_port}",
-                f"DIRECT://{h}:{node.direct_port}",
+                f"DIRECT://{dh}:{node.direct_port}",
+                *extra,
             ]
-            props["advertised.listeners"] = (
-                f"CLIENT://{h}:{node.advertised_port},INTERNAL://{h}:{node.internal_port},"
-                f"DIRECT://{h}:{node.direct_port}"
+            props["advertised.listeners"] = ",".join(
+                [
+                    f"CLIENT://{h}:{node.advertised_port}",
+                    f"INTERNAL://{h}:{node.internal_port}",
+                    f"DIRECT://{dh}:{node.direct_port}",
+                    *extra,
+                ]
             )
             props["inter.broker.listener.name"] = "INTERNAL"
         props["listeners"] = ",".join(listeners)
@@ -334,6 +360,7 @@ class DevCluster:
                     "-c",
                     str(props),
                     "--ignore-formatted",
+                    *self.format_args,
                 ],
                 capture_output=True,
                 text=True,
