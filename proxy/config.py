@@ -141,6 +141,18 @@ class TlsSection:
 
 
 @dataclass(frozen=True)
+class SaslSection:
+    mechanism: str = _doc(
+        "SASL mechanism of walproxy's own broker connections (reconciliation, broker "
+        "discovery): empty for none, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Clients' "
+        "own SASL exchanges pass through untouched either way.",
+        default="",
+    )
+    username: str = _doc("User walproxy authenticates as.", default="")
+    password: str = _doc("Its password (prefer `WALPROXY_SASL_PASSWORD`).", default="")
+
+
+@dataclass(frozen=True)
 class AdminSection:
     listen: str = _doc(
         "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
@@ -159,6 +171,7 @@ class Config:
     wal: WalSection = field(default_factory=WalSection)
     gateway: GatewaySection = field(default_factory=GatewaySection)
     tls: TlsSection = field(default_factory=TlsSection)
+    sasl: SaslSection = field(default_factory=SaslSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -314,6 +327,13 @@ def validate(config: Config) -> None:
     from .tls import validate_tls
 
     validate_tls(config.tls)
+    s = config.sasl
+    if s.mechanism and s.mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(
+            f"sasl.mechanism: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got {s.mechanism!r}"
+        )
+    if s.mechanism and not s.username:
+        raise ConfigError("sasl.username: needed when sasl.mechanism is set")
     if config.log.format not in ("console", "json"):
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):

@@ -18,6 +18,7 @@ from .gateway import Address, Gateway, Targets
 from .produce_path import DurableProduce
 from .produce_skim import PRODUCE_API_KEY
 from .reconciler import Reconciler
+from .sasl_client import SaslCredentials
 from .tls import Tls
 from .upstream_client import ClusterClient, UpstreamClient, UpstreamError
 
@@ -156,9 +157,11 @@ class ProxyServer:
     def upstream_client(self) -> UpstreamClient | ClusterClient:
         """A client of the proxy's own (unconnected) for its talks with the cluster."""
         timeout = self.config.proxy.upstream_connect_timeout_s
+        sa = self.config.sasl
+        sasl = SaslCredentials(sa.mechanism, sa.username, sa.password) if sa.mechanism else None
         if self.gateway is not None:
-            return ClusterClient(self.gateway.bootstrap, self._dial, timeout)
-        return UpstreamClient.lazy(self._upstream, self._dial)
+            return ClusterClient(self.gateway.bootstrap, self._dial, timeout, sasl)
+        return UpstreamClient.lazy(self._upstream, self._dial, sasl)
 
     async def _dial(self, address: Address) -> trio.abc.Stream:
         """TCP (and TLS when configured) to a broker, within the connect timeout."""

@@ -14,7 +14,7 @@ import struct
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from kio.index import load_request_schema
@@ -23,8 +23,19 @@ from kio.static.primitive import i8, i16, i32, i64
 
 from .codec import decode_response
 
+if TYPE_CHECKING:
+    from .sasl_client import SaslCredentials
+
 METADATA, LIST_OFFSETS, FETCH, PRODUCE = 3, 2, 1, 0
-_VERSIONS = {METADATA: 12, LIST_OFFSETS: 7, FETCH: 12, PRODUCE: 9}
+SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
+_VERSIONS = {
+    METADATA: 12,
+    LIST_OFFSETS: 7,
+    FETCH: 12,
+    PRODUCE: 9,
+    SASL_HANDSHAKE: 1,
+    SASL_AUTHENTICATE: 2,
+}
 LATEST, EARLIEST = -1, -2
 
 Address = tuple[str, int]
@@ -69,8 +80,10 @@ class UpstreamClient:
         *,
         address: Address | None = None,
         dial: Dial | None = None,
+        sasl: SaslCredentials | None = None,
     ) -> None:
         self._stream = stream
+        self._sasl = sasl
         self._address = address
         self._dial = dial
         self._client_id = client_id
@@ -84,9 +97,11 @@ class UpstreamClient:
         return cls(await plain_dial((host, port), timeout))
 
     @classmethod
-    def lazy(cls, address: Address, dial: Dial) -> UpstreamClient:
-        """A client that connects with ``dial`` when entered (``async with``)."""
-        return cls(None, address=address, dial=dial)
+    def lazy(
+        cls, address: Address, dial: Dial, sasl: SaslCredentials | None = None
+    ) -> UpstreamClient:
+        """A client that connects with ``dial`` (and authenticates) when entered."""
+        return cls(None, address=address, dial=dial, sasl=sasl)
 
     async def aclose(self) -> None:
         if self._stream is not None:
@@ -102,6 +117,14 @@ class UpstreamClient:
                 raise UpstreamError(
                     "cannot connect to %s:%d: %s" % (*self._address, str(cause) or "timeout")
                 ) from exc
+            if self._sasl is not None:
+                from .sasl_client import authenticate
+
+                try:
+                    await authenticate(self, self._sasl)
+                except BaseException:
+                    await trio.aclose_forcefully(self._stream)
+                    raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -284,9 +307,16 @@ class ClusterClient:
     leader moved fails with UpstreamError, and the caller starts over with a fresh client.
     """
 
-    def __init__(self, bootstrap: list[Address], dial: Dial, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        bootstrap: list[Address],
+        dial: Dial,
+        timeout: float = 10.0,
+        sasl: SaslCredentials | None = None,
+    ) -> None:
         self._bootstrap = bootstrap
         self._dial = dial
+        self._sasl = sasl
         self._timeout = timeout
         self._any: UpstreamClient | None = None
         self._clients: dict[Address, UpstreamClient] = {}
@@ -315,7 +345,7 @@ class ClusterClient:
     async def _client(self, address: Address) -> UpstreamClient:
         client = self._clients.get(address)
         if client is None:
-            client = await UpstreamClient.lazy(address, self._dial).__aenter__()
+            client = await UpstreamClient.lazy(address, self._dial, self._sasl).__aenter__()
             self._clients[address] = client
         return client
 

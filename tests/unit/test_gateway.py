@@ -195,3 +195,21 @@ def test_old_versions_and_truncated_responses() -> None:
 
     with pytest.raises(CodecError):
         node_endpoints.has_top_level_tags(0, 12, frame[:20])
+
+
+def test_scram_sha256_rfc7677_vector() -> None:
+    from proxy.sasl_client import SaslError, ScramClient
+
+    scram = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
+    assert scram.first() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    server_first = (
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    )
+    assert scram.final(server_first) == (
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    scram.verify(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(SaslError, match="signature does not match"):
+        scram.verify(b"v=AAAA")
