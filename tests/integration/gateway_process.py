@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,7 +114,8 @@ class SocketWatch:
     """
 
     forbidden_host: str
-    exclude: set[int] = field(default_factory=set)
+    #: pids allowed to talk to brokers, asked at every sample (brokers restart, gateways start)
+    exclude: Callable[[], set[int]] = set
     interval_s: float = 0.01
     violations: list[tuple[int, str, str]] = field(default_factory=list)
     seen: set[tuple[str, int]] = field(default_factory=set)
@@ -125,8 +126,9 @@ class SocketWatch:
     def _processes(self) -> Iterable[psutil.Process]:
         me = psutil.Process()
         yield me
+        allowed = self.exclude()
         for child in me.children(recursive=True):
-            if child.pid not in self.exclude:
+            if child.pid not in allowed:
                 yield child
 
     def _sample(self) -> None:

@@ -1,0 +1,534 @@
+"""Gateway mode against a real 3-broker cluster that advertises its own addresses.
+
+One cluster for the module (a controller and three brokers): the brokers' client listeners
+(plaintext ``CLIENT``, ``SSL`` with client certificates required, ``SASL`` with PLAIN and
+SCRAM users) are on 127.0.0.2 and advertise themselves; the gateways run on 127.0.0.1 and
+are the only address clients are given. The brokers' ``DIRECT`` listeners, which the tests
+use as their reference reads, are on 127.0.0.3.
+
+While clients run, a :class:`SocketWatch` samples every TCP socket of this process and its
+children (the Java tools) every 10 ms; a socket of anything but the gateways and the broker
+JVMs with a remote address on 127.0.0.2 fails the test. The tests run in file order; the
+last ones stop a broker and move leaders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaAdminClient
+
+from proxy.devcluster import DevCluster
+
+from . import clients as c
+from . import test_clients_aiokafka as aio
+from . import test_clients_java as java
+from . import test_clients_kafka_python as kp
+from .gateway_process import Gateway, SocketWatch
+from .tls_ca import TestCA
+
+pytestmark = pytest.mark.kafka
+
+BROKER_HOST = "127.0.0.2"
+DIRECT_HOST = "127.0.0.3"
+PARTITIONS = 6
+USERS = {"alice": "alice-secret", "walproxy": "walproxy-secret"}
+
+
+class Env:
+    def __init__(self, cluster: DevCluster, ca: TestCA, workdir: Path) -> None:
+        self.cluster = cluster
+        self.ca = ca
+        self.workdir = workdir
+        self.gateways: dict[str, Gateway] = {}
+
+    def gateway(self, name: str, listener: str = "CLIENT", **env: str) -> Gateway:
+        if name not in self.gateways:
+            gw = Gateway(self.cluster, self.workdir / f"gw-{name}", listener=listener, **env)
+            self.gateways[name] = gw.start()
+        return self.gateways[name]
+
+    @property
+    def plain(self) -> Gateway:
+        return self.gateway("plain")
+
+    def _allowed(self) -> set[int]:
+        """The processes that may talk to brokers: the gateways and the brokers themselves."""
+        allowed = {gw.process.pid for gw in self.gateways.values() if gw.process.proc}
+        return allowed | {n.process.pid for n in self.cluster.nodes if n.process and n.process.proc}
+
+    def watch(self) -> SocketWatch:
+        return SocketWatch(BROKER_HOST, self._allowed)
+
+    def topic(self) -> str:
+        admin = AdminClient({"bootstrap.servers": self.plain.bootstrap})
+        name = c.unique_tag("gw")
+        admin.create_topics(
+            [NewTopic(name, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
+            operation_timeout=30,
+        )[name].result(60)
+        c.wait_until(
+            lambda: _leaders(self.cluster.direct_bootstrap, name) >= set(range(PARTITIONS)),
+            30,
+            f"leaders for {name}",
+        )
+        return name
+
+
+def _leaders(bootstrap: str, topic: str) -> set[int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    return set() if t is None or t.error else {p for p, m in t.partitions.items() if m.leader >= 0}
+
+
+def _broker_overrides(ca: TestCA) -> dict[str, str]:
+    broker = ca.issue("broker", ips=(BROKER_HOST,))
+    mechanisms = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    plain_users = " ".join(f'user_{u}="{p}"' for u, p in USERS.items())
+    out = {
+        "sasl.enabled.mechanisms": mechanisms,
+        "listener.name.sasl.sasl.enabled.mechanisms": mechanisms,
+        "listener.name.sasl.plain.sasl.jaas.config": (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+        ),
+    }
+    for m in ("scram-sha-256", "scram-sha-512"):
+        out[f"listener.name.sasl.{m}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    out |= {
+        "listener.name.ssl.ssl.keystore.type": "PEM",
+        "listener.name.ssl.ssl.keystore.location": str(broker.combined),
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(ca.cert),
+        "listener.name.ssl.ssl.client.auth": "required",
+    }
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(artifacts_dir: Path) -> Iterator[Env]:
+    workdir = artifacts_dir / "gateway"
+    shutil.rmtree(workdir, ignore_errors=True)
+    ca = TestCA(workdir / "ca")
+    scram = [
+        arg
+        for user, pw in USERS.items()
+        for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+        for arg in ("--add-scram", f"{mech}=[name={user},password={pw}]")
+    ]
+    cluster = DevCluster(
+        workdir / "cluster",
+        brokers=3,
+        with_proxy=False,
+        host=BROKER_HOST,
+        direct_host=DIRECT_HOST,
+        heap="512m",
+        extra_listeners={"SSL": "SSL", "SASL": "SASL_PLAINTEXT"},
+        format_args=scram,
+        broker_overrides=_broker_overrides(ca),
+    )
+    cluster.start()
+    e = Env(cluster, ca, workdir)
+    try:
+        yield e
+    finally:
+        for gw in e.gateways.values():
+            gw.stop()
+        cluster.stop()
+
+
+# -- endpoints --------------------------------------------------------------------------------
+def test_every_endpoint_handed_out_is_the_gateways(env: Env) -> None:
+    gw = env.plain
+    topic = env.topic()
+    want = {(gw.host, p) for p in gw.broker_ports.values()}
+    md = AdminClient({"bootstrap.servers": gw.bootstrap}).list_topics(topic, timeout=30)
+    assert {(b.host, b.port) for b in md.brokers.values()} == want
+    assert {b.id: b.port for b in md.brokers.values()} == gw.broker_ports  # base + position
+    assert {p.leader for p in md.topics[topic].partitions.values()} == {1, 2, 3}
+    admin = AdminClient({"bootstrap.servers": gw.bootstrap})
+    described = admin.describe_cluster(request_timeout=30).result(60)
+    assert {(n.host, n.port) for n in described.nodes} == want
+    kpa = KafkaAdminClient(bootstrap_servers=gw.bootstrap)
+    try:
+        assert {(b["host"], b["port"]) for b in kpa.describe_cluster()["brokers"]} == want
+        for group in (c.unique_tag("coord") for _ in range(4)):
+            node = c.wait_until(lambda g=group: _coordinator(kpa, g), 30, f"coordinator {group}")
+            assert node in (1, 2, 3)
+    finally:
+        kpa.close()
+    direct = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap}).list_topics(
+        timeout=30
+    )
+    assert {b.host for b in direct.brokers.values()} == {DIRECT_HOST}
+
+
+def _coordinator(admin: KafkaAdminClient, group: str) -> int | None:
+    from kafka.errors import CoordinatorNotAvailableError
+
+    try:
+        return admin._find_coordinator_ids([group])[group]
+    except CoordinatorNotAvailableError:
+        return None
+
+
+# -- clients through the gateway only ---------------------------------------------------------
+def _check_against_direct(env: Env, topic: str, seen: Sequence[c.Rec], msgs: Sequence[c.Msg]):
+    c.assert_contents(seen, msgs, f"{topic} through the gateway")
+    assert {r.partition for r in seen} == set(range(PARTITIONS))
+    c.assert_same_records(seen, c.read_all(env.cluster.direct_bootstrap, topic), "vs direct")
+
+
+def test_confluent_kafka_python_and_aiokafka_through_the_gateway(env: Env) -> None:
+    gw = env.plain
+    persisted = gw.metric("walproxy_produce_batches_persisted_total")
+    with env.watch() as watch:
+        topic = env.topic()
+        msgs = c.messages(40 * PARTITIONS, topic, PARTITIONS)
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **{"enable.idempotence": True})
+        _check_against_direct(env, topic, c.confluent_consume(gw.bootstrap, topic, len(msgs)), msgs)
+
+        topic = env.topic()
+        msgs = c.messages(30 * PARTITIONS, topic, PARTITIONS)
+        kp.produce(gw.bootstrap, topic, msgs, acks="all")
+        _check_against_direct(env, topic, kp.consume(gw.bootstrap, topic, len(msgs)), msgs)
+
+        topic = env.topic()
+        msgs = c.messages(30 * PARTITIONS, topic, PARTITIONS)
+        loop = asyncio.new_event_loop()
+        try:
+            aio.run(loop, aio.produce(gw.bootstrap, topic, msgs, acks="all"))
+            seen = aio.run(loop, aio.consume(gw.bootstrap, topic, len(msgs)))
+        finally:
+            loop.close()
+        _check_against_direct(env, topic, seen, msgs)
+    watch.assert_clean(gw.ports)
+    # the WAL path is the same in gateway mode: every batch went through it
+    assert gw.metric("walproxy_produce_batches_persisted_total") > persisted
+
+
+def test_java_client_and_tools_through_the_gateway(env: Env, tmp_path: Path) -> None:
+    """KafkaProducer (Java) transactions to every partition, ConsoleConsumer reading back."""
+    gw = env.plain
+    program = tmp_path / "Txn.java"
+    program.write_text(java.TXN_PROGRAM)
+
+    def run(plan: c.TxnPlan) -> None:
+        script = "".join(
+            "BEGIN\n" + "".join(java._txn_line(m) for m in msgs) + ("COMMIT\n" if ok else "ABORT\n")
+            for msgs, ok in plan
+        )
+        out = c.run_java(
+            str(program), gw.bootstrap, topic, c.unique_tag("gw-java-txn"), stdin=script
+        ).stdout
+        assert "DONE" in out, out
+
+    def consume(n: int, committed: bool) -> list[c.Rec]:
+        return java.console_consume(gw.bootstrap, topic, n, committed=committed)
+
+    topic = env.topic()
+    with env.watch() as watch:
+        c.transaction_scenario(run, consume, env.cluster.direct_bootstrap, topic, PARTITIONS, "gwj")
+    watch.assert_clean(gw.ports)
+
+
+def test_consumer_group_through_the_gateway(env: Env) -> None:
+    gw = env.plain
+    topic = env.topic()
+    with env.watch() as watch:
+        c.group_scenario(
+            lambda name, group: c.ConfluentMember(name, group, gw.bootstrap, topic, "classic"),
+            lambda msgs: c.confluent_produce(gw.bootstrap, topic, msgs, acks="all"),
+            env.cluster.direct_bootstrap,
+            topic,
+            PARTITIONS,
+            "gw",
+        )
+    watch.assert_clean(gw.ports)
+
+
+def test_transactions_through_the_gateway(env: Env) -> None:
+    gw = env.plain
+    topic = env.topic()
+
+    def run(plan: c.TxnPlan) -> None:
+        producer = Producer(
+            {"bootstrap.servers": gw.bootstrap, "transactional.id": c.unique_tag("gw-txn")}
+        )
+        producer.init_transactions(60)
+        c.run_confluent_txn_plan(producer, topic, plan)
+
+    def consume(n: int, committed: bool) -> list[c.Rec]:
+        return c.confluent_consume(gw.bootstrap, topic, n, committed=committed)
+
+    with env.watch() as watch:
+        c.transaction_scenario(run, consume, env.cluster.direct_bootstrap, topic, PARTITIONS, "gw")
+    watch.assert_clean(gw.ports)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+def _tls_gateway(env: Env, client_auth: str = "required") -> Gateway:
+    name = f"tls-{client_auth}"
+    if name in env.gateways:
+        return env.gateways[name]
+    gw_cert = env.ca.issue(f"gateway-{name}", ips=("127.0.0.1",))
+    upstream_client = env.ca.issue(f"walproxy-upstream-{name}", client=True)
+    return env.gateway(
+        name,
+        listener="SSL",
+        WALPROXY_TLS_LISTEN_CERT=str(gw_cert.cert),
+        WALPROXY_TLS_LISTEN_KEY=str(gw_cert.key),
+        WALPROXY_TLS_LISTEN_CLIENT_CA=str(env.ca.cert),
+        WALPROXY_TLS_LISTEN_CLIENT_AUTH=client_auth,
+        WALPROXY_TLS_UPSTREAM="true",
+        WALPROXY_TLS_UPSTREAM_CA=str(env.ca.cert),
+        WALPROXY_TLS_UPSTREAM_CERT=str(upstream_client.cert),
+        WALPROXY_TLS_UPSTREAM_KEY=str(upstream_client.key),
+        WALPROXY_TLS_RELOAD_CHECK_S="0.2",
+    )
+
+
+def _tls_client_config(env: Env, with_cert: bool = True) -> dict[str, str]:
+    config = {"security.protocol": "SSL", "ssl.ca.location": str(env.ca.cert)}
+    if with_cert:
+        client = env.ca.issue("client-app", client=True)
+        config |= {
+            "ssl.certificate.location": str(client.cert),
+            "ssl.key.location": str(client.key),
+        }
+    return config
+
+
+def test_tls_both_sides_with_client_certificates(env: Env) -> None:
+    gw = _tls_gateway(env)
+    tls = _tls_client_config(env)
+    with env.watch() as watch:
+        topic = env.topic()
+        msgs = c.messages(20 * PARTITIONS, topic, PARTITIONS)
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **tls)
+        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **tls)
+    watch.assert_clean(gw.ports)
+    _check_against_direct(env, topic, seen, msgs)
+    md = AdminClient({"bootstrap.servers": gw.bootstrap, **tls}).list_topics(topic, timeout=30)
+    assert {(b.host, b.port) for b in md.brokers.values()} == {
+        (gw.host, p) for p in gw.broker_ports.values()
+    }
+
+
+def test_tls_client_without_certificate_is_refused(env: Env) -> None:
+    gw = _tls_gateway(env)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": gw.bootstrap,
+            "group.id": c.unique_tag("nocert"),
+            **_tls_client_config(env, with_cert=False),
+        }
+    )
+    try:
+        with pytest.raises(KafkaException):
+            consumer.list_topics(timeout=5)
+    finally:
+        consumer.close()
+    # and at the TLS level: the handshake itself fails without a certificate
+    ctx = ssl.create_default_context(cafile=str(env.ca.cert))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _tls_round_trip(ctx, gw.port)
+    assert gw.metric('walproxy_decode_errors_total{reason="tls_handshake"}') >= 1
+
+
+def _tls_round_trip(ctx: ssl.SSLContext, port: int) -> ssl.SSLSocket:
+    """Connect, handshake, and send an ApiVersions v0 request; return the socket."""
+    import socket
+
+    from proxy.apiversions import api_versions_v0_request
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(api_versions_v0_request(1))
+    if not s.recv(4):  # TLS 1.3: a refused client certificate shows up on the first read
+        raise ConnectionError("closed")
+    return s
+
+
+def test_tls_certificates_are_reloaded_without_restart(env: Env) -> None:
+    gw = _tls_gateway(env, client_auth="optional")
+    ctx = ssl.create_default_context(cafile=str(env.ca.cert))
+    before = _tls_round_trip(ctx, gw.port)
+    serial_before = before.getpeercert()["serialNumber"]
+    # a new certificate for the same name, written over the files the gateway was given
+    renewed = env.ca.issue("gateway-renewed", ips=("127.0.0.1",))
+    shutil.copy(renewed.key, env.workdir / "ca" / "gateway-tls-optional.key")
+    shutil.copy(renewed.cert, env.workdir / "ca" / "gateway-tls-optional.crt")
+
+    def serial_now() -> str | None:
+        s = _tls_round_trip(ctx, gw.port)
+        try:
+            serial = s.getpeercert()["serialNumber"]
+        finally:
+            s.close()
+        return serial if serial != serial_before else None
+
+    c.wait_until(serial_now, 15, "the gateway to serve the renewed certificate", 0.3)
+    # the connection opened before the reload is still served
+    from proxy.apiversions import api_versions_v0_request
+
+    before.sendall(api_versions_v0_request(2))
+    assert before.recv(4)
+    before.close()
+    topic = env.topic()
+    msgs = c.messages(6 * PARTITIONS, topic, PARTITIONS)
+    tls = {"security.protocol": "SSL", "ssl.ca.location": str(env.ca.cert)}
+    c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **tls)
+    _check_against_direct(
+        env, topic, c.confluent_consume(gw.bootstrap, topic, len(msgs), **tls), msgs
+    )
+
+
+# -- SASL ---------------------------------------------------------------------------------------
+def _sasl_gateway(env: Env) -> Gateway:
+    return env.gateway(
+        "sasl",
+        listener="SASL",
+        WALPROXY_SASL_MECHANISM="SCRAM-SHA-512",
+        WALPROXY_SASL_USERNAME="walproxy",
+        WALPROXY_SASL_PASSWORD=USERS["walproxy"],
+    )
+
+
+def _sasl(mechanism: str, user: str, password: str) -> dict[str, str]:
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_passes_through(env: Env, mechanism: str) -> None:
+    gw = _sasl_gateway(env)
+    auth = _sasl(mechanism, "alice", USERS["alice"])
+    with env.watch() as watch:
+        topic = env.topic()
+        msgs = c.messages(10 * PARTITIONS, topic, PARTITIONS)
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **auth)
+        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **auth)
+        # kafka-python speaks SASL too (its own SCRAM implementation)
+        kp_topic = env.topic()
+        kp_msgs = c.messages(5 * PARTITIONS, kp_topic, PARTITIONS)
+        kp_auth = {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": "alice",
+            "sasl_plain_password": USERS["alice"],
+        }
+        kp.produce(gw.bootstrap, kp_topic, kp_msgs, acks="all", **kp_auth)
+    watch.assert_clean(gw.ports)
+    _check_against_direct(env, topic, seen, msgs)
+    c.assert_contents(c.read_all(env.cluster.direct_bootstrap, kp_topic), kp_msgs, "kp SASL")
+
+
+def _auth_failure(bootstrap: str, auth: dict[str, str]) -> str:
+    """The broker's reason, as librdkafka reports it, for refusing the credentials."""
+    errors: list[str] = []
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, **auth, "error_cb": lambda e: errors.append(e.str())}
+    )
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    deadline = time.monotonic() + 10
+    while not errors and time.monotonic() < deadline:
+        admin.poll(0.2)
+    assert errors, f"no authentication error reported via {bootstrap}"
+    # "<address>/bootstrap: SASL authentication error: <reason> (after 3ms in state ...)"
+    match = re.search(r"SASL authentication error: (.*?)(?: \(after \d+ms|$)", errors[0])
+    assert match, errors
+    return match.group(1)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_wrong_password_fails_like_it_does_directly(env: Env, mechanism: str) -> None:
+    gw = _sasl_gateway(env)
+    auth = _sasl(mechanism, "alice", "not-the-password")
+    through = _auth_failure(gw.bootstrap, auth)
+    direct = _auth_failure(env.cluster.listener_bootstrap("SASL"), auth)
+    assert "Authentication failed" in through, through
+    assert through == direct  # the broker's own words, untouched by the gateway
+
+
+# -- brokers stopping, leaders moving -----------------------------------------------------------
+def _elect_preferred(admin: AdminClient, topic: str) -> None:
+    from confluent_kafka import ElectionType
+
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    try:
+        admin.elect_leaders(ElectionType.PREFERRED, tps).result(30)
+    except KafkaException:
+        pass  # ELECTION_NOT_NEEDED for partitions already led by their preferred replica
+
+
+def test_broker_stop_and_leader_moves_without_restart(env: Env) -> None:
+    gw = env.plain
+    topic = env.topic()
+    node = env.cluster.node(2)
+    assert node.process is not None
+    lots = [c.messages(10 * PARTITIONS, f"{topic}-{i}", PARTITIONS) for i in range(3)]
+    produce_kw = {"acks": "all", "enable.idempotence": True}
+    with env.watch() as watch:
+        c.confluent_produce(gw.bootstrap, topic, lots[0], **produce_kw)
+        node.process.stop()  # controlled shutdown: broker 2's leaders move to 1 and 3
+        c.wait_until(
+            lambda: 2 not in _leader_ids(gw.bootstrap, topic), 60, "leaders to leave broker 2"
+        )
+        # a gateway started now learns only brokers 1 and 3 ...
+        late = env.gateway("late", WALPROXY_GATEWAY_METADATA_REFRESH_S="1")
+        c.confluent_produce(gw.bootstrap, topic, lots[1], **produce_kw)
+        kp.produce(gw.bootstrap, topic, lots[1][:6], acks="all")
+        node.process.start()
+        c.wait_until(lambda: _in_sync(env, topic), 90, "broker 2 back in every ISR")
+        _elect_preferred(AdminClient({"bootstrap.servers": gw.bootstrap}), topic)
+        c.wait_until(lambda: 2 in _leader_ids(gw.bootstrap, topic), 60, "leaders back on 2")
+        c.confluent_produce(gw.bootstrap, topic, lots[2], **produce_kw)
+        seen = c.confluent_consume(gw.bootstrap, topic, sum(map(len, lots)) + 6)
+        # ... and binds broker 2's port once it is back
+        c.wait_until(
+            lambda: late.metric("walproxy_gateway_broker_ports") == 3, 30, "late gateway port"
+        )
+        seen_late = c.confluent_consume(late.bootstrap, topic, len(seen))
+    watch.assert_clean(gw.ports | late.ports)
+    c.assert_contents(seen, lots[0] + lots[1] + lots[1][:6] + lots[2], "across a broker stop")
+    c.assert_same_records(seen, c.read_all(env.cluster.direct_bootstrap, topic), "vs direct")
+    c.assert_same_records(seen_late, seen, "late gateway")
+    assert gw.process.alive and gw.metric("walproxy_gateway_broker_ports") == 3
+
+
+def _leader_ids(bootstrap: str, topic: str) -> set[int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return {p.leader for p in md.topics[topic].partitions.values()}
+
+
+def _in_sync(env: Env, topic: str) -> bool:
+    md = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap}).list_topics(
+        topic, timeout=10
+    )
+    return all(len(p.isrs) == 3 for p in md.topics[topic].partitions.values())
+
+
+def test_gateway_refuses_to_start_with_a_broker_outside_its_ranges(env: Env) -> None:
+    gw = Gateway(env.cluster, env.workdir / "gw-bad-ranges", WALPROXY_GATEWAY_NODE_ID_RANGES="1-2")
+    proc = subprocess.run(
+        gw.process.argv, env=gw.process.env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "gateway.node_id_ranges: broker node id(s) [3] are outside 1-2" in proc.stderr
