@@ -50,6 +50,8 @@ _ACKS0_BARRIER_EVERY = 32
 #: After the client has gone, how long requests already sent upstream may take to finish,
 #: so their outcomes are recorded rather than left in doubt.
 _FINISH_AFTER_CLIENT_GONE_S = 15.0
+#: After the broker closed the connection, how long answers it sent may take to reach the client.
+_FLUSH_AFTER_UPSTREAM_CLOSED_S = 5.0
 
 
 class ProtocolViolation(Exception):
@@ -118,6 +120,7 @@ class _Slot:
     outcome: Awaitable[None] | None = None  # the produce outcome's WAL write
     acks0_before: list[PreparedProduce] = field(default_factory=list)
     internal: bool = False  # the proxy's own request: the answer is not the client's
+    unwritten: bool = False  # answered by upstream, not yet written to the client
 
     def answer(self, payload: bytes) -> None:
         self.response = encode_frame(payload)
@@ -154,6 +157,11 @@ class ProxyConnection:
         self._outstanding = 0
         self._draining = False
         self._client_gone = False
+        #: Responses read from upstream and not yet written to the client; when the broker
+        #: closes the connection (as it does after a failed SaslAuthenticate), these still go
+        #: out first, so the client sees the broker's answer and then the close, as directly.
+        self._unwritten = 0
+        self._written = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
         self._log = log.bind(peer=peer)
         self._max_api_versions = (kio_version_range(API_VERSIONS) or (0, 0))[1]
@@ -350,6 +358,10 @@ class ProxyConnection:
         while True:
             data = await self._upstream.receive_some(_READ_SIZE)
             if not data:
+                with trio.move_on_after(_FLUSH_AFTER_UPSTREAM_CLOSED_S):
+                    while self._unwritten:
+                        await self._written.wait()
+                        self._written = trio.Event()
                 raise UpstreamClosed
             decoder.feed(data)
             while (frame := decoder.next_frame()) is not None:
@@ -387,6 +399,8 @@ class ProxyConnection:
                 if new is not payload:
                     frame = encode_frame(new)
                 slot.response = frame
+                self._unwritten += 1
+                slot.unwritten = True
                 slot.done.set()
 
     async def _client_writer(self, out: trio.MemoryReceiveChannel[_Slot]) -> None:
@@ -413,6 +427,10 @@ class ProxyConnection:
                 self._finish(slot, len(response))
 
     def _finish(self, slot: _Slot, sent: int) -> None:
+        if slot.unwritten:
+            slot.unwritten = False
+            self._unwritten -= 1
+            self._written.set()
         self._outstanding -= 1
         metrics.IN_FLIGHT.dec()
         if sent:
