@@ -117,6 +117,7 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
+        self._initial_brokers: dict[int, Address] = {}
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -135,6 +136,8 @@ class ProxyServer:
     async def run(
         self, *, task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        if self.gateway is not None:  # before any nursery: a ConfigError stays one
+            self._initial_brokers = await self._fetch_brokers(startup=True)
         w = self.config.wal
         if not w.enabled:
             log.warning(
@@ -213,7 +216,7 @@ class ProxyServer:
                                     self._accept_loop, lst, nursery, tgt
                                 )
                             )
-                            await self._learn_brokers(startup=True)
+                            self.gateway.learn(self._initial_brokers)
                             accepting.start_soon(self._refresh_brokers)
                         task_status.started()
 
@@ -253,8 +256,8 @@ class ProxyServer:
             nursery.cancel_scope.cancel()
         log.info("walproxy stopped")
 
-    async def _learn_brokers(self, *, startup: bool = False) -> None:
-        """Ask the cluster for its brokers and bind a port for each new one.
+    async def _fetch_brokers(self, *, startup: bool = False) -> dict[int, Address]:
+        """Ask the cluster for its brokers ({} when it cannot be reached yet).
 
         At start-up a broker outside ``gateway.node_id_ranges`` is a configuration error;
         later it is withheld from clients and logged. An unreachable cluster is not fatal:
@@ -266,20 +269,20 @@ class ProxyServer:
                 brokers = await client.brokers()
         except (UpstreamError, OSError, trio.TooSlowError) as exc:
             log.warning("cannot learn the cluster's brokers yet", error=str(exc) or "timeout")
-            return
+            return {}
         outside = self.gateway.directory.outside_ranges(brokers)
         if startup and outside:
             raise ConfigError(
                 f"gateway.node_id_ranges: broker node id(s) {outside} are outside "
                 f"{self.gateway.directory.ports.describe()}"
             )
-        self.gateway.learn(brokers)
+        return brokers
 
     async def _refresh_brokers(self) -> None:
         assert self.gateway is not None
         while True:
             await trio.sleep(self.config.gateway.metadata_refresh_s)
-            await self._learn_brokers()
+            self.gateway.learn(await self._fetch_brokers())
 
     async def _accept_loop(
         self, listener: trio.SocketListener, nursery: trio.Nursery, targets: Targets

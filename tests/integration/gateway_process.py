@@ -82,16 +82,16 @@ class Gateway:
     def ports(self) -> set[int]:
         return {self.port, *self.broker_ports.values()}
 
-    def start(self, timeout: float = 60.0) -> Gateway:
+    def start(self, timeout: float = 60.0, ports: int | None = None) -> Gateway:
+        """Start, and wait until ``ports`` broker ports (default: all) are bound."""
+        want = len(self.broker_ports) if ports is None else ports
         self.process.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.process.alive:
                 raise RuntimeError(f"gateway exited:\n{self.process.tail()}")
             with contextlib.suppress(OSError, ValueError):
-                if metric(self.admin_port, "walproxy_gateway_broker_ports") >= len(
-                    self.broker_ports
-                ):
+                if metric(self.admin_port, "walproxy_gateway_broker_ports") >= want:
                     return self
             time.sleep(0.2)
         raise TimeoutError(f"gateway did not bind its broker ports:\n{self.process.tail()}")

@@ -52,10 +52,12 @@ class Env:
         self.workdir = workdir
         self.gateways: dict[str, Gateway] = {}
 
-    def gateway(self, name: str, listener: str = "CLIENT", **env: str) -> Gateway:
+    def gateway(
+        self, name: str, listener: str = "CLIENT", ports: int | None = None, **env: str
+    ) -> Gateway:
         if name not in self.gateways:
             gw = Gateway(self.cluster, self.workdir / f"gw-{name}", listener=listener, **env)
-            self.gateways[name] = gw.start()
+            self.gateways[name] = gw.start(ports=ports)
         return self.gateways[name]
 
     @property
@@ -492,7 +494,8 @@ def test_broker_stop_and_leader_moves_without_restart(env: Env) -> None:
             lambda: 2 not in _leader_ids(gw.bootstrap, topic), 60, "leaders to leave broker 2"
         )
         # a gateway started now learns only brokers 1 and 3 ...
-        late = env.gateway("late", WALPROXY_GATEWAY_METADATA_REFRESH_S="1")
+        late = env.gateway("late", ports=2, WALPROXY_GATEWAY_METADATA_REFRESH_S="1")
+        assert late.metric("walproxy_gateway_broker_ports") == 2
         c.confluent_produce(gw.bootstrap, topic, lots[1], **produce_kw)
         kp.produce(gw.bootstrap, topic, lots[1][:6], acks="all")
         node.process.start()
