@@ -35,7 +35,9 @@ class Result:
     p999: float
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, str]) -> None:
+def create_topic(
+    bootstrap: str, topic: str, partitions: int, config: dict[str, str], replication: str = "1"
+) -> None:
     cmd = [
         "java",
         "-cp",
@@ -49,7 +51,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int, config: dict[str, 
         "--partitions",
         str(partitions),
         "--replication-factor",
-        "1",
+        replication,
     ]
     for k, v in config.items():
         cmd += ["--config", f"{k}={v}"]
