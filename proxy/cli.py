@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     server = ProxyServer(cfg)
 
     async def main() -> None:
+        await server.preflight()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, server.shutdown)
             await server.run()  # returns once drained

@@ -117,7 +117,7 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
-        self._initial_brokers: dict[int, Address] = {}
+        self._initial_brokers: dict[int, Address] | None = None
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -129,6 +129,12 @@ class ProxyServer:
                 return False, "reconciling with the broker"
         return True, "ready"
 
+    async def preflight(self) -> None:
+        """Start-up checks that need the cluster; call outside any nursery so that a
+        :class:`ConfigError` stays one (gateway: every broker's node id is in the ranges)."""
+        if self.gateway is not None:
+            self._initial_brokers = await self._fetch_brokers(startup=True)
+
     def shutdown(self) -> None:
         """Begin a graceful drain (idempotent)."""
         self._stop.set()
@@ -136,8 +142,8 @@ class ProxyServer:
     async def run(
         self, *, task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        if self.gateway is not None:  # before any nursery: a ConfigError stays one
-            self._initial_brokers = await self._fetch_brokers(startup=True)
+        if self.gateway is not None and self._initial_brokers is None:
+            await self.preflight()
         w = self.config.wal
         if not w.enabled:
             log.warning(
@@ -216,7 +222,7 @@ class ProxyServer:
                                     self._accept_loop, lst, nursery, tgt
                                 )
                             )
-                            self.gateway.learn(self._initial_brokers)
+                            self.gateway.learn(self._initial_brokers or {})
                             accepting.start_soon(self._refresh_brokers)
                         task_status.started()
 

@@ -341,12 +341,9 @@ def _txn_line(m: c.Msg) -> str:
     return f"SEND {m.partition} {key} {m.value.hex()} {headers}\n"
 
 
-def test_transactions_commit_and_abort(
-    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
-) -> None:
-    """KafkaProducer transactions (Java client) and ConsoleConsumer in both isolation levels."""
-    topic = new_topic(partitions=2)
-    program = tmp_path / "Txn.java"
+def java_txn_runner(workdir: Path, bootstrap: str, topic: str) -> Callable[[c.TxnPlan], None]:
+    """Plays a transaction plan with the Java KafkaProducer (one JVM per plan)."""
+    program = workdir / "Txn.java"
     program.write_text(TXN_PROGRAM)
 
     def run(plan: c.TxnPlan) -> None:
@@ -355,9 +352,19 @@ def test_transactions_commit_and_abort(
             for msgs, ok in plan
         )
         out = c.run_java(
-            str(program), kafka.bootstrap, topic, c.unique_tag("java-txn"), stdin=script
+            str(program), bootstrap, topic, c.unique_tag("java-txn"), stdin=script
         ).stdout
         assert "DONE" in out, out
+
+    return run
+
+
+def test_transactions_commit_and_abort(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """KafkaProducer transactions (Java client) and ConsoleConsumer in both isolation levels."""
+    topic = new_topic(partitions=2)
+    run = java_txn_runner(tmp_path, kafka.bootstrap, topic)
 
     def consume(n: int, committed: bool) -> list[c.Rec]:
         return console_consume(kafka.bootstrap, topic, n, committed=committed)

@@ -57,7 +57,8 @@ class Env:
     ) -> Gateway:
         if name not in self.gateways:
             gw = Gateway(self.cluster, self.workdir / f"gw-{name}", listener=listener, **env)
-            self.gateways[name] = gw.start(ports=ports)
+            self.gateways[name] = gw  # before it starts: the socket watch must know its pid
+            gw.start(ports=ports)
         return self.gateways[name]
 
     @property
@@ -97,24 +98,24 @@ def _broker_overrides(ca: TestCA) -> dict[str, str]:
     broker = ca.issue("broker", ips=(BROKER_HOST,))
     mechanisms = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
     plain_users = " ".join(f'user_{u}="{p}"' for u, p in USERS.items())
-    out = {
-        "sasl.enabled.mechanisms": mechanisms,
-        "listener.name.sasl.sasl.enabled.mechanisms": mechanisms,
-        "listener.name.sasl.plain.sasl.jaas.config": (
+    out = {"sasl.enabled.mechanisms": mechanisms}
+    for listener in ("sasl", "saslssl"):
+        out[f"listener.name.{listener}.sasl.enabled.mechanisms"] = mechanisms
+        out[f"listener.name.{listener}.plain.sasl.jaas.config"] = (
             f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
-        ),
-    }
-    for m in ("scram-sha-256", "scram-sha-512"):
-        out[f"listener.name.sasl.{m}.sasl.jaas.config"] = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         )
-    out |= {
-        "listener.name.ssl.ssl.keystore.type": "PEM",
-        "listener.name.ssl.ssl.keystore.location": str(broker.combined),
-        "listener.name.ssl.ssl.truststore.type": "PEM",
-        "listener.name.ssl.ssl.truststore.location": str(ca.cert),
-        "listener.name.ssl.ssl.client.auth": "required",
-    }
+        for m in ("scram-sha-256", "scram-sha-512"):
+            out[f"listener.name.{listener}.{m}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+    for listener in ("ssl", "saslssl"):
+        out |= {
+            f"listener.name.{listener}.ssl.keystore.type": "PEM",
+            f"listener.name.{listener}.ssl.keystore.location": str(broker.combined),
+            f"listener.name.{listener}.ssl.truststore.type": "PEM",
+            f"listener.name.{listener}.ssl.truststore.location": str(ca.cert),
+        }
+    out["listener.name.ssl.ssl.client.auth"] = "required"
     return out
 
 
@@ -136,7 +137,7 @@ def env(artifacts_dir: Path) -> Iterator[Env]:
         host=BROKER_HOST,
         direct_host=DIRECT_HOST,
         heap="512m",
-        extra_listeners={"SSL": "SSL", "SASL": "SASL_PLAINTEXT"},
+        extra_listeners={"SSL": "SSL", "SASL": "SASL_PLAINTEXT", "SASLSSL": "SASL_SSL"},
         format_args=scram,
         broker_overrides=_broker_overrides(ca),
     )
@@ -185,6 +186,59 @@ def _coordinator(admin: KafkaAdminClient, group: str) -> int | None:
         return None
 
 
+def test_kip951_node_endpoints_in_produce_and_fetch_are_rewritten(env: Env) -> None:
+    """Produce v12 and Fetch v17 sent to a broker that does not lead the partition: the
+    NOT_LEADER_OR_FOLLOWER answer names the leader, and its endpoint is the gateway's."""
+    import datetime
+
+    from kio.schema.metadata.v12.request import MetadataRequestTopic
+    from kio.static.primitive import i8, i32, i64
+
+    from .rawkafka import RawConnection, metadata_frame, produce_frame, request_frame
+
+    gw = env.plain
+    topic = env.topic()
+    with RawConnection(gw.bootstrap) as conn:
+        conn.send(metadata_frame(1, (MetadataRequestTopic(name=topic, topic_id=None),)))
+        _, md = conn.recv_response(3, 12)
+    (t,) = md.topics
+    leader = int(t.partitions[0].leader_id)
+    other = next(n for n in gw.broker_ports if n != leader)
+    want = ("127.0.0.1", gw.broker_ports[leader])
+    fetch_schema = __import__("kio.schema.fetch.v17.request", fromlist=["x"])
+    fetch = request_frame(
+        1,
+        17,
+        3,
+        max_wait=datetime.timedelta(0),
+        min_bytes=i32(0),
+        isolation_level=i8(0),
+        topics=(
+            fetch_schema.FetchTopic(
+                topic_id=t.topic_id,
+                partitions=(
+                    fetch_schema.FetchPartition(
+                        partition=i32(0), fetch_offset=i64(0), partition_max_bytes=i32(1 << 20)
+                    ),
+                ),
+            ),
+        ),
+        forgotten_topics_data=(),
+        rack_id="",
+    )
+    with RawConnection(f"127.0.0.1:{gw.broker_ports[other]}") as conn:
+        conn.send(produce_frame(topic, 0, [b"kip-951"], acks=-1, correlation_id=2, version=12))
+        _, produced = conn.recv_response(0, 12)
+        conn.send(fetch)
+        _, fetched = conn.recv_response(1, 17)
+    (pr,) = produced.responses[0].partition_responses
+    assert int(pr.error_code) == 6 and int(pr.current_leader.leader_id) == leader, pr
+    assert [(e.host, int(e.port)) for e in produced.node_endpoints] == [want], produced
+    (fp,) = fetched.responses[0].partitions
+    assert int(fp.error_code) == 6 and int(fp.current_leader.leader_id) == leader, fp
+    assert [(e.host, int(e.port)) for e in fetched.node_endpoints] == [want], fetched
+
+
 # -- clients through the gateway only ---------------------------------------------------------
 def _check_against_direct(env: Env, topic: str, seen: Sequence[c.Rec], msgs: Sequence[c.Msg]):
     c.assert_contents(seen, msgs, f"{topic} through the gateway")
@@ -223,23 +277,12 @@ def test_confluent_kafka_python_and_aiokafka_through_the_gateway(env: Env) -> No
 def test_java_client_and_tools_through_the_gateway(env: Env, tmp_path: Path) -> None:
     """KafkaProducer (Java) transactions to every partition, ConsoleConsumer reading back."""
     gw = env.plain
-    program = tmp_path / "Txn.java"
-    program.write_text(java.TXN_PROGRAM)
-
-    def run(plan: c.TxnPlan) -> None:
-        script = "".join(
-            "BEGIN\n" + "".join(java._txn_line(m) for m in msgs) + ("COMMIT\n" if ok else "ABORT\n")
-            for msgs, ok in plan
-        )
-        out = c.run_java(
-            str(program), gw.bootstrap, topic, c.unique_tag("gw-java-txn"), stdin=script
-        ).stdout
-        assert "DONE" in out, out
+    topic = env.topic()
+    run = java.java_txn_runner(tmp_path, gw.bootstrap, topic)
 
     def consume(n: int, committed: bool) -> list[c.Rec]:
         return java.console_consume(gw.bootstrap, topic, n, committed=committed)
 
-    topic = env.topic()
     with env.watch() as watch:
         c.transaction_scenario(run, consume, env.cluster.direct_bootstrap, topic, PARTITIONS, "gwj")
     watch.assert_clean(gw.ports)
@@ -439,6 +482,34 @@ def test_sasl_passes_through(env: Env, mechanism: str) -> None:
     watch.assert_clean(gw.ports)
     _check_against_direct(env, topic, seen, msgs)
     c.assert_contents(c.read_all(env.cluster.direct_bootstrap, kp_topic), kp_msgs, "kp SASL")
+
+
+def test_sasl_over_tls_passes_through(env: Env) -> None:
+    """SASL_SSL: SCRAM inside TLS on both sides (clients -> gateway -> broker)."""
+    gw_cert = env.ca.issue("gateway-sasl-ssl", ips=("127.0.0.1",))
+    gw = env.gateway(
+        "sasl-ssl",
+        listener="SASLSSL",
+        WALPROXY_TLS_LISTEN_CERT=str(gw_cert.cert),
+        WALPROXY_TLS_LISTEN_KEY=str(gw_cert.key),
+        WALPROXY_TLS_UPSTREAM="true",
+        WALPROXY_TLS_UPSTREAM_CA=str(env.ca.cert),
+        WALPROXY_SASL_MECHANISM="SCRAM-SHA-256",
+        WALPROXY_SASL_USERNAME="walproxy",
+        WALPROXY_SASL_PASSWORD=USERS["walproxy"],
+    )
+    auth = {
+        **_sasl("SCRAM-SHA-256", "alice", USERS["alice"]),
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": str(env.ca.cert),
+    }
+    with env.watch() as watch:
+        topic = env.topic()
+        msgs = c.messages(10 * PARTITIONS, topic, PARTITIONS)
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **auth)
+        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **auth)
+    watch.assert_clean(gw.ports)
+    _check_against_direct(env, topic, seen, msgs)
 
 
 def _auth_failure(bootstrap: str, auth: dict[str, str]) -> str:
