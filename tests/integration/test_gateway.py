@@ -73,11 +73,12 @@ class Env:
     def watch(self) -> SocketWatch:
         return SocketWatch(BROKER_HOST, self._allowed)
 
-    def topic(self) -> str:
+    def topic(self, replication: int = 3) -> str:
         admin = AdminClient({"bootstrap.servers": self.plain.bootstrap})
         name = c.unique_tag("gw")
+        config = {"min.insync.replicas": str(min(2, replication))}
         admin.create_topics(
-            [NewTopic(name, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
+            [NewTopic(name, PARTITIONS, replication, config=config)],
             operation_timeout=30,
         )[name].result(60)
         c.wait_until(
@@ -187,8 +188,9 @@ def _coordinator(admin: KafkaAdminClient, group: str) -> int | None:
 
 
 def test_kip951_node_endpoints_in_produce_and_fetch_are_rewritten(env: Env) -> None:
-    """Produce v12 and Fetch v17 sent to a broker that does not lead the partition: the
-    NOT_LEADER_OR_FOLLOWER answer names the leader, and its endpoint is the gateway's."""
+    """Produce v12 and Fetch v17 sent to a broker that does not host the partition: the
+    NOT_LEADER_OR_FOLLOWER answer names the leader, and its endpoint is the gateway's.
+    (Replication factor 1: a follower would serve the fetch.)"""
     import datetime
 
     from kio.schema.metadata.v12.request import MetadataRequestTopic
@@ -197,12 +199,12 @@ def test_kip951_node_endpoints_in_produce_and_fetch_are_rewritten(env: Env) -> N
     from .rawkafka import RawConnection, metadata_frame, produce_frame, request_frame
 
     gw = env.plain
-    topic = env.topic()
+    topic = env.topic(replication=1)
     with RawConnection(gw.bootstrap) as conn:
         conn.send(metadata_frame(1, (MetadataRequestTopic(name=topic, topic_id=None),)))
         _, md = conn.recv_response(3, 12)
     (t,) = md.topics
-    leader = int(t.partitions[0].leader_id)
+    leader = next(int(p.leader_id) for p in t.partitions if p.partition_index == 0)
     other = next(n for n in gw.broker_ports if n != leader)
     want = ("127.0.0.1", gw.broker_ports[leader])
     fetch_schema = __import__("kio.schema.fetch.v17.request", fromlist=["x"])
