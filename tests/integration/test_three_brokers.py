@@ -121,6 +121,16 @@ def _topic(cluster: ThreeBrokers, **config: str) -> str:
         [NewTopic(name, PARTITIONS, 3, config={"min.insync.replicas": "2", **config})],
         operation_timeout=30,
     )[name].result(60)
+
+    def known_everywhere() -> bool:  # every broker has the new topic's metadata
+        for one in cluster.bootstrap.split(","):
+            md = AdminClient({"bootstrap.servers": one}).list_topics(name, timeout=10)
+            parts = md.topics[name].partitions
+            if len(parts) != PARTITIONS or any(p.leader < 0 for p in parts.values()):
+                return False
+        return True
+
+    c.wait_until(known_everywhere, 30, f"{name} in every broker's metadata")
     return name
 
 
