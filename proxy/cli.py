@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -19,16 +18,30 @@ import trio
 from . import config as config_mod
 from . import logs
 
+#: ``walproxy run`` flags for the common settings (they win over the environment and file).
+RUN_FLAGS = {
+    "--listen": "proxy.listen",
+    "--advertised": "proxy.advertised",
+    "--upstream": "proxy.upstream",
+    "--node-id": "proxy.node_id",
+    "--wal-dir": "wal.dir",
+    "--admin-listen": "admin.listen",
+    "--log-format": "log.format",
+}
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The given RUN_FLAGS as environment overrides, so they are parsed and checked alike."""
+    out = {}
+    for flag, setting in RUN_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out["WALPROXY_" + setting.replace(".", "_").upper()] = str(value)
+    return out
+
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = {}
-    if args.listen:
-        overrides["WALPROXY_PROXY_LISTEN"] = args.listen
-    if args.upstream:
-        overrides["WALPROXY_PROXY_UPSTREAM"] = args.upstream
-    if args.admin_listen is not None:
-        overrides["WALPROXY_ADMIN_LISTEN"] = args.admin_listen
-    cfg = _load(args.config, {**os.environ, **overrides})
+    cfg = _load(args.config, {**os.environ, **_flag_overrides(args)})
     if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
@@ -99,10 +112,14 @@ async def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    """Validate FILE (environment applied) and print the effective configuration, masked."""
+    from .config_doc import render_toml
+
     cfg = _load(args.file)
     if cfg is None:
         return 2
-    print(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+    data = config_mod.masked(cfg)
+    print(json.dumps(data, indent=2) if args.json else render_toml(data), end="\n")
     return 0
 
 
@@ -172,9 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("--config", help="TOML configuration file")
-    run.add_argument("--listen", help="override proxy.listen")
-    run.add_argument("--upstream", help="override proxy.upstream")
-    run.add_argument("--admin-listen", help="override admin.listen ('' disables)")
+    for flag, setting in RUN_FLAGS.items():
+        run.add_argument(flag, help=f"override {setting}")
     run.set_defaults(func=_run)
 
     repair = sub.add_parser(
@@ -188,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a file and print the effective config")
     check.add_argument("file")
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     check.set_defaults(func=_config_check)
 
     dev = sub.add_parser("dev", help="local development cluster")
