@@ -123,6 +123,33 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """Print a running instance's /status; exit 0 when it is ready, 1 when not, 3 unreachable."""
+    import urllib.error
+    import urllib.request
+
+    from .status import render
+
+    url = args.admin
+    if url is None:
+        cfg = _load(args.config)
+        if cfg is None:
+            return 2
+        if not cfg.admin.listen:
+            print("walproxy status: admin.listen is empty (endpoint disabled)", file=sys.stderr)
+            return 2
+        host, port = config_mod.parse_address(cfg.admin.listen, "admin.listen")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=args.timeout) as resp:
+            status = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"walproxy status: cannot read {url}/status: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0 if status.get("ready") else 1
+
+
 def _dev_up(args: argparse.Namespace) -> int:
     from .devcluster import ClusterError, DevCluster
 
@@ -206,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     check.set_defaults(func=_config_check)
+
+    status = sub.add_parser("status", help="show a running instance's readiness, WAL, offload")
+    status.add_argument("--admin", help="admin endpoint URL (default: from --config or env)")
+    status.add_argument("--config", help="TOML configuration file (for admin.listen)")
+    status.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=_status)
 
     dev = sub.add_parser("dev", help="local development cluster")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -95,6 +95,11 @@ class AdminSection:
         "it. Loopback unless set: the endpoint has no authentication.",
         default="127.0.0.1:9644",
     )
+    upstream_check_interval_s: float = _doc(
+        "How often the broker's listener is probed with a TCP connect; /readyz fails while "
+        "it cannot be reached.",
+        default=2.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,11 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"admin.listen: {config.admin.listen!r} collides with proxy.listen {p.listen!r}"
             )
+    if config.admin.upstream_check_interval_s <= 0:
+        raise ConfigError(
+            "admin.upstream_check_interval_s: must be positive, "
+            f"got {config.admin.upstream_check_interval_s}"
+        )
     if config.log.format not in ("console", "json"):
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in _LOG_LEVELS:
