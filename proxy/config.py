@@ -58,7 +58,9 @@ class ProxySection:
         default=30.0,
     )
     peers: dict[str, str] = _doc(
-        "Node id -> walproxy address of every other broker (strict endpoint checking).",
+        "Node id -> walproxy address of the brokers (strict endpoint checking: a broker not "
+        "listed is never handed to clients). This broker's own entry, if any, must equal "
+        "`advertised`.",
         default_factory=dict,
     )
 
@@ -268,12 +270,15 @@ def validate(config: Config) -> None:
     for node, addr in p.peers.items():
         if not node.lstrip("-").isdigit():
             raise ConfigError(f"proxy.peers: node id {node!r} is not an integer")
-        if p.node_id >= 0 and int(node) == p.node_id:
+        peer = parse_address(addr, f"proxy.peers.{node}")
+        # One peers table may serve every broker (a chart's ConfigMap); its own entry must
+        # then be the address this sidecar advertises, or clients get two answers.
+        own = parse_address(p.advertised or p.listen, "proxy.advertised")
+        if p.node_id >= 0 and int(node) == p.node_id and peer != own:
             raise ConfigError(
-                f"proxy.peers.{node}: is this broker's own node id (proxy.node_id); "
-                "list only the other brokers"
+                f"proxy.peers.{node}: is this broker's own node id (proxy.node_id) but "
+                f"{addr!r} is not its advertised address {p.advertised or p.listen!r}"
             )
-        parse_address(addr, f"proxy.peers.{node}")
     positive = {
         "proxy.max_frame_bytes": p.max_frame_bytes,
         "proxy.max_in_flight": p.max_in_flight,

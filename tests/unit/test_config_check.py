@@ -52,9 +52,9 @@ BAD_CONFIGS = [
     ('[proxy.peers]\nx = "h:1"\n', {}, "proxy.peers: node id 'x' is not an integer"),
     ('[proxy.peers]\n"2" = "nohost"\n', {}, "proxy.peers.2: expected host:port"),
     (
-        '[proxy]\nnode_id = 1\n[proxy.peers]\n"1" = "b1:9092"\n',
+        '[proxy]\nnode_id = 1\nadvertised = "b1:9092"\n[proxy.peers]\n"1" = "b0:9092"\n',
         {},
-        "proxy.peers.1: is this broker's own node id (proxy.node_id)",
+        "proxy.peers.1: is this broker's own node id (proxy.node_id) but 'b0:9092' is not",
     ),
     ('[wal]\nenabled = "maybe"\n', {}, "wal.enabled: expected true or false, got 'maybe'"),
     ('[wal]\ndir = ""\n', {}, "wal.dir: must name a directory when wal.enabled is true"),
@@ -103,6 +103,17 @@ def test_config_check_rejects_with_a_precise_message(
     assert out == ""
     expected = "walproxy: configuration error: " + message.format(path=path)
     assert err.startswith(expected), err
+
+
+def test_a_peers_table_may_list_this_broker_at_its_advertised_address(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        '[proxy]\nnode_id = 1\nadvertised = "b1:9092"\n'
+        '[proxy.peers]\n"1" = "b1:9092"\n"2" = "b2:9092"\n'
+    )
+    assert config.load(path, env={}).proxy.peers == {"1": "b1:9092", "2": "b2:9092"}
 
 
 def test_every_section_has_a_rejected_example() -> None:
