@@ -498,3 +498,52 @@ def test_controllers_form_the_quorum_the_brokers_name(values: Path) -> None:
     ]
     # Broker ids never collide with controller ids.
     assert v["kafka"]["broker"]["nodeIdOffset"] >= n
+
+
+@pytest.mark.parametrize("role", ["controller", "broker"])
+def test_kafka_accepts_the_rendered_server_properties(tmp_path: Path, role: str) -> None:
+    """kafka-start.sh's server.properties, checked by Kafka 4.1.1's own StorageTool
+    (``format`` builds and validates the full KafkaConfig: roles, listeners, advertised
+    listeners, quorum voters). Only log.dirs is pointed at a scratch directory."""
+    from proxy.devcluster import _java, ensure_jars
+
+    values = ROOT / "tests" / "helm" / "values-minio-secret.yaml"
+    sts = one(render(values), "StatefulSet", f"-{role}")
+    c = container(sts["spec"]["template"]["spec"], "kafka")
+    env = pod_env(c, f"{sts['metadata']['name']}-0")
+    data = tmp_path / "data"
+    chart_cfg = tmp_path / "kafka-chart"
+    chart_cfg.mkdir()
+    props = configmap(values)[f"{role}.properties"]
+    props = "\n".join(
+        f"log.dirs={data}" if line.startswith("log.dirs=") else line for line in props.splitlines()
+    )
+    (chart_cfg / f"{role}.properties").write_text(props + "\n")
+    home = tmp_path / "kafka"
+    (home / "bin").mkdir(parents=True)
+    java, libs = _java(), ensure_jars()
+    (home / "bin" / "kafka-storage.sh").write_text(
+        f'#!/bin/sh\nexec "{java}" -cp "{libs}/*" kafka.tools.StorageTool "$@"\n'
+    )
+    # Starting the server would need the pods' DNS names; record what it would start with.
+    (home / "bin" / "kafka-server-start.sh").write_text(
+        '#!/bin/sh\ncp "$1" "$KAFKA_HOME/started"\n'
+    )
+    for f in (home / "bin").iterdir():
+        f.chmod(0o755)
+    done = run_script(
+        tmp_path,
+        values,
+        "kafka-start.sh",
+        {
+            **env,
+            "KAFKA_HOME": str(home),
+            "KAFKA_CONF_DIR": str(tmp_path / "conf"),
+            "CHART_CONFIG_DIR": str(chart_cfg),
+        },
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    meta = properties((data / "meta.properties").read_text())
+    assert meta["cluster.id"] == env["CLUSTER_ID"]
+    assert meta["node.id"] == properties((home / "started").read_text())["node.id"]
+    assert meta["node.id"] == ("10" if role == "broker" else "0")
