@@ -31,3 +31,12 @@ def test_documented_defaults_load_as_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "defaults.toml"
     path.write_text(config_doc.render_toml(config.masked(config.Config())))
     assert config.load(path, env={}) == config.Config()
+
+
+def test_the_readmes_example_configuration_is_valid(tmp_path: Path) -> None:
+    readme = (REFERENCE.parents[1] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.toml"
+    path.write_text(block)
+    cfg = config.load(path, env={})
+    assert cfg.proxy.advertised == "broker-0.kafka:9092" and cfg.admin.listen.startswith("127.")
