@@ -251,13 +251,23 @@ def walproxy_config(tmp_path: Path, values: Path, ordinal: int) -> tuple[config.
     return config.load(path, env=run_env), run_env
 
 
-def kafka_properties(tmp_path: Path, values: Path, ordinal: int) -> dict[str, str]:
-    """The server.properties kafka-start.sh writes in broker pod ``ordinal``."""
-    c = container(broker_pod(values), "kafka")
-    env = pod_env(c, f"kafka-walproxy-broker-{ordinal}")
+def run_kafka_start(
+    tmp_path: Path,
+    values: Path,
+    role: str,
+    ordinal: int,
+    storage_tool: str = 'echo "$@" > "$KAFKA_HOME/format"',
+    properties_text: str | None = None,
+) -> tuple[dict[str, str], Path]:
+    """Run kafka-start.sh as pod ``ordinal`` of ``role`` would, with a stand-in
+    kafka-storage.sh (``storage_tool``) and a kafka-server-start.sh that records the
+    server.properties it is started with. Returns the container's env and the Kafka home."""
+    sts = one(render(values), "StatefulSet", f"-{role}")
+    c = container(sts["spec"]["template"]["spec"], "kafka")
+    env = pod_env(c, f"{sts['metadata']['name']}-{ordinal}")
     home = tmp_path / "kafka"
     (home / "bin").mkdir(parents=True, exist_ok=True)
-    (home / "bin" / "kafka-storage.sh").write_text('#!/bin/sh\necho "$@" > "$KAFKA_HOME/format"\n')
+    (home / "bin" / "kafka-storage.sh").write_text(f"#!/bin/sh\n{storage_tool}\n")
     (home / "bin" / "kafka-server-start.sh").write_text(
         '#!/bin/sh\ncp "$1" "$KAFKA_HOME/started"\n'
     )
@@ -265,7 +275,8 @@ def kafka_properties(tmp_path: Path, values: Path, ordinal: int) -> dict[str, st
         f.chmod(0o755)
     chart_cfg = tmp_path / "kafka-chart"
     chart_cfg.mkdir(exist_ok=True)
-    (chart_cfg / "broker.properties").write_text(configmap(values)["broker.properties"])
+    text = properties_text or configmap(values)[f"{role}.properties"]
+    (chart_cfg / f"{role}.properties").write_text(text)
     done = run_script(
         tmp_path,
         values,
@@ -277,7 +288,13 @@ def kafka_properties(tmp_path: Path, values: Path, ordinal: int) -> dict[str, st
             "CHART_CONFIG_DIR": str(chart_cfg),
         },
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env, home
+
+
+def kafka_properties(tmp_path: Path, values: Path, ordinal: int) -> dict[str, str]:
+    """The server.properties kafka-start.sh writes in broker pod ``ordinal``."""
+    env, home = run_kafka_start(tmp_path, values, "broker", ordinal)
     assert f"--cluster-id {env['CLUSTER_ID']} --ignore-formatted" in (home / "format").read_text()
     return properties((home / "started").read_text())
 
@@ -508,41 +525,14 @@ def test_kafka_accepts_the_rendered_server_properties(tmp_path: Path, role: str)
     from proxy.devcluster import _java, ensure_jars
 
     values = ROOT / "tests" / "helm" / "values-minio-secret.yaml"
-    sts = one(render(values), "StatefulSet", f"-{role}")
-    c = container(sts["spec"]["template"]["spec"], "kafka")
-    env = pod_env(c, f"{sts['metadata']['name']}-0")
     data = tmp_path / "data"
-    chart_cfg = tmp_path / "kafka-chart"
-    chart_cfg.mkdir()
-    props = configmap(values)[f"{role}.properties"]
     props = "\n".join(
-        f"log.dirs={data}" if line.startswith("log.dirs=") else line for line in props.splitlines()
+        f"log.dirs={data}" if line.startswith("log.dirs=") else line
+        for line in configmap(values)[f"{role}.properties"].splitlines()
     )
-    (chart_cfg / f"{role}.properties").write_text(props + "\n")
-    home = tmp_path / "kafka"
-    (home / "bin").mkdir(parents=True)
-    java, libs = _java(), ensure_jars()
-    (home / "bin" / "kafka-storage.sh").write_text(
-        f'#!/bin/sh\nexec "{java}" -cp "{libs}/*" kafka.tools.StorageTool "$@"\n'
-    )
-    # Starting the server would need the pods' DNS names; record what it would start with.
-    (home / "bin" / "kafka-server-start.sh").write_text(
-        '#!/bin/sh\ncp "$1" "$KAFKA_HOME/started"\n'
-    )
-    for f in (home / "bin").iterdir():
-        f.chmod(0o755)
-    done = run_script(
-        tmp_path,
-        values,
-        "kafka-start.sh",
-        {
-            **env,
-            "KAFKA_HOME": str(home),
-            "KAFKA_CONF_DIR": str(tmp_path / "conf"),
-            "CHART_CONFIG_DIR": str(chart_cfg),
-        },
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    tool = f'exec "{_java()}" -cp "{ensure_jars()}/*" kafka.tools.StorageTool "$@"'
+    # Starting the server would need the pods' DNS names; it records what it would start with.
+    env, home = run_kafka_start(tmp_path, values, role, 0, tool, props + "\n")
     meta = properties((data / "meta.properties").read_text())
     assert meta["cluster.id"] == env["CLUSTER_ID"]
     assert meta["node.id"] == properties((home / "started").read_text())["node.id"]
