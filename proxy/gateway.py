@@ -146,6 +146,11 @@ def validate_gateway(config: Config) -> None:
         raise ConfigError(
             "gateway.advertised_host: must be set when gateway.listen binds every interface"
         )
+    if config.offload.enabled:
+        raise ConfigError(
+            "offload.enabled: the offloader follows one broker; set it to false in gateway "
+            "mode (offloading a whole cluster from a gateway is not implemented)"
+        )
     if g.metadata_refresh_s <= 0:
         raise ConfigError(
             f"gateway.metadata_refresh_s: must be positive, got {g.metadata_refresh_s}"

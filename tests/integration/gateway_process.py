@@ -67,6 +67,7 @@ class Gateway:
             env={
                 **os.environ,
                 "WALPROXY_GATEWAY_ENABLED": "true",
+                "WALPROXY_OFFLOAD_ENABLED": "false",
                 "WALPROXY_GATEWAY_LISTEN": self.bootstrap,
                 "WALPROXY_GATEWAY_BOOTSTRAP_SERVERS": cluster.listener_bootstrap(listener),
                 "WALPROXY_GATEWAY_NODE_ID_RANGES": f"{ids[0]}-{ids[-1]}",

@@ -47,11 +47,14 @@ def test_bad_ranges_name_the_setting(text: str, message: str) -> None:
 def _gateway_env(**kw: str) -> dict[str, str]:
     env = {
         "WALPROXY_GATEWAY_ENABLED": "true",
+        "WALPROXY_OFFLOAD_ENABLED": "false",
         "WALPROXY_GATEWAY_LISTEN": "127.0.0.1:19000",
         "WALPROXY_GATEWAY_BOOTSTRAP_SERVERS": "127.0.0.2:9092,127.0.0.2:9093",
         "WALPROXY_ADMIN_LISTEN": "127.0.0.1:9644",
     }
-    env.update({f"WALPROXY_GATEWAY_{k.upper()}": v for k, v in kw.items()})
+    for k, v in kw.items():
+        env[k if k.startswith("OFFLOAD") else f"GATEWAY_{k.upper()}"] = v
+    env = {k if k.startswith("WALPROXY_") else f"WALPROXY_{k}": v for k, v in env.items()}
     return env
 
 
@@ -71,6 +74,7 @@ def test_gateway_config_defaults() -> None:
         ({"listen": ""}, "gateway.listen: must be set"),
         ({"listen": "0.0.0.0:19000"}, "gateway.advertised_host: must be set"),
         ({"broker_port_base": "9640"}, "admin.listen: port 9644 is one of the gateway's ports"),
+        ({"OFFLOAD_ENABLED": "true"}, "offload.enabled: the offloader follows one broker"),
     ],
 )
 def test_gateway_config_errors_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -203,8 +207,7 @@ def test_scram_sha256_rfc7677_vector() -> None:
     scram = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
     assert scram.first() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
     server_first = (
-        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-        b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     )
     assert scram.final(server_first) == (
         b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
