@@ -23,6 +23,14 @@ BAD_CONFIGS = [
         {},
         "offload.s3_endpoint_url: expected http(s)://host:port",
     ),
+    (
+        '[gateway]\nenabled = true\nlisten = "127.0.0.1:19000"\nbootstrap_servers = "b:9092"\n'
+        'node_id_ranges = "0-2,2-3"\n[offload]\nenabled = false\n',
+        {},
+        "gateway.node_id_ranges: 0-2 and 2-3 overlap",
+    ),
+    ('[tls]\nlisten_cert = "/nonexistent.pem"\n', {}, "tls.listen_cert: file /nonexistent.pem"),
+    ('[sasl]\nmechanism = "GSSAPI"\n', {}, "sasl.mechanism: expected PLAIN, SCRAM-SHA-256"),
     ('[proxy]\nlisten = "nohost"\n', {}, "proxy.listen: expected host:port, got 'nohost'"),
     ('[proxy]\nlisten = "h:port"\n', {}, "proxy.listen: expected host:port"),
     ('[proxy]\nupstream = "h:99999"\n', {}, "proxy.upstream: expected host:port"),
