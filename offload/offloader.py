@@ -148,7 +148,17 @@ class Offloader:
             task_status.started(self)
             try:
                 async with trio.open_nursery() as nursery:
-                    await self._discover(client)
+                    while True:  # a broker hiccup here must not take the proxy down
+                        try:
+                            await self._discover(client)
+                            break
+                        except (UpstreamError, OSError, trio.BrokenResourceError) as exc:
+                            log.warning(
+                                "offloader: first metadata failed; retrying", error=str(exc)
+                            )
+                            await client.aclose()
+                            await trio.sleep(0.5)
+                            client = await self.connect()
                     self.started.set()
                     nursery.start_soon(self._discover_loop, client)
                     nursery.start_soon(tail, self)

@@ -102,7 +102,13 @@ def test_upstream_cut_mid_request_is_settled_without_duplicates(
 ) -> None:
     topic = new_topic()
     relay = Relay(("127.0.0.1", kafka.broker_nodes[0].client_port))
-    proxy = OwnProxy(kafka, tmp_path, WALPROXY_PROXY_UPSTREAM=f"127.0.0.1:{relay.port}").start()
+    # No offloader: its fetches through the relay would race the produce for the cut.
+    proxy = OwnProxy(
+        kafka,
+        tmp_path,
+        WALPROXY_PROXY_UPSTREAM=f"127.0.0.1:{relay.port}",
+        WALPROXY_OFFLOAD_ENABLED="false",
+    ).start()
     try:
         proxy.wait_ready()
         with RawConnection(proxy.bootstrap) as conn:
