@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from produce_bench import Result, create_topic, producer_perf
+from produce_bench import Result, create_topic, load_arguments, producer_perf
 
 from proxy.devcluster import REPO_ROOT, DevCluster
 
@@ -29,13 +29,8 @@ BROKER_HOST = "127.0.0.2"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = load_arguments(argparse.ArgumentParser(description=__doc__))
     ap.add_argument("--brokers", type=int, default=1)
-    ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--record-size", type=int, default=1024)
-    ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--half-seconds", type=int, default=15, help="length of the fixed-rate runs")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="walproxy-gw-bench-", dir="/var/tmp"))
     ca = TestCA(work / "ca")

@@ -113,14 +113,18 @@ def plain_proxy(cluster: DevCluster, work: Path) -> str:
     return f"127.0.0.1:{port}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def load_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The load options every produce benchmark takes."""
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--half-seconds", type=int, default=15, help="length of the fixed-rate runs")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = load_arguments(argparse.ArgumentParser(description=__doc__)).parse_args()
     work = Path(tempfile.mkdtemp(prefix="walproxy-bench-", dir="/var/tmp"))
     with DevCluster(work, brokers=1, heap="2g") as cluster:
         # (name, bootstrap, topic config): Kafka's page-cache ack, Kafka's own fsync-before-ack

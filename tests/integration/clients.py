@@ -809,6 +809,24 @@ def transaction_scenario(
     )
 
 
+def confluent_transaction_scenario(
+    bootstrap: str, direct_bootstrap: str, topic: str, partitions: int, tag: str
+) -> None:
+    """:func:`transaction_scenario` with a confluent-kafka producer and consumer."""
+
+    def run(plan: TxnPlan) -> None:
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "transactional.id": unique_tag(f"{tag}-txn")}
+        )
+        producer.init_transactions(60)
+        run_confluent_txn_plan(producer, topic, plan)
+
+    def consume(n: int, committed: bool) -> list[Rec]:
+        return confluent_consume(bootstrap, topic, n, committed=committed)
+
+    transaction_scenario(run, consume, direct_bootstrap, topic, partitions, tag)
+
+
 def assert_idempotent_batches(direct_bootstrap: str, topic: str) -> None:
     """Every stored batch carries one producer id (idempotence was really on)."""
     batches = stored_batches(direct_bootstrap, topic)

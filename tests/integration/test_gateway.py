@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 
@@ -248,6 +248,18 @@ def _check_against_direct(env: Env, topic: str, seen: Sequence[c.Rec], msgs: Seq
     c.assert_same_records(seen, c.read_all(env.cluster.direct_bootstrap, topic), "vs direct")
 
 
+def _confluent_round_trip(env: Env, gw: Gateway, per_partition: int, **config: str) -> None:
+    """confluent-kafka produces to every partition and reads back through ``gw`` (watched),
+    then the records are compared with a direct read."""
+    with env.watch() as watch:
+        topic = env.topic()
+        msgs = c.messages(per_partition * PARTITIONS, topic, PARTITIONS)
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **config)
+        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **config)
+    watch.assert_clean(gw.ports)
+    _check_against_direct(env, topic, seen, msgs)
+
+
 def test_confluent_kafka_python_and_aiokafka_through_the_gateway(env: Env) -> None:
     gw = env.plain
     persisted = gw.metric("walproxy_produce_batches_persisted_total")
@@ -308,19 +320,10 @@ def test_consumer_group_through_the_gateway(env: Env) -> None:
 def test_transactions_through_the_gateway(env: Env) -> None:
     gw = env.plain
     topic = env.topic()
-
-    def run(plan: c.TxnPlan) -> None:
-        producer = Producer(
-            {"bootstrap.servers": gw.bootstrap, "transactional.id": c.unique_tag("gw-txn")}
-        )
-        producer.init_transactions(60)
-        c.run_confluent_txn_plan(producer, topic, plan)
-
-    def consume(n: int, committed: bool) -> list[c.Rec]:
-        return c.confluent_consume(gw.bootstrap, topic, n, committed=committed)
-
     with env.watch() as watch:
-        c.transaction_scenario(run, consume, env.cluster.direct_bootstrap, topic, PARTITIONS, "gw")
+        c.confluent_transaction_scenario(
+            gw.bootstrap, env.cluster.direct_bootstrap, topic, PARTITIONS, "gw"
+        )
     watch.assert_clean(gw.ports)
 
 
@@ -360,13 +363,8 @@ def _tls_client_config(env: Env, with_cert: bool = True) -> dict[str, str]:
 def test_tls_both_sides_with_client_certificates(env: Env) -> None:
     gw = _tls_gateway(env)
     tls = _tls_client_config(env)
-    with env.watch() as watch:
-        topic = env.topic()
-        msgs = c.messages(20 * PARTITIONS, topic, PARTITIONS)
-        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **tls)
-        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **tls)
-    watch.assert_clean(gw.ports)
-    _check_against_direct(env, topic, seen, msgs)
+    _confluent_round_trip(env, gw, 20, **tls)
+    topic = env.topic()
     md = AdminClient({"bootstrap.servers": gw.bootstrap, **tls}).list_topics(topic, timeout=30)
     assert {(b.host, b.port) for b in md.brokers.values()} == {
         (gw.host, p) for p in gw.broker_ports.values()
@@ -505,13 +503,7 @@ def test_sasl_over_tls_passes_through(env: Env) -> None:
         "security.protocol": "SASL_SSL",
         "ssl.ca.location": str(env.ca.cert),
     }
-    with env.watch() as watch:
-        topic = env.topic()
-        msgs = c.messages(10 * PARTITIONS, topic, PARTITIONS)
-        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **auth)
-        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **auth)
-    watch.assert_clean(gw.ports)
-    _check_against_direct(env, topic, seen, msgs)
+    _confluent_round_trip(env, gw, 10, **auth)
 
 
 def _auth_failure(bootstrap: str, auth: dict[str, str]) -> str:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 from kafka.errors import CoordinatorNotAvailableError
@@ -207,15 +206,6 @@ def test_consumer_group_across_brokers(cluster: ThreeBrokers) -> None:
 
 def test_transaction_across_brokers(cluster: ThreeBrokers) -> None:
     topic = _topic(cluster)
-
-    def run(plan: c.TxnPlan) -> None:
-        producer = Producer(
-            {"bootstrap.servers": cluster.bootstrap, "transactional.id": c.unique_tag("t3-txn")}
-        )
-        producer.init_transactions(60)
-        c.run_confluent_txn_plan(producer, topic, plan)
-
-    def consume(n: int, committed: bool) -> list[c.Rec]:
-        return c.confluent_consume(cluster.bootstrap, topic, n, committed=committed)
-
-    c.transaction_scenario(run, consume, cluster.direct_bootstrap, topic, PARTITIONS, "t3")
+    c.confluent_transaction_scenario(
+        cluster.bootstrap, cluster.direct_bootstrap, topic, PARTITIONS, "t3"
+    )
