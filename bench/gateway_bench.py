@@ -89,13 +89,18 @@ def main() -> None:
                         producer_perf(bootstrap, topic, args.records, args.record_size, -1, extra)
                     )
             best = {k: max(v, key=lambda r: r.records_per_s) for k, v in full.items()}
-            half_rate = int(best["direct"].records_per_s / 2)
+            # Latency at half of the matching direct target's best rate (TLS vs direct TLS).
+            rates = {
+                name: int(best["direct TLS" if "TLS" in name else "direct"].records_per_s / 2)
+                for name, _, _ in targets
+            }
             half: dict[str, Result] = {}
             for i, (name, bootstrap, extra) in enumerate(targets):
                 topic = f"bench-{i}-half"
                 create_topic(direct, topic, args.partitions, {}, rf)
-                n = half_rate * args.half_seconds
-                half[name] = producer_perf(bootstrap, topic, n, args.record_size, half_rate, extra)
+                rate = rates[name]
+                n = rate * args.half_seconds
+                half[name] = producer_perf(bootstrap, topic, n, args.record_size, rate, extra)
         finally:
             for gw in gateways:
                 gw.stop()
@@ -103,7 +108,8 @@ def main() -> None:
         f"\nProducerPerformance (kafka-tools) through a walproxy gateway, {args.brokers} "
         f"broker(s), {args.record_size} B records, {args.partitions} partitions, acks=all, "
         f"linger.ms=5; full load: best of {args.rounds} x {args.records} records; latency at a "
-        f"fixed {half_rate} rec/s (half of direct's best) for {args.half_seconds} s"
+        f"fixed {rates['direct']} rec/s plaintext, {rates['direct TLS']} rec/s TLS (half of "
+        f"the direct target's best) for {args.half_seconds} s"
     )
     print(
         f"{'target':<27} {'rec/s':>9} {'MB/s':>7} {'vs direct':>9} | "
