@@ -31,6 +31,7 @@ Kafka's own ``Uuid`` strings are URL-safe base64 of the 16 bytes without padding
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -160,7 +161,7 @@ def parse_partition_metadata(text: str) -> uuid.UUID:
 
 def check_leader_epochs(entries: Sequence[tuple[int, int]]) -> None:
     """Epochs and start offsets must both strictly increase, as in Kafka's epoch cache."""
-    for (e0, o0), (e1, o1) in zip(entries, entries[1:], strict=False):
+    for (e0, o0), (e1, o1) in itertools.pairwise(entries):
         if not (e1 > e0 and o1 > o0):
             raise LogDirFormatError(
                 f"leader epochs must increase in epoch and start offset: "
@@ -219,7 +220,10 @@ def parse_offset_checkpoint(text: str) -> dict[tuple[str, int], int]:
 
 # -- segments --------------------------------------------------------------------------------
 def should_roll(
-    segment_base: int, segment_size: int, batch_size: int, batch_last_offset: int,
+    segment_base: int,
+    segment_size: int,
+    batch_size: int,
+    batch_last_offset: int,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
 ) -> bool:
     """Whether a batch must start a new segment, by Kafka's rules (``LogSegment.shouldRoll``):

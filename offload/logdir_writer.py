@@ -9,8 +9,8 @@ Crash- and re-run-safe by construction:
 * the checkpoint files and ``meta.properties`` are written last, then the staging directory
   is removed and the state marked complete.
 
-A broker started on an unfinished rebuild refuses to start (``No readable meta.properties
-files found``: they are written last), so a half-written directory is never served. A log directory that holds anything else is refused (:class:`LogDirNotEmpty`).
+A broker started on an unfinished rebuild refuses to start ("No readable meta.properties
+files found": they are written last), so a half-written directory is never served. A log directory that holds anything else is refused (:class:`LogDirNotEmpty`).
 """
 
 from __future__ import annotations
@@ -130,10 +130,13 @@ class PartitionWriter:
     def finish(self, topic_id: Any, leader_epochs: Sequence[tuple[int, int]]) -> None:
         """Close the last segment, write partition.metadata and leader-epoch-checkpoint."""
         self._close_segment()
-        write_file_atomic(self.directory / kl.PARTITION_METADATA,
-                          kl.encode_partition_metadata(topic_id))
-        write_file_atomic(self.directory / kl.LEADER_EPOCH_CHECKPOINT,
-                          kl.encode_leader_epoch_checkpoint(leader_epochs))
+        write_file_atomic(
+            self.directory / kl.PARTITION_METADATA, kl.encode_partition_metadata(topic_id)
+        )
+        write_file_atomic(
+            self.directory / kl.LEADER_EPOCH_CHECKPOINT,
+            kl.encode_leader_epoch_checkpoint(leader_epochs),
+        )
         fsync_dir(self.directory)
 
     def abort(self) -> None:
@@ -190,11 +193,19 @@ class LogDirWriter:
         if self.complete:
             return
         # a run that stopped inside finish() leaves some of the files it writes
-        own = {STATE_FILE, STAGING_DIR, kl.META_PROPERTIES, kl.LOG_START_OFFSET_CHECKPOINT,
-               kl.RECOVERY_POINT_CHECKPOINT, kl.REPLICATION_OFFSET_CHECKPOINT}
-        allowed = own | {n + ".tmp" for n in own} | {
-            kl.partition_dir_name(t, p) for t, p in self.finished
+        own = {
+            STATE_FILE,
+            STAGING_DIR,
+            kl.META_PROPERTIES,
+            kl.LOG_START_OFFSET_CHECKPOINT,
+            kl.RECOVERY_POINT_CHECKPOINT,
+            kl.REPLICATION_OFFSET_CHECKPOINT,
         }
+        allowed = (
+            own
+            | {n + ".tmp" for n in own}
+            | {kl.partition_dir_name(t, p) for t, p in self.finished}
+        )
         stray = sorted(names - allowed)
         if stray:
             raise LogDirNotEmpty(
@@ -241,21 +252,26 @@ class LogDirWriter:
 
     # -- the end -------------------------------------------------------------------------------
     def finish(
-        self, meta: kl.MetaProperties, metadata_dir: Path | None = None,
+        self,
+        meta: kl.MetaProperties,
+        metadata_dir: Path | None = None,
         metadata_meta: kl.MetaProperties | None = None,
     ) -> None:
         """Checkpoints, meta.properties (the metadata log dir's too), then mark complete."""
         starts = {tp: fp.log_start_offset for tp, fp in self.finished.items()}
         ends = {tp: fp.next_offset for tp, fp in self.finished.items()}
-        write_file_atomic(self.root / kl.LOG_START_OFFSET_CHECKPOINT,
-                          kl.encode_offset_checkpoint(starts))
+        write_file_atomic(
+            self.root / kl.LOG_START_OFFSET_CHECKPOINT, kl.encode_offset_checkpoint(starts)
+        )
         # Everything is fsynced: Kafka need not re-scan (it still recovers each segment once
         # because the indexes are missing, which re-checks every batch CRC).
-        write_file_atomic(self.root / kl.RECOVERY_POINT_CHECKPOINT,
-                          kl.encode_offset_checkpoint(ends))
+        write_file_atomic(
+            self.root / kl.RECOVERY_POINT_CHECKPOINT, kl.encode_offset_checkpoint(ends)
+        )
         # Every offset written was acknowledged, so committed: the high watermark is the end.
-        write_file_atomic(self.root / kl.REPLICATION_OFFSET_CHECKPOINT,
-                          kl.encode_offset_checkpoint(ends))
+        write_file_atomic(
+            self.root / kl.REPLICATION_OFFSET_CHECKPOINT, kl.encode_offset_checkpoint(ends)
+        )
         if metadata_dir is not None and metadata_dir.resolve() != self.root.resolve():
             metadata_dir.mkdir(parents=True, exist_ok=True)
             other = set(os.listdir(metadata_dir)) - _IGNORABLE - {kl.META_PROPERTIES}

@@ -145,8 +145,16 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
         if not headers:
             continue
         facts.acked.append(
-            AckedBatch(lsn, b.topic, b.topic_id, b.partition, o.base_offset,
-                       o.log_append_time, headers, b.records)
+            AckedBatch(
+                lsn,
+                b.topic,
+                b.topic_id,
+                b.partition,
+                o.base_offset,
+                o.log_append_time,
+                headers,
+                b.records,
+            )
         )
     return facts
 
@@ -291,8 +299,12 @@ def read_wal(directory: str) -> Iterator[Entry]:
             scan = st.scan
             assert scan is not None and st.header is not None
             info = SegmentInfo(
-                name=st.name, header=st.header, size=st.size, end=scan.end_offset,
-                next_lsn=scan.next_lsn, group_lsns=scan.group_lsns,
+                name=st.name,
+                header=st.header,
+                size=st.size,
+                end=scan.end_offset,
+                next_lsn=scan.next_lsn,
+                group_lsns=scan.group_lsns,
                 group_offsets=scan.group_offsets,
             )
             lsn = max(trim + 1, st.header.first_lsn)

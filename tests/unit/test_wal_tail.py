@@ -55,12 +55,20 @@ def test_patch_log_append_time_rewrites_like_the_broker() -> None:
 
 
 def acked(
-    lsn: int, base: int, n: int = 3, *, topic: str | None = "t", partition: int = 0,
-    topic_id: uuid.UUID | None = None, records: bytes | None = None, lat: int = -1,
+    lsn: int,
+    base: int,
+    n: int = 3,
+    *,
+    topic: str | None = "t",
+    partition: int = 0,
+    topic_id: uuid.UUID | None = None,
+    records: bytes | None = None,
+    lat: int = -1,
 ) -> AckedBatch:
     records = records if records is not None else client_batch(n)
-    return AckedBatch(lsn, topic, topic_id, partition, base, lat,
-                      tuple(iter_batches(records)), records)
+    return AckedBatch(
+        lsn, topic, topic_id, partition, base, lat, tuple(iter_batches(records)), records
+    )
 
 
 def facts(*batches: AckedBatch) -> WalFacts:
@@ -104,8 +112,9 @@ def test_tail_refuses_inconsistencies() -> None:
         plan_tail(facts(acked(1, 0, n=4), acked(2, 2)), {("t", 0): 0}, {}, {})
     with pytest.raises(TailError, match="no manifest"):
         plan_tail(facts(acked(1, 0)), {}, {}, {})
-    txn = client_batch(producer_id=9, producer_epoch=0, base_sequence=0,
-                       attributes=TRANSACTIONAL_FLAG)
+    txn = client_batch(
+        producer_id=9, producer_epoch=0, base_sequence=0, attributes=TRANSACTIONAL_FLAG
+    )
     with pytest.raises(TailError, match="transactional"):
         plan_tail(facts(acked(1, 0, records=txn)), {("t", 0): 0}, {}, {})
 
@@ -142,8 +151,10 @@ def test_collect_keeps_only_acknowledged_batches() -> None:
         (3, 43, 99),
     ]
     assert [lsn for lsn, _ in f.in_doubt] == [2]
-    bad = _entries((1, BATCH, encode_batch(BatchEntry(-1, 0, "t", None, None, raw[:-1]))),
-                   (2, OUTCOME, encode_outcome(OutcomeEntry(1, Source.BROKER, 0, 0))))
+    bad = _entries(
+        (1, BATCH, encode_batch(BatchEntry(-1, 0, "t", None, None, raw[:-1]))),
+        (2, OUTCOME, encode_outcome(OutcomeEntry(1, Source.BROKER, 0, 0))),
+    )
     with pytest.raises(TailError, match="damaged"):
         collect(bad)
 
@@ -155,10 +166,12 @@ async def test_read_wal_reads_a_closed_wal_and_refuses_a_running_one() -> None:
         raw = client_batch()
         async with open_wal(d, cfg) as wal:
             for i in range(300):  # several segments
-                lsn = await wal.append(encode_batch(BatchEntry(-1, 0, "t", None, None, raw)),
-                                       type=BATCH)
-                await wal.append(encode_outcome(OutcomeEntry(lsn, Source.BROKER, 0, 3 * i)),
-                                 type=OUTCOME)
+                lsn = await wal.append(
+                    encode_batch(BatchEntry(-1, 0, "t", None, None, raw)), type=BATCH
+                )
+                await wal.append(
+                    encode_outcome(OutcomeEntry(lsn, Source.BROKER, 0, 3 * i)), type=OUTCOME
+                )
             await wal.trim(20)
             with pytest.raises(WalError, match="in use"):
                 await trio.to_thread.run_sync(lambda: list(read_wal(d)))
