@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from proxy.devcluster import DevCluster
+from tests.s3server import S3_ENV, S3Server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -54,6 +55,24 @@ def kafka(artifacts_dir: Path) -> Iterator[DevCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(artifacts_dir: Path) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port; sets the dummy AWS credentials in
+    ``os.environ`` so boto3 (and walproxy subprocesses) find them."""
+    os.environ.update(S3_ENV)
+    server = S3Server(artifacts_dir / "moto-s3.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh bucket on the shared S3 server."""
+    return s3_server.new_bucket()
 
 
 @pytest.fixture(scope="session")
