@@ -10,7 +10,8 @@ Crash- and re-run-safe by construction:
   is removed and the state marked complete.
 
 A broker started on an unfinished rebuild refuses to start ("No readable meta.properties
-files found": they are written last), so a half-written directory is never served. A log directory that holds anything else is refused (:class:`LogDirNotEmpty`).
+files found": they are written last), so a half-written directory is never served. A log
+directory that holds anything else is refused (:class:`LogDirNotEmpty`).
 """
 
 from __future__ import annotations
