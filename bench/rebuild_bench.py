@@ -27,27 +27,31 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from offload.rebuild import RebuildOptions, rebuild  # noqa: E402
-from offload.store import FileStore, ObjectStore, S3Store  # noqa: E402
-from offload.wal_tail import patch_batch  # noqa: E402
-from proxy.record_batch import build_batch  # noqa: E402
-from tests.offload.seed import offload_partition, write_broker_info  # noqa: E402
-from tests.s3server import S3_ENV, S3Server  # noqa: E402
+from offload.rebuild import RebuildOptions, rebuild
+from offload.store import FileStore, ObjectStore, S3Store
+from offload.wal_tail import patch_batch
+from proxy.record_batch import build_batch
+from tests.offload.seed import offload_partition, write_broker_info
+from tests.s3server import S3_ENV, S3Server
 
 CLUSTER = "bEnChClUsTeRiD0000000A"
 
 
 def partition_log(size: int, records_per_batch: int, value_bytes: int) -> bytes:
-    """About ``size`` bytes of distinct-offset batches (one random template, re-based)."""
-    template = build_batch(
-        [os.urandom(value_bytes) for _ in range(records_per_batch)],
-        timestamp_ms=int(time.time() * 1000),
-        partition_leader_epoch=0,
-    )
-    n = max(1, size // len(template))
+    """About ``size`` bytes of batches with random values, re-based copies of 64 distinct
+    templates (64 x ~64 KiB apart is beyond zstd's match window: nothing to compress)."""
+    templates = [
+        build_batch(
+            [os.urandom(value_bytes) for _ in range(records_per_batch)],
+            timestamp_ms=int(time.time() * 1000),
+            partition_leader_epoch=0,
+        )
+        for _ in range(64)
+    ]
+    n = max(1, size // len(templates[0]))
     out = bytearray()
     for i in range(n):
-        out += patch_batch(template, i * records_per_batch, 0)
+        out += patch_batch(templates[i % 64], i * records_per_batch, 0)
     return bytes(out)
 
 
@@ -59,8 +63,14 @@ def seed(store: ObjectStore, args: argparse.Namespace) -> int:
         log = partition_log(per_partition, args.records_per_batch, args.value_bytes)
         tid = uuid.uuid4()
         offload_partition(
-            store, CLUSTER, f"bench-{p}", tid, 0, log,
-            object_bytes=args.object_mib << 20, compression=args.compression,
+            store,
+            CLUSTER,
+            f"bench-{p}",
+            tid,
+            0,
+            log,
+            object_bytes=args.object_mib << 20,
+            compression=args.compression,
         )
         topics[f"bench-{p}"] = (tid, [0])
         total += len(log)
