@@ -286,15 +286,19 @@ def initial_manifest(
     writer_node: int,
     writer_epoch: int,
     log_start_offset: int,
+    version: int = 1,
 ) -> Manifest:
-    """The first manifest of a partition: empty, starting at the broker's log start."""
+    """The first manifest of a partition: empty, starting at the broker's log start.
+
+    ``version=0`` is the in-memory base of a partition with no stored manifest: the first
+    commit (:func:`append_segment`) then stores version 1."""
     return Manifest(
         topic=topic,
         topic_id=topic_id,
         partition=partition,
         writer_node=writer_node,
         writer_epoch=writer_epoch,
-        version=1,
+        version=version,
         log_start_offset=log_start_offset,
         next_offset=log_start_offset,
     )

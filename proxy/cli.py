@@ -92,6 +92,19 @@ def _repair(args: argparse.Namespace) -> int:
         return 3
 
 
+def _offload(args: argparse.Namespace) -> int:
+    """The offloader alone (no proxying, no WAL trimming), or ``verify``."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    logs.configure(cfg.log.format, cfg.log.level)
+    from offload import cli as offload_cli
+
+    if getattr(args, "offload_command", None) == "verify":
+        return offload_cli.verify(cfg, read_objects=not args.manifests_only)
+    return offload_cli.run(cfg, _stop_on_signals)
+
+
 async def _stop_on_signals(stop: Callable[[], None]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
@@ -193,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("--config", help="TOML configuration file")
     repair.set_defaults(func=_repair)
+
+    off = sub.add_parser("offload", help="run the S3 offloader alone (or verify the copy)")
+    off.add_argument("--config", help="TOML configuration file")
+    off.set_defaults(func=_offload)
+    off_sub = off.add_subparsers(dest="offload_command")
+    ver = off_sub.add_parser(
+        "verify", help="scrub the S3 copy and compare it with the broker; exit 1 on anomalies"
+    )
+    ver.add_argument("--config", help="TOML configuration file")
+    ver.add_argument(
+        "--manifests-only", action="store_true", help="check manifests, do not read objects"
+    )
+    ver.set_defaults(func=_offload)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

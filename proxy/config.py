@@ -84,6 +84,52 @@ class WalSection:
 
 
 @dataclass(frozen=True)
+class OffloadSection:
+    enabled: bool = _doc(
+        "Copy every partition this broker leads to the offload target (S3 or a directory).",
+        default=True,
+    )
+    target: str = _doc(
+        "`s3://bucket/prefix` or `file:///path` (relative `file://dir` is under the cwd).",
+        default="file://walproxy-offload",
+    )
+    s3_endpoint_url: str = _doc(
+        "S3 endpoint (MinIO, moto, ...); empty: the AWS default for the region.", default=""
+    )
+    s3_region: str = _doc("S3 region; empty: the AWS default chain.", default="")
+    object_bytes: int = _doc(
+        "Upload a partition's buffer once it holds this many bytes.", default=8 * 1024 * 1024
+    )
+    max_lag_s: float = _doc(
+        "... or once its oldest buffered byte is this old (seconds).", default=1.0
+    )
+    request_timeout_s: float = _doc(
+        "Deadline of one object-store request; a request past it is retried.", default=10.0
+    )
+    poll_interval_s: float = _doc(
+        "Longest wait of one Fetch when every partition is caught up.", default=0.5
+    )
+    max_buffer_bytes: int = _doc(
+        "Bytes fetched and not yet committed, all partitions together; when reached the "
+        "tailer waits (the data stays in Kafka and the WAL).",
+        default=64 * 1024 * 1024,
+    )
+    compression: str = _doc("Segment objects: `zstd` or `none`.", default="zstd")
+    upload_concurrency: int = _doc("Partitions uploading at the same time.", default=4)
+    metadata_interval_s: float = _doc(
+        "How often to look for new, moved and deleted partitions.", default=5.0
+    )
+    broker_meta_properties: str = _doc(
+        "Path of the broker log directory's meta.properties (read-only mount) for broker.json's "
+        "directory id; empty: left out (a rebuild formats a new directory id).",
+        default="",
+    )
+    upstream: str = _doc(
+        "Broker listener the offloader fetches from; empty: `proxy.upstream`.", default=""
+    )
+
+
+@dataclass(frozen=True)
 class AdminSection:
     listen: str = _doc(
         "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
@@ -100,6 +146,7 @@ class LogSection:
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     wal: WalSection = field(default_factory=WalSection)
+    offload: OffloadSection = field(default_factory=OffloadSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -246,9 +293,45 @@ def validate(config: Config) -> None:
         raise ConfigError(f"wal.retention_s: must not be negative, got {w.retention_s}")
     if w.direct_io not in ("auto", "on", "off"):
         raise ConfigError(f"wal.direct_io: expected auto, on or off, got {w.direct_io!r}")
+    _validate_offload(config.offload)
     if config.admin.listen:
         parse_address(config.admin.listen, "admin.listen")
     if config.log.format not in ("console", "json"):
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug/info/warning/error, got {config.log.level!r}")
+
+
+def _validate_offload(o: OffloadSection) -> None:
+    from offload.layout import LayoutError, parse_target
+
+    try:
+        parse_target(o.target)
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    positive = {
+        "offload.object_bytes": o.object_bytes,
+        "offload.max_lag_s": o.max_lag_s,
+        "offload.request_timeout_s": o.request_timeout_s,
+        "offload.poll_interval_s": o.poll_interval_s,
+        "offload.upload_concurrency": o.upload_concurrency,
+        "offload.metadata_interval_s": o.metadata_interval_s,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if o.object_bytes > 1 << 30:
+        raise ConfigError(f"offload.object_bytes: at most 1 GiB, got {o.object_bytes}")
+    if o.max_buffer_bytes < 2 * o.object_bytes:
+        raise ConfigError(
+            f"offload.max_buffer_bytes: must hold two objects ({2 * o.object_bytes}), "
+            f"got {o.max_buffer_bytes}"
+        )
+    if o.compression not in ("zstd", "none"):
+        raise ConfigError(f"offload.compression: expected zstd or none, got {o.compression!r}")
+    if o.upstream:
+        parse_address(o.upstream, "offload.upstream")
+    if o.s3_endpoint_url and not o.s3_endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"offload.s3_endpoint_url: expected http(s)://host:port, got {o.s3_endpoint_url!r}"
+        )

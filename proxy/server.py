@@ -101,6 +101,7 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
+        self.offloader = None  # offload.offloader.Offloader when offload.enabled
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -110,6 +111,8 @@ class ProxyServer:
                 return False, "WAL fenced after an I/O error"
             if not self.durable.gate.is_open:
                 return False, "reconciling with the broker"
+        if self.offloader is not None and self.offloader.fenced:
+            return False, "offload fenced by a newer writer"
         return True, "ready"
 
     def shutdown(self) -> None:
@@ -143,15 +146,34 @@ class ProxyServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            if self.config.offload.enabled:
+                from offload.offloader import Offloader
+
+                node_id = self.config.proxy.node_id
+                self.offloader = Offloader(
+                    self.config.offload,
+                    parse_address(
+                        self.config.offload.upstream or self.config.proxy.upstream,
+                        "offload.upstream",
+                    ),
+                    node_id if node_id >= 0 else None,
+                )
+                nursery.start_soon(self._run_offloader)
             if wal is not None:
                 self.durable = DurableProduce(wal)
                 self.durable.attach(nursery)
+                self.durable.track_settled = self.offloader is not None
                 node_id = self.config.proxy.node_id
                 self.reconciler = Reconciler(
                     self.durable, self._upstream, node_id=node_id if node_id >= 0 else None
                 )
                 await nursery.start(self.reconciler.run)
-                nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
+                if self.offloader is not None:
+                    nursery.start_soon(
+                        self.durable.trim_after_offload, self.offloader.coverage.covers
+                    )
+                else:
+                    nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
             if self.config.admin.listen:
                 ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
                 self.admin_port = await nursery.start(AdminServer(self.ready).serve, ahost, aport)
@@ -191,6 +213,17 @@ class ProxyServer:
                 )
             nursery.cancel_scope.cancel()
         log.info("walproxy stopped")
+
+    async def _run_offloader(self) -> None:
+        """The offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
+        proxy goes on; the WAL is then not trimmed, so produce waits once it is full."""
+        from offload.manifest import FencedError
+
+        assert self.offloader is not None
+        try:
+            await self.offloader.run()
+        except FencedError:
+            pass  # logged and exported by the offloader
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
