@@ -16,14 +16,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.store import ObjectStore
 from proxy.devcluster import DevCluster
-from proxy.record_batch import iter_batches
 
 from . import clients as c
 from .durability import Acked
@@ -144,39 +141,92 @@ def start_again(cluster: DevCluster, node_id: int = 1) -> None:
     wait_proxy_ready(cluster)
 
 
-def copy_broker_log(
-    cluster: DevCluster,
-    store: ObjectStore,
-    cut: Callable[[str, int], int | None],
-    node_id: int = 1,
-) -> dict[tuple[str, int], int]:
-    """A stand-in offloader: commit each partition's log as the broker holds it, up to
-    ``cut(topic, partition)`` (None: everything), through the offload package's own commit
-    functions, plus broker.json. Returns each partition's committed ``next_offset``."""
-    from offload import kafka_logdir as kl
-    from offload.segment_codec import whole_batches
-    from tests.offload.seed import offload_partition, write_broker_info
 
-    data, _ = broker_dirs(cluster, node_id)
-    meta = kl.parse_meta_properties((data / kl.META_PROPERTIES).read_text())
-    topics: dict[str, tuple[uuid.UUID, list[int]]] = {}
-    out = {}
-    for d in sorted(p for p in data.iterdir() if p.is_dir()):
-        topic, _, part = d.name.rpartition("-")
-        tid = kl.parse_partition_metadata((d / kl.PARTITION_METADATA).read_text())
-        log = b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
-        log = log[: whole_batches(log)]  # the active segment may end mid-write
-        limit = cut(topic, int(part))
-        if limit is not None:
-            keep = 0
-            for h in iter_batches(log, check_crc=False):
-                if h.base_offset + h.last_offset_delta >= limit:
-                    break
-                keep += h.length
-            log = log[:keep]
-        m = offload_partition(store, meta.cluster_id, topic, tid, int(part), log,
-                              node_id=node_id, object_bytes=64 << 10)
-        out[(topic, int(part))] = m.next_offset
-        topics.setdefault(topic, (tid, []))[1].append(int(part))
-    write_broker_info(store, meta.cluster_id, node_id, topics, meta.directory_id)
-    return out
+def wait_offloaded(
+    cluster: DevCluster, store: ObjectStore, topics: list[str], timeout: float = 90.0
+) -> dict[tuple[str, int], int]:
+    """Until every partition of ``topics`` (and every ``__consumer_offsets`` partition) has a
+    committed manifest reaching the broker's high watermark: the S3 copy is complete."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from offload import commit, layout
+    from offload.node_files import decode_broker_info
+
+    consumer = Consumer({"bootstrap.servers": cluster.direct_bootstrap, "group.id": "wm-probe"})
+    deadline = time.monotonic() + timeout
+    behind: dict[tuple[str, int], tuple[int, int]] = {}
+    try:
+        while time.monotonic() < deadline:
+            behind.clear()
+            done: dict[tuple[str, int], int] = {}
+            try:
+                raw = store.get(layout.broker_key(cluster.cluster_id, 1)).data
+            except Exception:  # not written yet
+                time.sleep(0.5)
+                continue
+            info = decode_broker_info(raw)
+            for name, entry in info.topics.items():
+                if name not in topics and name != "__consumer_offsets":
+                    continue
+                for p in entry.partitions:
+                    key = layout.manifest_key(cluster.cluster_id, entry.topic_id, p)
+                    m = commit.read_manifest(store, key).manifest
+                    hw = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                    have = m.next_offset if m is not None else 0  # empty: none written
+                    if have < hw:
+                        behind[(name, p)] = (have, hw)
+                    done[(name, p)] = have
+            # the group commits live in __consumer_offsets: it must be listed too
+            wanted = [*topics, "__consumer_offsets"]
+            if not behind and all(t in info.topics for t in wanted):
+                return done
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+    raise TimeoutError(f"S3 copy still behind after {timeout}s: {behind}")
+
+
+class BackgroundProducer:
+    """A VerifiableProducer running while the test breaks things; ``stop()`` returns what
+    was acknowledged (each ``producer_send_success`` line is an ack the client saw)."""
+
+    def __init__(self, cluster: DevCluster, topic: str, tmp: Path, throughput: int) -> None:
+        config = c.write_properties(
+            tmp / "bg-producer.properties",
+            {
+                "enable.idempotence": "true",
+                "retries": 2147483647,
+                "linger.ms": 2,
+                "batch.size": 1024,
+                "delivery.timeout.ms": 600000,
+            },
+        )
+        self.out = open(tmp / "bg-producer.out", "w+")
+        self.proc = subprocess.Popen(
+            c.java_argv(
+                VERIFIABLE_PRODUCER,
+                *("--bootstrap-server", cluster.bootstrap, "--topic", topic),
+                *("--max-messages", "-1", "--acks", "-1", "--throughput", str(throughput)),
+                *("--value-prefix", "9", "--repeating-keys", "97"),
+                *("--producer.config", str(config)),
+            ),
+            stdout=self.out,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+        )
+
+    def acked(self) -> list[Acked]:
+        self.out.flush()
+        self.out.seek(0)
+        return [
+            Acked(e["partition"], e["offset"], e["value"].encode())
+            for e in c.json_lines(self.out.read())
+            if e.get("name") == "producer_send_success"
+        ]
+
+    def stop(self) -> list[Acked]:
+        self.proc.kill()  # whatever it printed was acknowledged; nothing more is
+        self.proc.wait()
+        acked = self.acked()
+        self.out.close()
+        return acked
