@@ -141,7 +141,6 @@ def start_again(cluster: DevCluster, node_id: int = 1) -> None:
     wait_proxy_ready(cluster)
 
 
-
 def wait_offloaded(
     cluster: DevCluster, store: ObjectStore, topics: list[str], timeout: float = 90.0
 ) -> dict[tuple[str, int], int]:
