@@ -116,7 +116,11 @@ def main() -> int:
     ap.add_argument("--dir", default="/var/tmp", help="where the target and log dir go")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rebuild-bench-", dir=args.dir))
-    print(f"rebuild bench in {workdir}: {args.gib} GiB, {os.cpu_count()} CPUs", flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"rebuild bench in {workdir}: {args.gib} GiB, {os.cpu_count()} CPUs, load {load}",
+        flush=True,
+    )
     try:
         for name in args.targets.split(","):
             if name == "file":
