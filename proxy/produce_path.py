@@ -141,6 +141,8 @@ class DurableProduce:
                 pm.REFUSED.labels("corrupt").inc()
                 log.warning(
                     "refusing corrupt record batch",
+                    api="Produce",
+                    correlation_id=correlation_id,
                     topic=part.topic or str(part.topic_id),
                     partition=part.partition,
                     error=str(exc),
@@ -186,7 +188,12 @@ class DurableProduce:
         try:
             req.lsns = await req.submission.wait()  # type: ignore[union-attr]
         except WalError as exc:
-            log.error("WAL append failed; refusing produce", error=str(exc))
+            log.error(
+                "WAL append failed; refusing produce",
+                api="Produce",
+                correlation_id=req.correlation_id,
+                error=str(exc),
+            )
             if req.acks == 0:
                 return b""  # the connection refuses it (no response possible)
             return self._storage_error(req)
