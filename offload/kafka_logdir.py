@@ -30,12 +30,15 @@ Kafka's own ``Uuid`` strings are URL-safe base64 of the 16 bytes without padding
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from .layout import LayoutError, parse_topic_id, topic_id_text
+from .node_files import NodeFileError
+from .node_files import parse_meta_properties as parse_properties
 
 META_PROPERTIES = "meta.properties"
 PARTITION_METADATA = "partition.metadata"
@@ -61,19 +64,16 @@ class LogDirFormatError(ValueError):
 
 # -- ids -------------------------------------------------------------------------------------
 def kafka_uuid(value: uuid.UUID) -> str:
-    """``value`` as Kafka's ``Uuid.toString()`` writes it."""
-    return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
+    """``value`` as Kafka's ``Uuid.toString()`` writes it (URL-safe base64, no padding)."""
+    return topic_id_text(value)
 
 
 def parse_kafka_uuid(text: str) -> uuid.UUID:
-    """The inverse of :func:`kafka_uuid`; also accepts the canonical hex form."""
-    text = text.strip()
+    """The inverse of :func:`kafka_uuid`."""
     try:
-        if len(text) == 22:
-            return uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=="))
-        return uuid.UUID(text)
-    except (ValueError, TypeError) as exc:
-        raise LogDirFormatError(f"{text!r} is not a Kafka Uuid") from exc
+        return parse_topic_id(text.strip())
+    except LayoutError as exc:
+        raise LogDirFormatError(f"{text!r} is not a Kafka Uuid: {exc}") from None
 
 
 def new_directory_id() -> str:
@@ -109,22 +109,11 @@ class MetaProperties:
         ).encode()
 
 
-def parse_properties(text: str) -> dict[str, str]:
-    """A Java properties file of the simple kind Kafka writes (``key=value`` lines)."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#!":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise LogDirFormatError(f"properties line without '=': {raw!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def parse_meta_properties(text: str) -> MetaProperties:
-    props = parse_properties(text)
+    try:
+        props = parse_properties(text)
+    except NodeFileError as exc:
+        raise LogDirFormatError(str(exc)) from None
     if props.get("version") != "1":
         raise LogDirFormatError(f"meta.properties version {props.get('version')!r} is not 1")
     try:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wal.file_backend import _fsync_dir
+
 from . import kafka_logdir as kl
 
 STATE_FILE = "walproxy-rebuild.json"
@@ -38,11 +40,7 @@ class LogDirNotEmpty(RuntimeError):
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_dir(str(path))
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:
