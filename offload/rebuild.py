@@ -310,7 +310,13 @@ def rebuild(
         try:
             facts = collect(read_wal(opts.wal_dir))
         except (WalError, TailError) as exc:
-            raise RebuildError(f"WAL {opts.wal_dir}: {exc}") from None
+            hint = ""
+            if not Path(opts.wal_dir).is_dir():
+                hint = (
+                    "; if the WAL volume is lost, --no-wal rebuilds from the offload target "
+                    "alone (acknowledged records not yet offloaded are then lost)"
+                )
+            raise RebuildError(f"WAL {opts.wal_dir}: {exc}{hint}") from None
         report.wal_in_doubt = len(facts.in_doubt)
     info, plans = plan(store, opts, report, facts)
     writer = LogDirWriter(opts.log_dir, cluster_id=info.cluster_id, node_id=opts.node_id)
