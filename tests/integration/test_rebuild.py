@@ -191,11 +191,3 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
     assert report["tail_batches"] > 0  # the records S3 never saw came from the WAL
     h.start_again(env.cluster)
     _check_restored(env, topic, acked, group, committed)
-
-
-def test_layout_names_this_node(env: Env) -> None:
-    """The rebuild found its cluster from the node id alone: one broker.json per node."""
-    keys = [
-        o.key for o in env.store.list(layout.FORMAT_DIR + "/") if o.key.endswith("/broker.json")
-    ]
-    assert keys == [layout.broker_key(env.cluster.cluster_id, 1)]
