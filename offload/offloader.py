@@ -153,9 +153,13 @@ class Offloader:
                     nursery.start_soon(self._discover_loop, client)
                     nursery.start_soon(tail, self)
                     nursery.start_soon(upload_loop, self)
-            except mf.FencedError as exc:
-                self.fence(str(exc))
-                raise
+            except BaseExceptionGroup as group:
+                fenced, _ = group.split(mf.FencedError)
+                if fenced is None:
+                    raise
+                first = _leaf(fenced)
+                self.fence(str(first))
+                raise first from None
         finally:
             await client.aclose()
 
@@ -336,3 +340,9 @@ class Offloader:
                 error=str(exc),
             )
             return None
+
+
+def _leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group

@@ -113,13 +113,13 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
-        self.offloader = None  # offload.offloader.Offloader when offload.enabled
         self.probe = UpstreamProbe(
             self._upstream, config.admin.upstream_check_interval_s, p.upstream_connect_timeout_s
         )
         metrics.READY.set_function(lambda: float(self.ready()[0]))
         metrics.DRAINING.set_function(lambda: float(self.draining))
         metrics.BUILD.info({"version": _version()})
+        self.offloader = None  # offload.offloader.Offloader when offload.enabled
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:

@@ -16,9 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from proxy.devcluster import DevCluster
 from tests.s3server import S3_ENV, S3Server
+
+# The suite shares 2 cores with real brokers and JVM clients: a property test's example can
+# take far longer than hypothesis's 200 ms default deadline without anything being wrong.
+settings.register_profile("walproxy", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("walproxy")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

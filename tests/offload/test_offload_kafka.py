@@ -313,14 +313,56 @@ async def test_an_older_epoch_writer_is_fenced_and_changes_nothing(
             while commit.read_manifest(s, key).manifest.next_offset < 200:
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
-    keys = [o.key for o in s.list("")]
+    prefix = layout.partition_prefix(env.cluster.cluster_id, tid, 0)
+    keys = [o.key for o in s.list(prefix)]
     m = commit.read_manifest(s, key).manifest
     assert m.writer_epoch == 2
-    # The fenced writer wrote nothing after the takeover: every epoch-1 segment it stored
-    # ends below offset 100 (what it committed before), and the manifest is the new one's.
-    e1 = [
-        layout.parse_segment_key(k)
-        for k in keys
-        if "/seg/" in k and k.endswith(("-e1.log", "-e1.log.zst"))
-    ]
+    # The fenced writer wrote nothing for the records produced after the takeover: its
+    # (epoch 1) segments of this partition end below offset 100; the rest is epoch 2's.
+    names = [layout.parse_segment_key(k) for k in keys if "/seg/" in k]
+    e1 = [n for n in names if n.writer_epoch == 1]
     assert e1 and all(n.last_offset < 100 for n in e1)
+
+
+async def test_verify_passes_on_the_copy_and_names_a_corrupt_object(
+    env: Env, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    topic = create_topic(env.cluster)
+    produce(env.cluster.bootstrap, topic, 300)
+    parts = await wait_copied(env, [(topic, 0)])
+    cfg = tmp_path / "verify.toml"
+    cfg.write_text(
+        "[proxy]\n"
+        f'upstream = "127.0.0.1:{env.direct[1]}"\n'
+        "node_id = 1\n"
+        "[offload]\n"
+        f'target = "s3://{env.store.bucket}/pfx"\n'
+        f's3_endpoint_url = "{env.server.endpoint_url}"\n'
+        's3_region = "us-east-1"\n'
+    )
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", "offload", "verify", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ok = verify()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert " 0 anomalies" in ok.stdout
+    m = manifest_of(env, parts[(topic, 0)][0], 0)
+    assert m is not None
+    key = m.segments[-1].key
+    original = env.store.get(key).data
+    env.store.put(key, original[:-1] + bytes([original[-1] ^ 0xFF]))  # one flipped byte
+    try:
+        bad = verify()
+    finally:
+        env.store.put(key, original)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"ANOMALY {topic}-0" in bad.stdout and key in bad.stdout

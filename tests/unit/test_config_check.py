@@ -14,6 +14,15 @@ from proxy.config_doc import render_toml
 
 #: (file text, extra environment, the exact start of the error after "configuration error: ")
 BAD_CONFIGS = [
+    ('[offload]\ntarget = "ftp://x"\n', {}, "offload.target: expected s3://bucket/prefix or"),
+    ("[offload]\nobject_bytes = 0\n", {}, "offload.object_bytes: must be positive, got 0"),
+    ('[offload]\ncompression = "lz4"\n', {}, "offload.compression: expected zstd or none"),
+    ("[offload]\nmax_buffer_bytes = 1024\n", {}, "offload.max_buffer_bytes: must hold two objects"),
+    (
+        '[offload]\ns3_endpoint_url = "localhost:9000"\n',
+        {},
+        "offload.s3_endpoint_url: expected http(s)://host:port",
+    ),
     ('[proxy]\nlisten = "nohost"\n', {}, "proxy.listen: expected host:port, got 'nohost'"),
     ('[proxy]\nlisten = "h:port"\n', {}, "proxy.listen: expected host:port"),
     ('[proxy]\nupstream = "h:99999"\n', {}, "proxy.upstream: expected host:port"),
