@@ -28,14 +28,26 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import functools
 import mmap
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
-from trio.lowlevel import Abort, ParkingLot, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    TrioToken,
+    current_task,
+    current_trio_token,
+    reschedule,
+    start_thread_soon,
+    wait_task_rescheduled,
+)
 
 from . import metrics
 from .backend import Backend, SegmentHandle
@@ -62,6 +74,9 @@ from .record import (
 from .recovery import analyze, repair
 from .segment import SegmentHeader, encode_segment_header, segment_name
 from .superblock import SB_VERSION, Superblock, encode_superblock, initial_superblock
+
+if TYPE_CHECKING:
+    from outcome import Outcome  # trio's result type (what start_thread_soon delivers)
 
 log = structlog.get_logger("wal")
 
@@ -181,6 +196,7 @@ class Wal:
         self._pending_entries = 0
         self._inflight: collections.deque[_Group] = collections.deque()  # issued, unpublished
         self._io_running = 0
+        self._token: TrioToken | None = None
         self._writer_parked = False
         self._writer_lot = ParkingLot()  # writer waits for work
         self._slot_lot = ParkingLot()  # writer waits for an in-flight write to finish
@@ -549,29 +565,41 @@ class Wal:
         self._room_lot.unpark_all()
         self._inflight.append(g)
         self._io_running += 1
-        assert self._active is not None and self._nursery is not None
-        self._nursery.start_soon(self._write_group, g, self._active)
+        # A worker thread writes; its outcome comes back as a callback on the
+        # trio thread (no task per group).  Nothing can cancel a write once
+        # issued: the writer waits for every outstanding one before it ends.
+        assert self._active is not None
+        start_thread_soon(
+            functools.partial(self._write_group_sync, self._active, g.offset, g.buf, g.size),
+            functools.partial(self._deliver, g),
+            name="wal group write",
+        )
 
-    async def _write_group(self, g: _Group, handle: SegmentHandle) -> None:
+    def _deliver(self, g: _Group, result: Outcome) -> None:
+        """Worker thread: hand the outcome of `g`'s write back to the trio thread."""
+        assert self._token is not None
+        self._token.run_sync_soon(self._write_done, g, result)
+
+    def _write_done(self, g: _Group, result: Outcome) -> None:
+        """Trio thread (a run_sync_soon callback): publish `g`, or fence."""
         error: BaseException | None = None
-        # Shielded: once the write is issued its outcome must be known before
-        # anything else happens to this segment (publish, or fence).
-        with trio.CancelScope(shield=True):
-            try:
-                g.elapsed = await trio.to_thread.run_sync(
-                    self._write_group_sync, handle, g.offset, g.buf, g.size
-                )
-                g.written = True
-            except BaseException as e:
-                error = e
+        try:
+            g.elapsed = result.unwrap()
+            g.written = True
+        except BaseException as e:  # any failure of a write or sync fences
+            error = e
         self._io_running -= 1
-        self._release_group_buffer(g)
-        if error is not None:
-            self._fence(error)
-        elif self._fenced is None:
-            self._publish_ready()
-        elif self._io_running == 0:
-            self._fail_all_fenced()
+        try:
+            self._release_group_buffer(g)
+            if error is not None:
+                self._fence(error)
+            elif self._fenced is None:
+                self._publish_ready()
+            elif self._io_running == 0:
+                self._fail_all_fenced()
+        except BaseException as e:  # a callback must not raise into trio's run loop
+            log.exception("wal_publish_failed")
+            self._fence(e)
         self._slot_lot.unpark_all()
 
     def _write_group_sync(
@@ -840,6 +868,7 @@ class Wal:
     # ------------------------------------------------------------------ close
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self._token = current_trio_token()
         metrics.DIRECT_IO.set(1 if self._backend.direct_io else 0)
         metrics.FENCED.set(0)
         self._update_gauges()

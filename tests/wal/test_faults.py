@@ -290,3 +290,62 @@ def test_garbage_superblock_with_segments_refuses() -> None:
             trio.run(reopen)
     finally:
         shutil.rmtree(d)
+
+
+class _SlowFirstFailSecond(MemoryBackend):
+    """Data write 1 takes a while; data write 2 (issued meanwhile) fails with EIO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_writes = 0
+        self.armed = False
+
+    def open_segment(self, name: str, *, write: bool):  # type: ignore[no-untyped-def]
+        seg = super().open_segment(name, write=write)
+        real = seg.write_at
+
+        def write_at(offset: int, data: memoryview) -> None:
+            if self.armed:
+                self.data_writes += 1
+                if self.data_writes == 1:
+                    import time
+
+                    time.sleep(0.3)  # still in flight when write 2 fails
+                elif self.data_writes == 2:
+                    raise OSError(errno.EIO, "injected EIO on the second in-flight write")
+            real(offset, data)
+
+        seg.write_at = write_at  # type: ignore[method-assign]
+        return seg
+
+
+async def test_error_in_the_window_fences_and_the_earlier_write_is_not_acked() -> None:
+    backend = _SlowFirstFailSecond()
+    async with open_wal(backend, CFG) as wal:
+        await wal.append(b"before")
+        durable = wal.last_durable_lsn
+        backend.armed = True
+        results: list[object] = []
+
+        async def app(i: int) -> None:
+            try:
+                results.append(await wal.append(b"w" * (100 + i)))
+            except WalFencedError as e:
+                results.append(e)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(app, 0)  # group 1: its write sleeps
+            await trio.sleep(0.05)
+            for i in range(1, 6):  # group 2, issued while group 1 is in flight
+                n.start_soon(app, i)
+        assert backend.data_writes == 2, "the second group was not issued inside the window"
+        # group 1 became durable after the fence: still not acknowledged
+        assert all(isinstance(r, WalFencedError) for r in results), results
+        assert wal.fenced and wal.last_durable_lsn == durable
+        ops = backend.ops
+        with pytest.raises(WalFencedError):
+            await wal.append(b"later")
+        assert backend.ops == ops  # nothing was still writing when appenders were told
+    async with open_wal(backend, CFG) as wal:
+        got = [e.payload for e in wal.read_from()]
+        assert got[0] == b"before" and all(p.startswith(b"w") for p in got[1:])
