@@ -386,6 +386,11 @@ class Wal:
         path relies on this to keep each connection's batches in request order while it
         reads the next request. ``await submission.wait()`` returns the LSNs once durable.
         """
+        if not items:  # nothing to write: already "durable"
+            self._check_open()
+            empty = _Group(self._assign_lsn, 0.0)
+            empty.done = True
+            return Submission(self, empty, empty.first_lsn, 0)
         g, first = await self._queue(items)
         return Submission(self, g, first, len(items))
 
