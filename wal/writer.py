@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import outcome
 import structlog
 import trio
 from trio.lowlevel import (
@@ -77,7 +76,7 @@ from .segment import SegmentHeader, encode_segment_header, segment_name
 from .superblock import SB_VERSION, Superblock, encode_superblock, initial_superblock
 
 if TYPE_CHECKING:
-    from outcome import Outcome
+    from outcome import Outcome  # trio's result type (what start_thread_soon delivers)
 
 log = structlog.get_logger("wal")
 
@@ -102,7 +101,6 @@ class _Group:
         "rec",
         "roll",
         "size",
-        "splittable",
         "t0",
         "waiters",
         "written",
@@ -114,9 +112,7 @@ class _Group:
         self.limit = 0  # most record bytes it may hold (set by Wal._add)
         self.first_lsn = first_lsn
         self.t0 = t0  # when its first append arrived
-        self.waiters: dict[Task, int] = {}  # task -> the last LSN it waits for
-        # only single-entry append() calls: may be cut in two before it is issued
-        self.splittable = True
+        self.waiters: dict[Task, None] = {}
         self.closed = False  # no more entries join (size, offset planned)
         self.roll = False  # does not fit the current segment: roll before writing it
         self.size = 0  # block-aligned bytes on disk (when closed)
@@ -129,15 +125,11 @@ class _Group:
         self.error: BaseException | None = None
 
     def finish(self, error: BaseException | None) -> None:
-        """Acknowledge (error None) or fail every append of the group; wake them.
-
-        Each waiter is handed this group: after a split it may not be the group
-        the waiter started waiting on, and only this one's outcome is its own.
-        """
+        """Acknowledge (error None) or fail every append of the group; wake them."""
         self.error = error
         self.done = True
         for task in self.waiters:
-            reschedule(task, outcome.Value(self))
+            reschedule(task)
         self.waiters.clear()
 
 
@@ -153,7 +145,7 @@ class Submission:
         self._count = count
 
     async def wait(self) -> list[int]:
-        await self._wal._wait(self._group, self._first + self._count - 1)
+        await self._wal._wait(self._group)
         return list(range(self._first, self._first + self._count))
 
 
@@ -375,7 +367,7 @@ class Wal:
             self._check_open()
         g, lsn = self._add(rec, 1)
         g.entries.append((type, payload))
-        await self._wait(g, lsn)
+        await self._wait(g)
         return lsn
 
     async def append_many(self, items: Sequence[tuple[int, Payload]]) -> list[int]:
@@ -383,7 +375,7 @@ class Wal:
         if not items:
             return []
         g, first = await self._queue(items)
-        await self._wait(g, first + len(items) - 1)
+        await self._wait(g)
         return list(range(first, first + len(items)))
 
     async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> Submission:
@@ -415,8 +407,6 @@ class Wal:
         await self._admit(rec, len(checked))
         g, first = self._add(rec, len(checked))
         g.entries.extend(checked)
-        # its entries must stay in one group, and a Submission may wait later
-        g.splittable = False
         return g, first
 
     async def _admit(self, rec: int, n: int) -> None:
@@ -458,21 +448,16 @@ class Wal:
         if self._open is not None:
             self._close(self._open)
         g = _Group(self._assign_lsn, time.perf_counter())
-        self._set_limit(g, rec)
-        self._groups.append(g)
-        self._open = g
-        return g
-
-    def _set_limit(self, g: _Group, rec: int) -> None:
-        """Fix the byte limit of open group `g` whose first `rec` bytes are known.
-
-        The planned room of its segment does not change while it is the open
-        group.  A start that does not fit that room sends it to a fresh segment.
-        """
+        # Its byte limit, fixed now: the planned room of its segment does not
+        # change while it is the open group.  A first entry that does not fit
+        # that room sends the group to a fresh segment.
         room = (
             self._plan_room if align_up(rec, self._block) <= self._plan_room else self._fresh_room
         )
         g.limit = max(min(room, self._max_group_bytes // self._block * self._block), rec)
+        self._groups.append(g)
+        self._open = g
+        return g
 
     def _close(self, g: _Group) -> None:
         """Freeze group `g` and plan where it goes (this segment, or the next)."""
@@ -486,26 +471,19 @@ class Wal:
         if self._open is g:
             self._open = None
 
-    async def _wait(self, g: _Group, last_lsn: int) -> None:
-        """Until the group holding the caller's LSNs (up to `last_lsn`) is published.
-
-        That is `g`, or the tail cut from it by `_maybe_split`, which moves the
-        waiter along; the group that finishes hands itself over on wake-up.
-        """
+    async def _wait(self, g: _Group) -> None:
         if not g.done:
             task = current_task()
-            g.waiters[task] = last_lsn
+            waiters = g.waiters
+            waiters[task] = None
 
             def abort(_: object) -> Abort:
                 # The entry stays queued/in flight and may become durable; it is
-                # simply not acknowledged to this (cancelled) caller.  (`g` may
-                # have been split since: the task waits in one of the two.)
-                for grp in (g, *self._inflight, *self._groups):
-                    if grp.waiters.pop(task, None) is not None:
-                        break
+                # simply not acknowledged to this (cancelled) caller.
+                waiters.pop(task, None)
                 return Abort.SUCCEEDED
 
-            g = await wait_task_rescheduled(abort)
+            await wait_task_rescheduled(abort)
         if g.error is not None:
             raise g.error
 
@@ -546,7 +524,6 @@ class Wal:
                 continue
             g = self._groups[0]
             if not g.closed:
-                self._maybe_split(g)
                 self._close(g)
             if g.roll:
                 if self._inflight:  # the window never spans segments
@@ -563,43 +540,6 @@ class Wal:
             self._issue(g, back)
         while self._inflight and self._fenced is None:
             await self._slot_lot.park()
-
-    def _maybe_split(self, g: _Group) -> None:
-        """Cut open group `g` so that the window carries balanced groups.
-
-        Appenders that wait for the same group come back together and append
-        together, so without this every closed-loop appender would end up in one
-        cohort, one group: the disk would idle while the trio thread handles the
-        cohort, and the trio thread while the disk writes it.  Cutting the open
-        group at its fair share of what is in flight (entries / window) keeps
-        `max_inflight_groups` cohorts that alternate, and more writes in flight.
-        Only groups of single-entry appends are cut (an `append_many` is one
-        group by contract); the tail stays open and goes into the next free slot.
-        """
-        n = len(g.entries)
-        if self._window == 1 or not g.splittable or n < 2 or len(self._groups) != 1:
-            return
-        total = n + sum(len(x.entries) for x in self._inflight)
-        share = -(-total // self._window)
-        if n <= share:
-            return
-        cut = g.first_lsn + share
-        tail = _Group(cut, g.t0)
-        tail.entries = g.entries[share:]
-        del g.entries[share:]
-        tail.rec = sum((len(p) + _REC_EXTRA) & -RECORD_ALIGN for _, p in tail.entries)
-        g.rec -= tail.rec
-        for task, last in list(g.waiters.items()):
-            if last >= cut:
-                del g.waiters[task]
-                tail.waiters[task] = last
-        self._groups.append(tail)
-        self._open = tail
-        # planned as if `g` (now smaller) were closed first, as _issue_loop does next
-        saved = self._plan_room
-        self._plan_room = saved - align_up(g.rec, self._block)
-        self._set_limit(tail, tail.rec)
-        self._plan_room = saved
 
     def _issue(self, g: _Group, back: int) -> None:
         """Encode `g` (trio thread, while earlier groups are on the disk) and start its write."""
