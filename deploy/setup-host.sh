@@ -12,6 +12,11 @@ command -v python3.11 >/dev/null || need+=(python3.11 python3.11-venv)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 { command -v pkg-config >/dev/null && pkg-config --exists fuse3; } || need+=(libfuse3-dev pkg-config)
 command -v gcc >/dev/null || need+=(gcc)
+# The chart tests build helm from the Go module proxy (Makefile: helm); helm v3.19 needs
+# Go >= 1.24, newer than Debian 12's golang-go, so Go is expected on the machine.
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+  echo "walproxy setup: Go >= 1.24 is needed to build helm for the chart tests" >&2
+fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "walproxy setup: please install: ${need[*]}" >&2

@@ -1,4 +1,4 @@
-"""The admin HTTP endpoint: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
+"""The admin HTTP endpoint: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``, ``/status``.
 
 A deliberately tiny HTTP/1.0 responder on trio, so the admin port shares the proxy's event
 loop and shutdown instead of running a thread. Listens on loopback unless configured.
@@ -6,7 +6,9 @@ loop and shutdown instead of running a thread. Listens on loopback unless config
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 import trio
@@ -26,8 +28,13 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
 
 
 class AdminServer:
-    def __init__(self, ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        ready: Callable[[], tuple[bool, str]],
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._ready = ready
+        self._status = status
 
     def route(self, path: str) -> bytes:
         path = path.split("?", 1)[0]
@@ -38,6 +45,9 @@ class AdminServer:
         if path == "/readyz":
             ok, why = self._ready()
             return _response("200 OK" if ok else "503 Service Unavailable", (why + "\n").encode())
+        if path == "/status" and self._status is not None:
+            body = json.dumps(self._status(), indent=2).encode() + b"\n"
+            return _response("200 OK", body, "application/json")
         return _response("404 Not Found", b"not found\n")
 
     async def handle(self, stream: trio.abc.Stream) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -19,16 +18,30 @@ import trio
 from . import config as config_mod
 from . import logs
 
+#: ``walproxy run`` flags for the common settings (they win over the environment and file).
+RUN_FLAGS = {
+    "--listen": "proxy.listen",
+    "--advertised": "proxy.advertised",
+    "--upstream": "proxy.upstream",
+    "--node-id": "proxy.node_id",
+    "--wal-dir": "wal.dir",
+    "--admin-listen": "admin.listen",
+    "--log-format": "log.format",
+}
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The given RUN_FLAGS as environment overrides, so they are parsed and checked alike."""
+    out = {}
+    for flag, setting in RUN_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out["WALPROXY_" + setting.replace(".", "_").upper()] = str(value)
+    return out
+
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = {}
-    if args.listen:
-        overrides["WALPROXY_PROXY_LISTEN"] = args.listen
-    if args.upstream:
-        overrides["WALPROXY_PROXY_UPSTREAM"] = args.upstream
-    if args.admin_listen is not None:
-        overrides["WALPROXY_ADMIN_LISTEN"] = args.admin_listen
-    cfg = _load(args.config, {**os.environ, **overrides})
+    cfg = _load(args.config, {**os.environ, **_flag_overrides(args)})
     if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
@@ -92,6 +105,19 @@ def _repair(args: argparse.Namespace) -> int:
         return 3
 
 
+def _offload(args: argparse.Namespace) -> int:
+    """The offloader alone (no proxying, no WAL trimming), or ``verify``."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    logs.configure(cfg.log.format, cfg.log.level)
+    from offload import cli as offload_cli
+
+    if getattr(args, "offload_command", None) == "verify":
+        return offload_cli.verify(cfg, read_objects=not args.manifests_only)
+    return offload_cli.run(cfg, _stop_on_signals)
+
+
 async def _stop_on_signals(stop: Callable[[], None]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
@@ -99,11 +125,42 @@ async def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    """Validate FILE (environment applied) and print the effective configuration, masked."""
+    from .config_doc import render_toml
+
     cfg = _load(args.file)
     if cfg is None:
         return 2
-    print(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True))
+    data = config_mod.masked(cfg)
+    print(json.dumps(data, indent=2) if args.json else render_toml(data), end="\n")
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print a running instance's /status; exit 0 when it is ready, 1 when not, 3 unreachable."""
+    import urllib.error
+    import urllib.request
+
+    from .status import render
+
+    url = args.admin
+    if url is None:
+        cfg = _load(args.config)
+        if cfg is None:
+            return 2
+        if not cfg.admin.listen:
+            print("walproxy status: admin.listen is empty (endpoint disabled)", file=sys.stderr)
+            return 2
+        host, port = config_mod.parse_address(cfg.admin.listen, "admin.listen")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=args.timeout) as resp:
+            status = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"walproxy status: cannot read {url}/status: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0 if status.get("ready") else 1
 
 
 def _dev_up(args: argparse.Namespace) -> int:
@@ -172,9 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("--config", help="TOML configuration file")
-    run.add_argument("--listen", help="override proxy.listen")
-    run.add_argument("--upstream", help="override proxy.upstream")
-    run.add_argument("--admin-listen", help="override admin.listen ('' disables)")
+    for flag, setting in RUN_FLAGS.items():
+        run.add_argument(flag, help=f"override {setting}")
     run.set_defaults(func=_run)
 
     repair = sub.add_parser(
@@ -184,11 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--config", help="TOML configuration file")
     repair.set_defaults(func=_repair)
 
+    off = sub.add_parser("offload", help="run the S3 offloader alone (or verify the copy)")
+    off.add_argument("--config", help="TOML configuration file")
+    off.set_defaults(func=_offload)
+    off_sub = off.add_subparsers(dest="offload_command")
+    ver = off_sub.add_parser(
+        "verify", help="scrub the S3 copy and compare it with the broker; exit 1 on anomalies"
+    )
+    ver.add_argument("--config", help="TOML configuration file")
+    ver.add_argument(
+        "--manifests-only", action="store_true", help="check manifests, do not read objects"
+    )
+    ver.set_defaults(func=_offload)
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a file and print the effective config")
     check.add_argument("file")
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     check.set_defaults(func=_config_check)
+
+    status = sub.add_parser("status", help="show a running instance's readiness, WAL, offload")
+    status.add_argument("--admin", help="admin endpoint URL (default: from --config or env)")
+    status.add_argument("--config", help="TOML configuration file (for admin.listen)")
+    status.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=_status)
 
     dev = sub.add_parser("dev", help="local development cluster")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

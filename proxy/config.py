@@ -8,6 +8,7 @@ name the setting (``proxy.max_frame_bytes``) and what is wrong with it, and stop
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,8 +21,12 @@ class ConfigError(ValueError):
     """A setting is missing, of the wrong type or out of range; the message names it."""
 
 
-def _doc(text: str, **kw: Any) -> Any:
-    return field(metadata={"doc": text}, **kw)
+def _doc(text: str, *, secret: bool = False, **kw: Any) -> Any:
+    """A setting: its one-line description (the docs print it) and whether it is a secret.
+
+    Secret settings (passwords, keys) are masked wherever the configuration is printed.
+    """
+    return field(metadata={"doc": text, "secret": secret}, **kw)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,9 @@ class ProxySection:
         default=30.0,
     )
     peers: dict[str, str] = _doc(
-        "Node id -> walproxy address of every other broker (strict endpoint checking).",
+        "Node id -> walproxy address of the brokers (strict endpoint checking: a broker not "
+        "listed is never handed to clients). This broker's own entry, if any, must equal "
+        "`advertised`.",
         default_factory=dict,
     )
 
@@ -84,9 +91,62 @@ class WalSection:
 
 
 @dataclass(frozen=True)
+class OffloadSection:
+    enabled: bool = _doc(
+        "Copy every partition this broker leads to the offload target (S3 or a directory).",
+        default=True,
+    )
+    target: str = _doc(
+        "`s3://bucket/prefix` or `file:///path` (relative `file://dir` is under the cwd).",
+        default="file://walproxy-offload",
+    )
+    s3_endpoint_url: str = _doc(
+        "S3 endpoint (MinIO, moto, ...); empty: the AWS default for the region.", default=""
+    )
+    s3_region: str = _doc("S3 region; empty: the AWS default chain.", default="")
+    object_bytes: int = _doc(
+        "Upload a partition's buffer once it holds this many bytes.", default=8 * 1024 * 1024
+    )
+    max_lag_s: float = _doc(
+        "... or once its oldest buffered byte is this old (seconds).", default=1.0
+    )
+    request_timeout_s: float = _doc(
+        "Deadline of one object-store request; a request past it is retried.", default=10.0
+    )
+    poll_interval_s: float = _doc(
+        "Longest wait of one Fetch when every partition is caught up.", default=0.5
+    )
+    max_buffer_bytes: int = _doc(
+        "Bytes fetched and not yet committed, all partitions together; when reached the "
+        "tailer waits (the data stays in Kafka and the WAL).",
+        default=64 * 1024 * 1024,
+    )
+    compression: str = _doc("Segment objects: `zstd` or `none`.", default="zstd")
+    upload_concurrency: int = _doc("Partitions uploading at the same time.", default=4)
+    metadata_interval_s: float = _doc(
+        "How often to look for new, moved and deleted partitions.", default=5.0
+    )
+    broker_meta_properties: str = _doc(
+        "Path of the broker log directory's meta.properties (read-only mount) for broker.json's "
+        "directory id; empty: left out (a rebuild formats a new directory id).",
+        default="",
+    )
+    upstream: str = _doc(
+        "Broker listener the offloader fetches from; empty: `proxy.upstream`.", default=""
+    )
+
+
+@dataclass(frozen=True)
 class AdminSection:
     listen: str = _doc(
-        "Address of the /metrics endpoint; empty disables it.", default="127.0.0.1:9644"
+        "Address of the admin endpoint (/metrics, /healthz, /readyz, /status); empty disables "
+        "it. Loopback unless set: the endpoint has no authentication.",
+        default="127.0.0.1:9644",
+    )
+    upstream_check_interval_s: float = _doc(
+        "How often the broker's listener is probed with a TCP connect; /readyz fails while "
+        "it cannot be reached.",
+        default=2.0,
     )
 
 
@@ -100,6 +160,7 @@ class LogSection:
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     wal: WalSection = field(default_factory=WalSection)
+    offload: OffloadSection = field(default_factory=OffloadSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
 
@@ -138,9 +199,12 @@ def _coerce(setting: str, typ: Any, value: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{setting}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{setting}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # "nan" and "inf" parse, and would pass every bound
+            raise ConfigError(f"{setting}: expected a finite number, got {value!r}")
+        return number
     if typ in ("str", str):
         if not isinstance(value, str):
             raise ConfigError(f"{setting}: expected a string, got {value!r}")
@@ -205,16 +269,63 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     return config
 
 
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_WILDCARDS = ("0.0.0.0", "::")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _same_socket(bind: tuple[str, int], other: tuple[str, int]) -> bool:
+    """Whether ``other`` would reach (or collide with) a listener bound to ``bind``."""
+    if bind[1] == 0 or bind[1] != other[1]:
+        return False
+    return bind[0] == other[0] or (bind[0] in _WILDCARDS and other[0] in _LOOPBACK + _WILDCARDS)
+
+
+def masked(config: Config) -> dict[str, dict[str, Any]]:
+    """The configuration as plain data, secret settings (``_doc(secret=True)``) masked."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in dataclasses.fields(config):
+        values = dataclasses.asdict(getattr(config, section.name))
+        for f in dataclasses.fields(getattr(config, section.name)):
+            if f.metadata.get("secret") and values[f.name]:
+                values[f.name] = "***"
+        out[section.name] = values
+    return out
+
+
 def validate(config: Config) -> None:
     p = config.proxy
-    parse_address(p.listen, "proxy.listen")
-    parse_address(p.upstream, "proxy.upstream")
+    listen = parse_address(p.listen, "proxy.listen")
+    upstream = parse_address(p.upstream, "proxy.upstream")
     if p.advertised:
-        parse_address(p.advertised, "proxy.advertised")
+        advertised = parse_address(p.advertised, "proxy.advertised")
+        if advertised[0] in _WILDCARDS or advertised[1] == 0:
+            raise ConfigError(
+                f"proxy.advertised: {p.advertised!r} is not an address clients can connect to"
+            )
+    elif listen[0] in _WILDCARDS:
+        raise ConfigError(
+            f"proxy.advertised: must be set when proxy.listen binds every interface "
+            f"({p.listen!r}); clients would be handed {listen[0]!r}"
+        )
+    if _same_socket(listen, upstream):
+        raise ConfigError(
+            f"proxy.upstream: {p.upstream!r} is proxy.listen itself; name the broker's listener"
+        )
+    if p.node_id < -1:
+        raise ConfigError(f"proxy.node_id: must be -1 (unknown) or a node id >= 0, got {p.node_id}")
     for node, addr in p.peers.items():
         if not node.lstrip("-").isdigit():
             raise ConfigError(f"proxy.peers: node id {node!r} is not an integer")
-        parse_address(addr, f"proxy.peers.{node}")
+        peer = parse_address(addr, f"proxy.peers.{node}")
+        # One peers table may serve every broker (a chart's ConfigMap); its own entry must
+        # then be the address this sidecar advertises, or clients get two answers.
+        own = parse_address(p.advertised or p.listen, "proxy.advertised")
+        if p.node_id >= 0 and int(node) == p.node_id and peer != own:
+            raise ConfigError(
+                f"proxy.peers.{node}: is this broker's own node id (proxy.node_id) but "
+                f"{addr!r} is not its advertised address {p.advertised or p.listen!r}"
+            )
     positive = {
         "proxy.max_frame_bytes": p.max_frame_bytes,
         "proxy.max_in_flight": p.max_in_flight,
@@ -246,9 +357,54 @@ def validate(config: Config) -> None:
         raise ConfigError(f"wal.retention_s: must not be negative, got {w.retention_s}")
     if w.direct_io not in ("auto", "on", "off"):
         raise ConfigError(f"wal.direct_io: expected auto, on or off, got {w.direct_io!r}")
+    _validate_offload(config.offload)
     if config.admin.listen:
-        parse_address(config.admin.listen, "admin.listen")
+        admin = parse_address(config.admin.listen, "admin.listen")
+        if _same_socket(admin, listen) or _same_socket(listen, admin):
+            raise ConfigError(
+                f"admin.listen: {config.admin.listen!r} collides with proxy.listen {p.listen!r}"
+            )
+    if config.admin.upstream_check_interval_s <= 0:
+        raise ConfigError(
+            "admin.upstream_check_interval_s: must be positive, "
+            f"got {config.admin.upstream_check_interval_s}"
+        )
     if config.log.format not in ("console", "json"):
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
-    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+    if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: expected debug/info/warning/error, got {config.log.level!r}")
+
+
+def _validate_offload(o: OffloadSection) -> None:
+    from offload.layout import LayoutError, parse_target
+
+    try:
+        parse_target(o.target)
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    positive = {
+        "offload.object_bytes": o.object_bytes,
+        "offload.max_lag_s": o.max_lag_s,
+        "offload.request_timeout_s": o.request_timeout_s,
+        "offload.poll_interval_s": o.poll_interval_s,
+        "offload.upload_concurrency": o.upload_concurrency,
+        "offload.metadata_interval_s": o.metadata_interval_s,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if o.object_bytes > 1 << 30:
+        raise ConfigError(f"offload.object_bytes: at most 1 GiB, got {o.object_bytes}")
+    if o.max_buffer_bytes < 2 * o.object_bytes:
+        raise ConfigError(
+            f"offload.max_buffer_bytes: must hold two objects ({2 * o.object_bytes}), "
+            f"got {o.max_buffer_bytes}"
+        )
+    if o.compression not in ("zstd", "none"):
+        raise ConfigError(f"offload.compression: expected zstd or none, got {o.compression!r}")
+    if o.upstream:
+        parse_address(o.upstream, "offload.upstream")
+    if o.s3_endpoint_url and not o.s3_endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"offload.s3_endpoint_url: expected http(s)://host:port, got {o.s3_endpoint_url!r}"
+        )

@@ -156,6 +156,7 @@ class ProxyConnection:
         self._client_gone = False
         self._receive_scope: trio.CancelScope | None = None
         self._log = log.bind(peer=peer)
+        self._last_request: tuple[str, int] | None = None  # (api, correlation id), for logs
         self._max_api_versions = (kio_version_range(API_VERSIONS) or (0, 0))[1]
 
     def drain(self) -> None:
@@ -209,7 +210,14 @@ class ProxyConnection:
     def _closed_for(self, reason: str, exc: BaseException) -> None:
         if reason not in ("upstream_protocol", "refused"):
             metrics.DECODE_ERRORS.labels(reason).inc()
-        self._log.warning("closing connection", reason=reason, error=str(exc))
+        api, correlation_id = self._last_request or (None, None)
+        self._log.warning(
+            "closing connection",
+            reason=reason,
+            error=str(exc),
+            last_api=api,
+            last_correlation_id=correlation_id,
+        )
 
     # -- client -> upstream -------------------------------------------------------------
     async def _receive(self, decoder: FrameDecoder) -> bytes | None:
@@ -256,7 +264,9 @@ class ProxyConnection:
     async def _handle_request(self, frame: bytes, fwd: trio.MemorySendChannel[_Forward]) -> None:
         payload = memoryview(frame)[4:]
         header = parse_request_header(payload)
-        metrics.REQUESTS.labels(metrics.api_label(header.api_key)).inc()
+        api = metrics.api_label(header.api_key)
+        metrics.REQUESTS.labels(api).inc()
+        self._last_request = (api, header.correlation_id)
         now = time.perf_counter()
         if header.api_key == PRODUCE_API_KEY:
             prepared = None

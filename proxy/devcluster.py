@@ -180,6 +180,7 @@ class DevCluster:
     heap: str = "768m"
     broker_overrides: dict[str, str] = field(default_factory=dict)
     proxy_env: dict[str, str] = field(default_factory=dict)
+    offload_targets: dict[int, str] = field(default_factory=dict)
     nodes: list[KafkaNode] = field(default_factory=list)
     cluster_id: str = ""
 
@@ -295,9 +296,16 @@ class DevCluster:
             "drain_timeout_s = 5\n"
             "[proxy.peers]\n" + peers + "[wal]\n"
             f'dir = "{node.directory / "walproxy-wal"}"\n'
+            "[offload]\n"
+            f'target = "{self.offload_target(node)}"\n'
+            f'broker_meta_properties = "{node.directory / "data" / "meta.properties"}"\n'
             "[admin]\n"
             f'listen = "{self.host}:{node.admin_port}"\n'
         )
+
+    def offload_target(self, node: KafkaNode) -> str:
+        """Where node's sidecar offloads to: ``offload_targets[node_id]`` or a directory."""
+        return self.offload_targets.get(node.node_id, f"file://{node.directory / 'offload'}")
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> DevCluster:

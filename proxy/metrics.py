@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from kio.schema.index import api_key_map
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -58,6 +58,15 @@ ENDPOINTS_WITHHELD = Counter(
     "walproxy_endpoints_withheld_total",
     "Broker endpoints withheld from clients because no walproxy address is known for them.",
 )
+
+READY = Gauge(
+    "walproxy_ready", "1 when /readyz answers 200: WAL open and not fenced, broker reachable."
+)
+DRAINING = Gauge("walproxy_draining", "1 while draining after SIGTERM.")
+UPSTREAM_UP = Gauge(
+    "walproxy_upstream_up", "1 when the last TCP connect to the upstream broker succeeded."
+)
+BUILD = Info("walproxy_build", "walproxy version.")
 
 
 @cache

@@ -21,10 +21,11 @@ other and is known to have landed once a later response arrives on the same conn
 
 from __future__ import annotations
 
+import heapq
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -108,6 +109,12 @@ class DurableProduce:
         #: whose log ends below it has lost acknowledged records.
         self.acked_end: dict[PartitionKey, int] = {}
         self._nursery: trio.Nursery | None = None
+        #: With the S3 offloader trimming: LSN -> (partition, record count) of BATCH entries
+        #: between persistence and their outcome, and the ordered index of settled ones,
+        #: (LSN, partition, last offset or None if unknown, settled at), until S3 covers them.
+        self.track_settled = False
+        self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
+        self._settled: list[tuple[int, PartitionKey, int | None, float]] = []
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Where background outcome writes run (those a dying connection cannot await)."""
@@ -134,6 +141,8 @@ class DurableProduce:
                 pm.REFUSED.labels("corrupt").inc()
                 log.warning(
                     "refusing corrupt record batch",
+                    api="Produce",
+                    correlation_id=correlation_id,
                     topic=part.topic or str(part.topic_id),
                     partition=part.partition,
                     error=str(exc),
@@ -179,14 +188,21 @@ class DurableProduce:
         try:
             req.lsns = await req.submission.wait()  # type: ignore[union-attr]
         except WalError as exc:
-            log.error("WAL append failed; refusing produce", error=str(exc))
+            log.error(
+                "WAL append failed; refusing produce",
+                api="Produce",
+                correlation_id=req.correlation_id,
+                error=str(exc),
+            )
             if req.acks == 0:
                 return b""  # the connection refuses it (no response possible)
             return self._storage_error(req)
         pm.WAL_SECONDS.observe(time.perf_counter() - req.received_at)
         pm.PERSISTED.inc(len(req.lsns))
-        for lsn, key in zip(req.lsns, req.keys, strict=True):
+        for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
             self.unresolved[lsn] = key
+            if self.track_settled:
+                self._batch_meta[lsn] = (key, count)
         if not self.gate.is_open:
             await self.gate.wait()
         return None
@@ -234,6 +250,9 @@ class DurableProduce:
         await submission.wait()  # WalError propagates: the client is not answered
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)
+            meta = self._batch_meta.pop(o.batch_lsn, None)
+            if meta is not None:
+                self.note_settled(o.batch_lsn, meta[0], o, meta[1])
 
     def proven_processed(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
         outcomes = []
@@ -301,6 +320,52 @@ class DurableProduce:
             if target > trimmed:
                 await self.wal.trim(target)
                 trimmed = target
+
+    def note_settled(
+        self, lsn: int, key: PartitionKey, outcome: OutcomeEntry, record_count: int
+    ) -> None:
+        """A BATCH entry's outcome is durable. Failed ones are done with; landed ones wait in
+        the index until the S3 copy covers their last offset."""
+        self._batch_meta.pop(lsn, None)
+        if not self.track_settled or outcome.error_code != 0:
+            return
+        last = outcome.base_offset + record_count - 1 if outcome.base_offset >= 0 else None
+        heapq.heappush(self._settled, (lsn, key, last, trio.current_time()))
+
+    async def trim_after_offload(
+        self,
+        covers: Callable[[PartitionKey, int | None, float], bool],
+        interval_s: float = 0.5,
+    ) -> None:
+        """Trim the WAL up to the first entry S3 does not cover yet (replaces
+        :meth:`trim_loop` when the offloader runs; needs ``track_settled``).
+
+        An entry is trimmable once its outcome is durable and either it failed or a committed
+        manifest covers its last offset (``covers``). The LSN bound is sampled one round
+        earlier, so a batch made durable is registered before it can be considered.
+        """
+        from offload import metrics as om
+
+        trimmed = 0
+        await self.gate.wait()  # the first reconciliation has indexed the older entries
+        bound = self.wal.last_durable_lsn
+        while True:
+            await trio.sleep(interval_s)
+            target = bound
+            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
+            if unsettled is not None:
+                target = min(target, unsettled - 1)
+            heap = self._settled
+            while heap and heap[0][0] <= target and covers(heap[0][1], heap[0][2], heap[0][3]):
+                heapq.heappop(heap)
+            if heap and heap[0][0] <= target:
+                target = heap[0][0] - 1
+            if target > trimmed and target >= self.wal.first_lsn:
+                await self.wal.trim(target)
+                trimmed = target
+                om.WAL_TRIMMED_LSN.set(trimmed)
+            bound = self.wal.last_durable_lsn
+            om.WAL_LAST_LSN.set(bound)
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:

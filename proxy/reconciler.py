@@ -190,6 +190,9 @@ class Reconciler:
             batches, outcomes = scan_wal(self.wal)
             for lsn, b in batches.items():
                 o = outcomes.get(lsn)
+                if o is not None and lsn < self.durable.session_start_lsn:
+                    key = (b.topic, b.topic_id, b.partition)
+                    self.durable.note_settled(lsn, key, o, _record_count(b))
                 if o is not None and o.error_code == 0 and o.base_offset >= 0:
                     key = (b.topic, b.topic_id, b.partition)
                     self.durable.note_acked(key, o.base_offset + _record_count(b))
@@ -286,8 +289,11 @@ class Reconciler:
             await submission.wait()
         for o in new_outcomes:
             self.durable.unresolved.pop(o.batch_lsn, None)
+            b = batches[o.batch_lsn]
+            self.durable.note_settled(
+                o.batch_lsn, (b.topic, b.topic_id, b.partition), o, _record_count(b)
+            )
             if o.error_code == 0 and o.base_offset >= 0:
-                b = batches[o.batch_lsn]
                 key = (b.topic, b.topic_id, b.partition)
                 self.durable.note_acked(key, o.base_offset + _record_count(b))
         pm.IN_DOUBT.set(len(self.durable.in_doubt))

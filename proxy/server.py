@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.metadata
 
 import structlog
 import trio
@@ -14,9 +15,11 @@ from . import apiversions, endpoints, metrics
 from .admin import AdminServer
 from .config import Config, parse_address
 from .connection import ConnectionSettings, ProxyConnection, ResponseFilter
+from .health import UpstreamProbe
 from .produce_path import DurableProduce
 from .produce_skim import PRODUCE_API_KEY
 from .reconciler import Reconciler
+from .status import offload_from_registry
 
 log = structlog.get_logger("walproxy.server")
 
@@ -78,6 +81,14 @@ def wal_config_of(config: Config) -> WalConfig:
     )
 
 
+@functools.cache
+def _version() -> str:
+    try:
+        return importlib.metadata.version("walproxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class ProxyServer:
     def __init__(self, config: Config, *, wal_backend: Backend | None = None) -> None:
         """``wal_backend`` replaces the WAL directory (tests inject storage faults with it)."""
@@ -93,6 +104,7 @@ class ProxyServer:
             response_filters=build_response_filters(sidecar_resolver(config)),
         )
         self._connections: set[ProxyConnection] = set()
+        self._connection_ids = 0
         self._no_connections = trio.Event()
         self._no_connections.set()
         self._stop = trio.Event()
@@ -101,16 +113,59 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
+        self.probe = UpstreamProbe(
+            self._upstream, config.admin.upstream_check_interval_s, p.upstream_connect_timeout_s
+        )
+        metrics.READY.set_function(lambda: float(self.ready()[0]))
+        metrics.DRAINING.set_function(lambda: float(self.draining))
+        metrics.BUILD.info({"version": _version()})
+        self.offloader = None  # offload.offloader.Offloader when offload.enabled
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        if self.durable is not None:
-            if self.durable.wal.fenced:
-                return False, "WAL fenced after an I/O error"
-            if not self.durable.gate.is_open:
-                return False, "reconciling with the broker"
+        if self.durable is not None and self.durable.wal.fenced:
+            return False, "WAL fenced after an I/O error"
+        if self.probe.reachable is False:
+            return False, f"upstream broker unreachable: {self.probe.error}"
+        if self.durable is not None and not self.durable.gate.is_open:
+            return False, "reconciling with the broker"
+        if self.offloader is not None and self.offloader.fenced:
+            return False, "offload fenced by a newer writer"
         return True, "ready"
+
+    def status(self) -> dict[str, object]:
+        """The ``/status`` document (see :mod:`proxy.status`)."""
+        ok, why = self.ready()
+        wal: dict[str, object] = {"enabled": self.config.wal.enabled}
+        if self.durable is not None:
+            w = self.durable.wal
+            wal |= {
+                "dir": self.config.wal.dir,
+                "used_bytes": w.used_bytes,
+                "capacity_bytes": w.capacity_bytes,
+                "segments": w.segment_count,
+                "fenced": w.fenced,
+                "full": w.waiting_for_space,
+                "direct_io": w.direct_io,
+                "first_lsn": w.first_lsn,
+                "last_lsn": w.last_durable_lsn,
+                "in_doubt_batches": len(self.durable.in_doubt),
+            }
+        p = self.config.proxy
+        return {
+            "version": _version(),
+            "node_id": p.node_id,
+            "listen": p.listen,
+            "upstream": p.upstream,
+            "ready": ok,
+            "ready_reason": why,
+            "draining": self.draining,
+            "upstream_reachable": self.probe.reachable,
+            "connections": len(self._connections),
+            "wal": wal,
+            "offload": offload_from_registry(),
+        }
 
     def shutdown(self) -> None:
         """Begin a graceful drain (idempotent)."""
@@ -143,18 +198,39 @@ class ProxyServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
+            if self.config.offload.enabled:
+                from offload.offloader import Offloader
+
+                node_id = self.config.proxy.node_id
+                self.offloader = Offloader(
+                    self.config.offload,
+                    parse_address(
+                        self.config.offload.upstream or self.config.proxy.upstream,
+                        "offload.upstream",
+                    ),
+                    node_id if node_id >= 0 else None,
+                )
+                nursery.start_soon(self._run_offloader)
             if wal is not None:
                 self.durable = DurableProduce(wal)
                 self.durable.attach(nursery)
+                self.durable.track_settled = self.offloader is not None
                 node_id = self.config.proxy.node_id
                 self.reconciler = Reconciler(
                     self.durable, self._upstream, node_id=node_id if node_id >= 0 else None
                 )
                 await nursery.start(self.reconciler.run)
-                nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
+                if self.offloader is not None:
+                    nursery.start_soon(
+                        self.durable.trim_after_offload, self.offloader.coverage.covers
+                    )
+                else:
+                    nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
+            await nursery.start(self.probe.run)
             if self.config.admin.listen:
                 ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
-                self.admin_port = await nursery.start(AdminServer(self.ready).serve, ahost, aport)
+                admin = AdminServer(self.ready, self.status)
+                self.admin_port = await nursery.start(admin.serve, ahost, aport)
             accept_scope = trio.CancelScope()
 
             async def accept_all() -> None:
@@ -192,6 +268,17 @@ class ProxyServer:
             nursery.cancel_scope.cancel()
         log.info("walproxy stopped")
 
+    async def _run_offloader(self) -> None:
+        """The offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
+        proxy goes on; the WAL is then not trimmed, so produce waits once it is full."""
+        from offload.manifest import FencedError
+
+        assert self.offloader is not None
+        try:
+            await self.offloader.run()
+        except FencedError:
+            pass  # logged and exported by the offloader
+
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
             try:
@@ -210,6 +297,10 @@ class ProxyServer:
         except OSError:
             peer = "?"
         metrics.CONNECTIONS_TOTAL.inc()
+        # Every log line of this connection's tasks (trio gives each task a copy of its
+        # parent's context) carries which connection it is about.
+        self._connection_ids += 1
+        structlog.contextvars.bind_contextvars(conn=self._connection_ids, peer=peer)
         try:
             with trio.fail_after(self.config.proxy.upstream_connect_timeout_s):
                 upstream = await trio.open_tcp_stream(*self._upstream)

@@ -51,6 +51,14 @@ def _module(api_key: int) -> tuple[Any, Any]:
     return schema, __import__(schema.__module__, fromlist=["x"])
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    cluster_id: str | None
+    controller_id: int
+    brokers: dict[int, tuple[str, int]]
+    topics: dict[str, TopicInfo]
+
+
 class UpstreamClient:
     def __init__(self, stream: trio.abc.Stream, client_id: str = "walproxy-repair") -> None:
         self._stream = stream
@@ -138,6 +146,27 @@ class UpstreamClient:
             )
         return out
 
+    async def cluster(self) -> ClusterInfo:
+        """Cluster id, brokers and every topic (internal ones included) in one Metadata call."""
+        schema, _ = _module(METADATA)
+        body = await self.request(
+            METADATA,
+            schema(
+                topics=None,
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False,
+            ),
+        )
+        topics = {
+            t.name: TopicInfo(
+                t.name, t.topic_id, {int(p.partition_index): int(p.leader_id) for p in t.partitions}
+            )
+            for t in body.topics
+            if t.error_code == 0 and t.name is not None
+        }
+        brokers = {int(b.node_id): (b.host, int(b.port)) for b in body.brokers}
+        return ClusterInfo(body.cluster_id, int(body.controller_id), brokers, topics)
+
     async def list_offset(self, topic: str, partition: int, which: int) -> int:
         schema, m = _module(LIST_OFFSETS)
         body = await self.request(
@@ -201,6 +230,55 @@ class UpstreamClient:
             int(p.log_start_offset),
             bytes(p.records or b""),
         )
+
+    async def fetch_many(
+        self,
+        positions: dict[tuple[str, int], int],
+        *,
+        max_wait_s: float = 0.0,
+        min_bytes: int = 0,
+        max_bytes: int = 32 << 20,
+        partition_max_bytes: int = 8 << 20,
+    ) -> dict[tuple[str, int], FetchResult]:
+        """One Fetch (as a consumer, READ_UNCOMMITTED: up to the high watermark, control
+        batches and aborted data included) for many partitions; per-partition errors are in
+        each result's ``error_code``."""
+        schema, m = _module(FETCH)
+        by_topic: dict[str, list[Any]] = {}
+        for (topic, partition), offset in positions.items():
+            by_topic.setdefault(topic, []).append(
+                m.FetchPartition(
+                    partition=i32(partition),
+                    fetch_offset=i64(offset),
+                    partition_max_bytes=i32(partition_max_bytes),
+                )
+            )
+        body = await self.request(
+            FETCH,
+            schema(
+                max_wait=datetime.timedelta(seconds=max_wait_s),
+                min_bytes=i32(min_bytes),
+                max_bytes=i32(max_bytes),
+                isolation_level=i8(0),
+                topics=tuple(
+                    m.FetchTopic(topic=t, partitions=tuple(ps)) for t, ps in by_topic.items()
+                ),
+                forgotten_topics_data=(),
+            ),
+            timeout=max_wait_s + 30.0,
+        )
+        if body.error_code != 0:
+            raise UpstreamError(f"Fetch: error {int(body.error_code)}")
+        out = {}
+        for t in body.responses:
+            for p in t.partitions:
+                out[(t.topic, int(p.partition_index))] = FetchResult(
+                    int(p.error_code),
+                    int(p.high_watermark),
+                    int(p.log_start_offset),
+                    bytes(p.records or b""),
+                )
+        return out
 
     async def produce(
         self,

@@ -16,8 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from proxy.devcluster import DevCluster
+from tests.s3server import S3_ENV, S3Server
+
+# The suite shares 2 cores with real brokers and JVM clients: a property test's example can
+# take far longer than hypothesis's 200 ms default deadline without anything being wrong.
+settings.register_profile("walproxy", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("walproxy")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -54,6 +61,24 @@ def kafka(artifacts_dir: Path) -> Iterator[DevCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(artifacts_dir: Path) -> Iterator[S3Server]:
+    """moto's S3 server on a free loopback port; sets the dummy AWS credentials in
+    ``os.environ`` so boto3 (and walproxy subprocesses) find them."""
+    os.environ.update(S3_ENV)
+    server = S3Server(artifacts_dir / "moto-s3.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh bucket on the shared S3 server."""
+    return s3_server.new_bucket()
 
 
 @pytest.fixture(scope="session")

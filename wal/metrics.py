@@ -36,6 +36,10 @@ BYTES_WRITTEN = Counter("walproxy_wal_bytes_written", "Bytes written to segments
 APPENDS = Counter("walproxy_wal_appends", "Entries appended durably")
 SEGMENTS = Gauge("walproxy_wal_segments", "Live segment files")
 USED_BYTES = Gauge("walproxy_wal_used_bytes", "Bytes of live segment files")
+CAPACITY_BYTES = Gauge(
+    "walproxy_wal_capacity_bytes", "Bytes of segment files the size cap allows (0: unbounded)"
+)
+FULL = Gauge("walproxy_wal_full", "1 while appends wait for space (the size cap is reached)")
 FENCED = Gauge("walproxy_wal_fenced", "1 when the WAL is fenced after an I/O error")
 DIRECT_IO = Gauge("walproxy_wal_direct_io", "1 = O_DIRECT in use, 0 = buffered + fdatasync")
 TORN_TRUNCATIONS = Counter(

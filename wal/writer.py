@@ -333,6 +333,13 @@ class Wal:
         return sum(s.size for s in self._segments)
 
     @property
+    def capacity_bytes(self) -> int | None:
+        """Bytes of segment files the size cap allows; None when unbounded."""
+        if self._max_segments is None:
+            return None
+        return self._max_segments * self._cfg.segment_size
+
+    @property
     def block_size(self) -> int:
         return self._block
 
@@ -662,11 +669,13 @@ class Wal:
         """Seal the active segment and continue in a new one (honouring the size cap)."""
         while self._max_segments is not None and len(self._segments) >= self._max_segments:
             self.waiting_for_space = True
+            metrics.FULL.set(1)
             if self._closing:
                 raise WalClosedError("WAL closed while full (size cap reached)")
             await self._space_lot.park()
             self._check_fenced_only()
         self.waiting_for_space = False
+        metrics.FULL.set(0)
         old = self._segments[-1]
         new, handle = await trio.to_thread.run_sync(self._roll_sync, old, self._alloc_segno())
         self._segments.append(new)
@@ -876,6 +885,8 @@ class Wal:
         self._token = current_trio_token()
         metrics.DIRECT_IO.set(1 if self._backend.direct_io else 0)
         metrics.FENCED.set(0)
+        metrics.FULL.set(0)
+        metrics.CAPACITY_BYTES.set(self.capacity_bytes or 0)
         self._update_gauges()
         nursery.start_soon(self._writer_loop)
         self._maybe_prepare_spare()

@@ -39,6 +39,7 @@ class OwnProxy:
                 "WALPROXY_PROXY_NODE_ID": str(node.node_id),
                 "WALPROXY_PROXY_DRAIN_TIMEOUT_S": "2",
                 "WALPROXY_WAL_DIR": str(self.wal_dir),
+                "WALPROXY_OFFLOAD_TARGET": f"file://{workdir / 'offload'}",
                 "WALPROXY_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
                 "WALPROXY_LOG_FORMAT": "json",
                 **env,

@@ -1,0 +1,67 @@
+"""What the S3 copy covers, for trimming the WAL (shared by the offloader and produce path).
+
+The offloader records each partition's committed next offset and sync time; the produce
+path asks, for each settled WAL batch, whether S3 has it (:meth:`Coverage.covers`). A batch
+of a partition that is deleted, or led by another broker now, counts as covered: nobody
+will offload it from here (its leader's offloader copies it from that broker's log).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+PartitionKey = tuple[str | None, uuid.UUID | None, int]
+
+
+@dataclass(slots=True)
+class _Committed:
+    next_offset: int
+    synced_at: float
+
+
+class Coverage:
+    def __init__(self) -> None:
+        self._by_name: dict[tuple[str, int], _Committed] = {}
+        self._names: dict[uuid.UUID, str] = {}
+        self._released: set[tuple[str, int]] = set()
+        self._released_ids: set[uuid.UUID] = set()
+
+    def update(
+        self, topic: str, topic_id: uuid.UUID, partition: int, next_offset: int, synced_at: float
+    ) -> None:
+        self._names[topic_id] = topic
+        self._released.discard((topic, partition))
+        self._released.discard((topic, -1))  # re-created under the same name
+        self._by_name[(topic, partition)] = _Committed(next_offset, synced_at)
+
+    def release(self, topic: str, topic_id: uuid.UUID | None, partition: int | None) -> None:
+        """Not ours to offload any more (deleted topic: ``partition`` None, or led elsewhere)."""
+        if partition is None:
+            if topic_id is not None:
+                self._released_ids.add(topic_id)
+            for key in [k for k in self._by_name if k[0] == topic]:
+                del self._by_name[key]
+            self._released.add((topic, -1))
+            return
+        self._by_name.pop((topic, partition), None)
+        self._released.add((topic, partition))
+
+    def covers(self, key: PartitionKey, last_offset: int | None, settled_at: float) -> bool:
+        """Has S3 committed this batch (``last_offset`` None: offset unknown, e.g. acks=0;
+        then a fetch after ``settled_at`` must have been fully committed)?"""
+        name, topic_id, partition = key
+        if name is None and topic_id is not None:
+            if topic_id in self._released_ids:
+                return True
+            name = self._names.get(topic_id)
+        if name is None:
+            return False
+        if (name, partition) in self._released or (name, -1) in self._released:
+            return True
+        c = self._by_name.get((name, partition))
+        if c is None:
+            return False
+        if last_offset is None:
+            return c.synced_at > settled_at
+        return c.next_offset > last_offset

@@ -1,0 +1,54 @@
+"""Is the upstream broker reachable? A periodic TCP connect, for ``/readyz`` and ``/status``.
+
+A broker that accepts no connection makes every produce through this sidecar fail, so the
+pod should leave the Service's endpoints until it is back. Connecting (and closing at once)
+is the cheapest check that says so; it sends Kafka no request.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from . import metrics
+
+log = structlog.get_logger("walproxy.health")
+
+
+class UpstreamProbe:
+    def __init__(self, address: tuple[str, int], interval_s: float, timeout_s: float) -> None:
+        self.address = address
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        #: None until the first check has finished.
+        self.reachable: bool | None = None
+        self.error = ""
+
+    async def check(self) -> bool:
+        try:
+            with trio.fail_after(self.timeout_s):
+                stream = await trio.open_tcp_stream(*self.address)
+            await trio.aclose_forcefully(stream)
+        except (OSError, trio.TooSlowError) as exc:
+            self._record(False, str(exc) or "connect timed out")
+        else:
+            self._record(True, "")
+        return bool(self.reachable)
+
+    def _record(self, reachable: bool, error: str) -> None:
+        if reachable != self.reachable:
+            (log.info if reachable else log.warning)(
+                "upstream broker reachable" if reachable else "upstream broker unreachable",
+                upstream="%s:%d" % self.address,
+                error=error or None,
+            )
+        self.reachable, self.error = reachable, error
+        metrics.UPSTREAM_UP.set(1 if reachable else 0)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Check now, report started, then check every ``interval_s``."""
+        await self.check()
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval_s)
+            await self.check()

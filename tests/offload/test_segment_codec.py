@@ -1,0 +1,60 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from offload import segment_codec as sc
+
+from .helpers import batches, segment
+
+
+@given(st.lists(st.integers(1, 20), min_size=1, max_size=10), st.sampled_from(["none", "zstd"]))
+def test_encode_decode_round_trip_verifies(counts, compression) -> None:
+    ref, stored, info = segment(100, counts, compression=compression)
+    assert (info.base_offset, info.last_offset, info.batches) == (
+        100,
+        99 + sum(counts),
+        len(counts),
+    )
+    assert sc.decode(stored, ref) == batches(100, counts)
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=6), st.data())
+def test_whole_batches_cuts_a_fetch_at_the_last_complete_batch(counts, data) -> None:
+    log = batches(0, counts)
+    cut = data.draw(st.integers(0, len(log)))
+    n = sc.whole_batches(log[:cut])
+    assert n <= cut
+    if n:
+        sc.describe(log[:n], 0)  # whole, valid batches
+    # nothing complete was dropped: the next batch (if any) does not fit in the cut
+    if n < len(log):
+        nxt = int.from_bytes(log[n + 8 : n + 12], "big") + 12
+        assert n + nxt > cut
+
+
+def test_corruption_is_detected_and_named() -> None:
+    ref, stored, _ = segment(0, [3, 3])
+    flipped = bytearray(stored)
+    flipped[-1] ^= 1
+    with pytest.raises(sc.SegmentError, match="CRC32C"):
+        sc.decode(bytes(flipped), ref)
+    with pytest.raises(sc.SegmentError, match="bytes stored"):
+        sc.decode(stored[:-1], ref)
+    zref, zstored, _ = segment(0, [3, 3], compression="zstd")
+    with pytest.raises(sc.SegmentError, match=r"zstd|CRC32C|bytes"):
+        sc.decode(zstored[:-2] + b"\0\0", zref)
+
+
+def test_describe_refuses_out_of_order_and_garbage() -> None:
+    with pytest.raises(sc.SegmentError, match="does not follow"):
+        sc.describe(batches(5, [2]) + batches(0, [2]), 0)
+    with pytest.raises(sc.SegmentError):
+        sc.describe(b"\0" * 70, 0)
+    with pytest.raises(sc.SegmentError, match="at least one"):
+        sc.describe(b"", 0)
+
+
+def test_range_starts_at_the_fetch_offset_or_the_batch_containing_it() -> None:
+    log = batches(10, [5])
+    assert sc.describe(log, 12).base_offset == 10  # fetch inside the batch
+    assert sc.describe(log, 7).base_offset == 7  # compaction gap 7..9 before it
