@@ -272,12 +272,31 @@ class ProxyServer:
         """The offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
         proxy goes on; the WAL is then not trimmed, so produce waits once it is full."""
         from offload.manifest import FencedError
+        from offload.offloader import OffloadStartError
 
         assert self.offloader is not None
-        try:
-            await self.offloader.run()
-        except FencedError:
-            pass  # logged and exported by the offloader
+        delay = 1.0
+        while True:
+            try:
+                await self.offloader.run()
+                return
+            except FencedError:
+                return  # logged and exported by the offloader
+            except OffloadStartError:
+                raise  # a configuration matter: stop start-up, naming the setting
+            except Exception as exc:
+                # The produce path must outlive an offloader failure: the WAL keeps what S3
+                # does not have yet (and back-pressures when full) while the offloader restarts.
+                metrics.OFFLOAD_RESTARTS.inc()
+                log.error(
+                    "offloader failed; restarting it",
+                    error=repr(exc),
+                    retry_in_s=delay,
+                    exc_info=True,
+                )
+                self.offloader.reset()
+                await trio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
