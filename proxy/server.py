@@ -114,12 +114,19 @@ class ProxyServer:
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
         self.probe = UpstreamProbe(
-            self._upstream, config.admin.upstream_check_interval_s, p.upstream_connect_timeout_s
+            self._upstream,
+            config.admin.upstream_check_interval_s,
+            p.upstream_connect_timeout_s,
+            on_unreachable=self._upstream_trouble,
         )
         metrics.READY.set_function(lambda: float(self.ready()[0]))
         metrics.DRAINING.set_function(lambda: float(self.draining))
         metrics.BUILD.info({"version": _version()})
         self.offloader = None  # offload.offloader.Offloader when offload.enabled
+
+    def _upstream_trouble(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.upstream_trouble()
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -225,7 +232,13 @@ class ProxyServer:
                         self.durable.trim_after_offload, self.offloader.coverage.covers
                     )
                 else:
-                    nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
+                    nursery.start_soon(
+                        functools.partial(
+                            self.durable.trim_loop,
+                            self.config.wal.retention_s,
+                            hold=lambda: self.probe.reachable is False,
+                        )
+                    )
             await nursery.start(self.probe.run)
             if self.config.admin.listen:
                 ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
