@@ -148,17 +148,7 @@ class Offloader:
             task_status.started(self)
             try:
                 async with trio.open_nursery() as nursery:
-                    while True:  # a broker hiccup here must not take the proxy down
-                        try:
-                            await self._discover(client)
-                            break
-                        except (UpstreamError, OSError, trio.BrokenResourceError) as exc:
-                            log.warning(
-                                "offloader: first metadata failed; retrying", error=str(exc)
-                            )
-                            await client.aclose()
-                            await trio.sleep(0.5)
-                            client = await self.connect()
+                    client = await self._first_discovery(client)
                     self.started.set()
                     nursery.start_soon(self._discover_loop, client)
                     nursery.start_soon(tail, self)
@@ -211,6 +201,28 @@ class Offloader:
                 await client.aclose()
                 client = await self.connect()
 
+    async def _first_discovery(self, client: UpstreamClient) -> UpstreamClient:
+        """Discover until it works once (the broker may be restarting); returns the client."""
+        while True:
+            try:
+                await self._discover(client)
+                return client
+            except (UpstreamError, OSError, trio.BrokenResourceError) as exc:
+                log.warning("offloader: first discovery failed; retrying", error=str(exc))
+                await client.aclose()
+                await trio.sleep(1.0)
+                client = await self.connect()
+
+    def reset(self) -> None:
+        """Forget per-run state before :meth:`run` is called again (after a failure): every
+        partition is adopted afresh from its committed manifest."""
+        for tp in list(self.partitions):
+            self._release(tp, deleted=False)
+        self._hosted = {}
+        self._broker_etag = None
+        self.started = trio.Event()
+        self.discover_now = trio.Event()
+
     async def _discover(self, client: UpstreamClient) -> None:
         info = await client.cluster()
         mine: dict[TP, uuid.UUID] = {}
@@ -224,7 +236,18 @@ class Offloader:
                 self._release(tp, deleted=True)
                 state = None
             if state is None:
-                await self._adopt(client, tp, topic_id)
+                try:
+                    await self._adopt(client, tp, topic_id)
+                except UpstreamError as exc:
+                    # E.g. NOT_LEADER right after a topic is created or a leader moves: the
+                    # partition is adopted on a later discovery; the others go on now.
+                    log.warning(
+                        "offloader: cannot adopt partition yet",
+                        topic=tp[0],
+                        partition=tp[1],
+                        error=str(exc),
+                    )
+                    self.discover_now.set()
         for tp in [tp for tp in self.partitions if tp not in mine]:
             self._release(tp, deleted=tp[0] not in info.topics)
         hosted = {}

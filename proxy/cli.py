@@ -226,6 +226,16 @@ def _dev_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild(args: argparse.Namespace) -> int:
+    """Restore a broker's log directory from the offload target plus the WAL tail."""
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    from offload.rebuild import rebuild_command
+
+    return rebuild_command(cfg, args)
+
+
 def _wal(args: argparse.Namespace) -> int:
     from wal import cli as wal_cli
 
@@ -292,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="first sidecar metrics port (default: free ports)",
     )
     up.set_defaults(func=_dev_up)
+
+    from offload.rebuild import add_rebuild_arguments
+
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="restore a lost broker's log directory from the offload target plus the WAL tail",
+    )
+    rebuild.add_argument("--config", help="TOML configuration file (the sidecar's)")
+    add_rebuild_arguments(rebuild)
+    rebuild.set_defaults(func=_rebuild)
 
     wal = sub.add_parser("wal", help="inspect a write-ahead log directory")
     wal_sub = wal.add_subparsers(dest="wal_command", required=True)

@@ -189,6 +189,9 @@ class DevCluster:
     format_args: list[str] = field(default_factory=list)
     broker_overrides: dict[str, str] = field(default_factory=dict)
     proxy_env: dict[str, str] = field(default_factory=dict)
+    #: One broker gets its own controller JVM (as with several brokers), so the broker can be
+    #: killed, wiped and rebuilt while the cluster's metadata survives.
+    separate_controller: bool = False
     offload_targets: dict[int, str] = field(default_factory=dict)
     nodes: list[KafkaNode] = field(default_factory=list)
     cluster_id: str = ""
@@ -198,7 +201,7 @@ class DevCluster:
         w = self.workdir
         if self.brokers < 1:
             raise ClusterError("a cluster needs at least one broker")
-        if self.brokers == 1:
+        if self.brokers == 1 and not self.separate_controller:
             self.nodes = [KafkaNode(1, "broker,controller", w / "node-1")]
         else:
             self.nodes = [KafkaNode(100, "controller", w / "controller-100")]
@@ -418,6 +421,12 @@ class DevCluster:
         )
         node.proxy.start()
         return node.proxy
+
+    def start_broker(self, node_id: int) -> None:
+        """Start a stopped (or killed) broker again with the same configuration."""
+        proc = self.node(node_id).process
+        assert proc is not None
+        proc.start()
 
     def restart_broker(self, node_id: int) -> None:
         node = self.node(node_id)

@@ -7,6 +7,8 @@ is the cheapest check that says so; it sends Kafka no request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 import trio
 
@@ -16,8 +18,17 @@ log = structlog.get_logger("walproxy.health")
 
 
 class UpstreamProbe:
-    def __init__(self, address: tuple[str, int], interval_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        interval_s: float,
+        timeout_s: float,
+        on_unreachable: Callable[[], None] | None = None,
+    ) -> None:
         self.address = address
+        #: Called when the broker stops answering (the reconciler then checks it for lost
+        #: acknowledged data when it is back, even if no client noticed).
+        self.on_unreachable = on_unreachable
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         #: None until the first check has finished.
@@ -42,7 +53,10 @@ class UpstreamProbe:
                 upstream="%s:%d" % self.address,
                 error=error or None,
             )
+        was = self.reachable
         self.reachable, self.error = reachable, error
+        if was and not reachable and self.on_unreachable is not None:
+            self.on_unreachable()
         metrics.UPSTREAM_UP.set(1 if reachable else 0)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -72,3 +72,9 @@ BUILD = Info("walproxy_build", "walproxy version.")
 @cache
 def api_label(api_key: int) -> str:
     return api_key_map.get(api_key, "unknown")
+
+
+OFFLOAD_RESTARTS = Counter(
+    "walproxy_offload_restarts_total",
+    "Offloader runs that failed unexpectedly and were restarted (the proxy went on).",
+)

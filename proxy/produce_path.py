@@ -298,12 +298,19 @@ class DurableProduce:
             self.in_doubt.update(o.batch_lsn for o in outcomes)
 
     # -- WAL life cycle ---------------------------------------------------------------------
-    async def trim_loop(self, retention_s: float, interval_s: float = 1.0) -> None:
+    async def trim_loop(
+        self,
+        retention_s: float,
+        interval_s: float = 1.0,
+        hold: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Trim entries older than ``retention_s`` whose fate is settled.
 
-        A stand-in until the S3 offloader trims after upload: it assumes the broker's page
-        cache reaches its disk within ``retention_s`` (Linux writes dirty pages back after
-        30 s by default).
+        Only with ``offload.enabled = false`` (otherwise the WAL is trimmed after the S3
+        commit): it assumes the broker's page cache reaches its disk within ``retention_s``
+        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while the
+        gate is closed or ``hold()`` says so (the broker is unreachable): a broker that comes
+        back without its page cache must find the acknowledged batches still in the WAL.
         """
         checkpoints: deque[tuple[float, int]] = deque()
         trimmed = 0
@@ -311,6 +318,8 @@ class DurableProduce:
             await trio.sleep(interval_s)
             now = trio.current_time()
             checkpoints.append((now, self.wal.last_durable_lsn))
+            if hold() or not self.gate.is_open:
+                continue
             target = 0
             while checkpoints and checkpoints[0][0] <= now - retention_s:
                 target = checkpoints.popleft()[1]

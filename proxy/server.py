@@ -130,13 +130,20 @@ class ProxyServer:
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
         self.probe = UpstreamProbe(
-            self._upstream, config.admin.upstream_check_interval_s, p.upstream_connect_timeout_s
+            self._upstream,
+            config.admin.upstream_check_interval_s,
+            p.upstream_connect_timeout_s,
+            on_unreachable=self._upstream_trouble,
         )
         metrics.READY.set_function(lambda: float(self.ready()[0]))
         metrics.DRAINING.set_function(lambda: float(self.draining))
         metrics.BUILD.info({"version": _version()})
         self.offloader = None  # offload.offloader.Offloader when offload.enabled
         self._initial_brokers: dict[int, Address] | None = None
+
+    def _upstream_trouble(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.upstream_trouble()
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -280,7 +287,13 @@ class ProxyServer:
                         self.durable.trim_after_offload, self.offloader.coverage.covers
                     )
                 else:
-                    nursery.start_soon(self.durable.trim_loop, self.config.wal.retention_s)
+                    nursery.start_soon(
+                        functools.partial(
+                            self.durable.trim_loop,
+                            self.config.wal.retention_s,
+                            hold=lambda: self.probe.reachable is False,
+                        )
+                    )
             if self.gateway is None:  # a gateway has many brokers; its reconciler waits for them
                 await nursery.start(self.probe.run)
             if self.config.admin.listen:
@@ -372,12 +385,31 @@ class ProxyServer:
         """The offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
         proxy goes on; the WAL is then not trimmed, so produce waits once it is full."""
         from offload.manifest import FencedError
+        from offload.offloader import OffloadStartError
 
         assert self.offloader is not None
-        try:
-            await self.offloader.run()
-        except FencedError:
-            pass  # logged and exported by the offloader
+        delay = 1.0
+        while True:
+            try:
+                await self.offloader.run()
+                return
+            except FencedError:
+                return  # logged and exported by the offloader
+            except OffloadStartError:
+                raise  # a configuration matter: stop start-up, naming the setting
+            except Exception as exc:
+                # The produce path must outlive an offloader failure: the WAL keeps what S3
+                # does not have yet (and back-pressures when full) while the offloader restarts.
+                metrics.OFFLOAD_RESTARTS.inc()
+                log.error(
+                    "offloader failed; restarting it",
+                    error=repr(exc),
+                    retry_in_s=delay,
+                    exc_info=True,
+                )
+                self.offloader.reset()
+                await trio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _accept_loop(
         self, listener: trio.SocketListener, nursery: trio.Nursery, targets: Targets

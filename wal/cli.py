@@ -101,6 +101,8 @@ def dump(directory: str, out: TextIO | None = None) -> int:
             status = "ok" if err is None else f"BAD ({err.value})"
             lsn = "-" if hdr.type in (TYPE_PAD,) else str(hdr.lsn)
             grp = f" group_start len={hdr.group_len}" if hdr.group_start else ""
+            if hdr.back:  # written while the groups before it were still in flight
+                grp += f" back={hdr.back}"
             print(f"  @{off:<10d} lsn={lsn:<8s} type={_type_name(hdr.type):<4s} "
                   f"length={hdr.length:<8d} crc={status}{grp}", file=out)
 

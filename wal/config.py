@@ -22,6 +22,11 @@ class WalConfig:
     max_group_bytes: int = 4 * MiB
     #: Most entries per group.
     max_group_entries: int = 8192
+    #: Group writes in flight at once (1..64).  With 2 the next group is written
+    #: while the previous one is still syncing; acks stay in LSN order and
+    #: recovery treats a hole inside this window as a torn tail (each group
+    #: records its distance to the durable frontier, docs/wal-format.md).
+    max_inflight_groups: int = 2
     #: Bound of the append queue (payload bytes waiting for the writer).
     max_pending_bytes: int = 64 * MiB
     #: Bound of the append queue (entries waiting for the writer).

@@ -18,12 +18,13 @@ _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 APPEND_LATENCY = Histogram(
     "walproxy_wal_append_latency_seconds",
-    "Time from append() call to durable acknowledgement",
+    "Time from append() call to durable acknowledgement, observed once per group for its "
+    "oldest append (an upper bound for every append of the group)",
     buckets=_LATENCY_BUCKETS,
 )
 SYNC_LATENCY = Histogram(
     "walproxy_wal_sync_latency_seconds",
-    "Time of one group write + sync",
+    "Time of one group write + sync (several may overlap, see max_inflight_groups)",
     buckets=_LATENCY_BUCKETS,
 )
 GROUP_SIZE = Histogram(

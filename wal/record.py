@@ -8,7 +8,8 @@ Layout of one record (all integers little endian), see docs/wal-format.md::
     0  u32 magic       0x52574C57 ("WLWR" read as little-endian bytes "WLWR")
     4  u8  type        caller type 0..239, 0xFE = SEAL, 0xFF = PAD
     5  u8  flags       bit 0 = first record of a group (aligned write)
-    6  u16 reserved    0
+    6  u16 back        group start only: blocks from the durable frontier to this
+                       group (0 = every earlier byte was durable when it was issued)
     8  u32 length      payload length in bytes
     12 u32 body_crc    CRC32C(payload)  (0 for PAD)
     16 u64 lsn         log sequence number (0 for PAD)
@@ -20,6 +21,13 @@ followed by the payload and zero bytes up to a multiple of RECORD_ALIGN.  The
 stored in the record.  A record written by an earlier incarnation of the same
 space (recycled segment file, a previous writer epoch) therefore can never
 validate, which is what makes scanning preallocated/recycled space safe.
+
+`back` (format version 2) is what lets the writer keep several groups in
+flight: a group records how far behind it the last byte known durable was when
+it was issued, so recovery can tell a hole inside that in-flight window (a
+crash: torn tail) from a bad record the writer had already seen durable
+(corruption).  Version-1 files have 0 there, which means the same thing as
+before: nothing was in flight ahead of the group.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ RECORD_HEADER = struct.Struct("<IBBHIIQII")
 HEADER_SIZE = RECORD_HEADER.size  # 32
 RECORD_ALIGN = 32
 FLAG_GROUP_START = 0x01
+
+#: Largest `back` a group start can record (u16, in blocks).
+MAX_BACK_BLOCKS = 0xFFFF
 
 #: Highest record type a caller may use; 0xF0..0xFF are the WAL's own.
 MAX_USER_TYPE = 0xEF
@@ -72,6 +83,7 @@ class RecordHeader:
     lsn: int
     group_len: int
     header_crc: int
+    back: int = 0  # group start only: blocks from the durable frontier to this group
 
     @property
     def group_start(self) -> bool:
@@ -92,6 +104,7 @@ def encode_record(
     payload: bytes | bytearray | memoryview,
     flags: int = 0,
     group_len: int = 0,
+    back: int = 0,
 ) -> int:
     """Write one record into `buf` at `pos`; return the position after it.
 
@@ -100,7 +113,9 @@ def encode_record(
     """
     n = len(payload)
     body_crc = 0 if type == TYPE_PAD else crc(payload)
-    RECORD_HEADER.pack_into(buf, pos, RECORD_MAGIC, type, flags, 0, n, body_crc, lsn, group_len, 0)
+    RECORD_HEADER.pack_into(
+        buf, pos, RECORD_MAGIC, type, flags, back, n, body_crc, lsn, group_len, 0
+    )
     hcrc = crc(memoryview(buf)[pos : pos + 28], salt_crc)
     struct.pack_into("<I", buf, pos + 28, hcrc)
     start = pos + HEADER_SIZE
@@ -122,32 +137,64 @@ def encode_group(
     first_lsn: int,
     entries: list[tuple[int, bytes | bytearray | memoryview]],
     block: int,
+    back: int = 0,
 ) -> int:
     """Encode `entries` (type, payload) with consecutive LSNs, padded to `block`.
 
     Returns the group length (a multiple of `block`).  The first record carries
-    FLAG_GROUP_START and the group length; a PAD record fills the rest of the
-    last block so the next group starts block-aligned.  Because records are
-    32-byte aligned and blocks are multiples of 32, the gap is either 0 or at
-    least one header long.
+    FLAG_GROUP_START, the group length and `back` (see the module docstring); a
+    PAD record fills the rest of the last block so the next group starts
+    block-aligned.  Because records are 32-byte aligned and blocks are multiples
+    of 32, the gap is either 0 or at least one header long.
+
+    This is the WAL's per-entry hot path, hence the inlined record encoding:
+    one header pack, two CRC calls and one payload copy per entry.
     """
-    total = sum(record_size(len(p)) for _, p in entries)
+    if not 0 <= back <= MAX_BACK_BLOCKS:
+        raise ValueError(f"back {back} does not fit the record header")
+    total = 0
+    for _, p in entries:
+        total += (len(p) + HEADER_SIZE + RECORD_ALIGN - 1) & -RECORD_ALIGN
     glen = align_up(total, block)
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    zeros = _zeros(max(block, RECORD_ALIGN))
+    pack = _HEAD28.pack
+    crcf = crc32c.crc32c
     pos = 0
     lsn = first_lsn
-    for i, (typ, payload) in enumerate(entries):
-        if i == 0:
-            pos = encode_record(
-                buf, pos, salt_crc=salt_crc, lsn=lsn, type=typ, payload=payload,
-                flags=FLAG_GROUP_START, group_len=glen,
-            )
-        else:
-            pos = encode_record(buf, pos, salt_crc=salt_crc, lsn=lsn, type=typ, payload=payload)
+    flags, group_len, bk = FLAG_GROUP_START, glen, back
+    for typ, payload in entries:
+        n = len(payload)
+        head = pack(RECORD_MAGIC, typ, flags, bk, n, crcf(payload), lsn, group_len)
+        end = pos + HEADER_SIZE + n
+        view[pos : pos + 28] = head
+        _U32.pack_into(view, pos + 28, crcf(head, value=salt_crc))
+        view[pos + HEADER_SIZE : end] = payload
+        pos = (end + RECORD_ALIGN - 1) & -RECORD_ALIGN
+        if pos != end:
+            view[end:pos] = zeros[: pos - end]
         lsn += 1
+        flags = group_len = bk = 0
     if pos < glen:
-        pad_payload = glen - pos - HEADER_SIZE
-        encode_record(buf, pos, salt_crc=salt_crc, lsn=0, type=TYPE_PAD, payload=bytes(pad_payload))
+        pad_len = glen - pos - HEADER_SIZE
+        head = _HEAD28.pack(RECORD_MAGIC, TYPE_PAD, 0, 0, pad_len, 0, 0, 0)
+        view[pos : pos + 28] = head
+        _U32.pack_into(view, pos + 28, crcf(head, value=salt_crc))
+        view[pos + HEADER_SIZE : glen] = zeros[:pad_len]
     return glen
+
+
+_HEAD28 = struct.Struct("<IBBHIIQI")  # the header without its CRC
+_U32 = struct.Struct("<I")
+_ZEROS: memoryview = memoryview(bytes(4096))
+
+
+def _zeros(n: int) -> memoryview:
+    """A read-only zero buffer of at least `n` bytes (grown on demand, shared)."""
+    global _ZEROS
+    if len(_ZEROS) < n:
+        _ZEROS = memoryview(bytes(n))
+    return _ZEROS
 
 
 def group_size(payload_lens: list[int], block: int) -> int:
@@ -162,7 +209,7 @@ class RecordError(Enum):
     MAGIC = "bad magic"
     HEADER_CRC = "header CRC mismatch"
     BODY_CRC = "body CRC mismatch"
-    RESERVED = "reserved field not zero"
+    RESERVED = "back field set outside a group start"
     LSN = "LSN out of sequence"
     GROUP = "group structure violated (group start/length)"
     SIZE = "record extends past its group or the segment"
@@ -174,16 +221,16 @@ def decode_header(
     """Validate and decode the header at `pos` (body not checked)."""
     if pos + HEADER_SIZE > len(data):
         return RecordError.SHORT
-    magic, typ, flags, reserved, length, body_crc, lsn, glen, hcrc = RECORD_HEADER.unpack_from(
+    magic, typ, flags, back, length, body_crc, lsn, glen, hcrc = RECORD_HEADER.unpack_from(
         data, pos
     )
     if magic != RECORD_MAGIC:
         return RecordError.MAGIC
     if crc(memoryview(data)[pos : pos + 28], salt_crc) != hcrc:
         return RecordError.HEADER_CRC
-    if reserved != 0:
+    if back and not flags & FLAG_GROUP_START:
         return RecordError.RESERVED
-    return RecordHeader(typ, flags, length, body_crc, lsn, glen, hcrc)
+    return RecordHeader(typ, flags, length, body_crc, lsn, glen, hcrc, back)
 
 
 def check_body(

@@ -8,8 +8,10 @@ Decision rules (also in docs/wal-format.md):
 
 * an invalid record in any segment but the last is corruption;
 * an invalid record in the last segment followed by a valid group start of the
-  same segment instance is corruption (we never write before the previous
-  write is durable, so a torn write is always the last one);
+  same segment instance that was issued after the bad group was durable (its
+  frontier, offset - back blocks, lies beyond the bad group) is corruption; a
+  valid group inside the in-flight window proves nothing, a crash can leave a
+  hole there;
 * an invalid record at the tail after a *clean* shutdown is corruption;
 * otherwise it is a torn tail: everything from its offset is cut (and saved).
 """
@@ -33,7 +35,7 @@ from .segment import (
     parse_segment_name,
     scan_segment,
 )
-from .superblock import SB_VERSION, Superblock, decode_superblock
+from .superblock import SB_READABLE_VERSIONS, Superblock, decode_superblock
 
 log = structlog.get_logger("wal.recovery")
 
@@ -113,7 +115,7 @@ def analyze(
                             "superblock", 0)
         a.fresh = True
         return a
-    if sb.version != SB_VERSION:
+    if sb.version not in SB_READABLE_VERSIONS:
         return _corrupt(a, backend, f"unsupported superblock version {sb.version}",
                         "superblock", 0)
 
@@ -169,8 +171,9 @@ def analyze(
             return _corrupt(a, backend, f"invalid record ({reason}) in a non-final segment",
                             st.name, off)
         if scan.later_group_offset is not None:
-            return _corrupt(a, backend, f"invalid record ({reason}) followed by valid records "
-                            f"at offset {scan.later_group_offset}", st.name, off)
+            return _corrupt(a, backend, f"invalid record ({reason}) followed by a valid group "
+                            f"at offset {scan.later_group_offset} that was written after it "
+                            "was durable", st.name, off)
         if sb.clean:
             return _corrupt(a, backend, f"invalid record ({reason}) at the tail although the "
                             "last shutdown was clean", st.name, off)

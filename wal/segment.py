@@ -8,7 +8,7 @@ docs/wal-format.md for the full description.
 Header layout (64 bytes, little endian)::
 
     0  8s magic "WALSEG01"
-    8  u32 format version (1)
+    8  u32 format version (2; 1 = written before groups could overlap, read alike)
     12 u32 block_size     alignment of every group write in this segment
     16 u64 epoch          writer epoch that created this segment instance  } the salt
     24 u64 segno          segment number (strictly increasing in a dir)     }
@@ -39,7 +39,10 @@ from .record import (
 )
 
 SEG_MAGIC = b"WALSEG01"
-SEG_VERSION = 1
+SEG_VERSION = 2
+#: Versions this code reads.  Version 1 files never have a non-zero `back`,
+#: which version 2 reads as "nothing was in flight": the same rules apply.
+SEG_READABLE_VERSIONS = (1, 2)
 SEG_STRUCT = struct.Struct("<8sIIQQQQIQI")
 SEG_HEADER_SIZE = SEG_STRUCT.size
 SEG_PREFIX = "seg-"
@@ -86,8 +89,18 @@ class SegmentHeader:
 
 def encode_segment_header(h: SegmentHeader) -> bytes:
     """The header block: 64 meaningful bytes, zero padded to `data_offset`."""
-    body = SEG_STRUCT.pack(SEG_MAGIC, h.version, h.block_size, h.epoch, h.segno, h.first_lsn,
-                           h.segment_size, h.data_offset, 0, 0)
+    body = SEG_STRUCT.pack(
+        SEG_MAGIC,
+        h.version,
+        h.block_size,
+        h.epoch,
+        h.segno,
+        h.first_lsn,
+        h.segment_size,
+        h.data_offset,
+        0,
+        0,
+    )
     body = body[:60] + struct.pack("<I", crc(body[:60]))
     return body + bytes(h.data_offset - SEG_HEADER_SIZE)
 
@@ -99,6 +112,8 @@ def decode_segment_header(data: bytes | memoryview) -> SegmentHeader | None:
     if magic != SEG_MAGIC or crc(bytes(data[:60])) != c:
         return None
     if block < 512 or block % 32 or doff < SEG_HEADER_SIZE or doff % block:
+        return None
+    if ver not in SEG_READABLE_VERSIONS:
         return None
     return SegmentHeader(block, epoch, segno, first, size, doff, ver)
 
@@ -122,7 +137,8 @@ class SegmentScan:
     records: int = 0  # valid data records seen (excluding PAD/SEAL; may include a torn group's)
     bad_offset: int | None = None
     bad_reason: RecordError | None = None
-    later_group_offset: int | None = None  # valid group start *after* the bad spot => corruption
+    # a later valid group whose writer already knew the bad spot durable => corruption
+    later_group_offset: int | None = None
     group_lsns: list[int] = field(default_factory=list)  # sparse index: first LSN of each group
     group_offsets: list[int] = field(default_factory=list)  # ... and its offset
 
@@ -145,10 +161,13 @@ def scan_segment(
     `data` is the whole file (header included).  Every record must validate
     (magic, header CRC with the segment salt, body CRC), carry the expected LSN
     and respect group boundaries.  At the first failure we additionally look
-    for a *valid group start at any later block boundary*: one only exists if
-    a later write of this same segment instance reached the disk, so the bad
-    record cannot be a torn tail (we never issue a write before the previous one
-    is durable).  The caller decides what BAD means for the log as a whole.
+    for a *proof of corruption*: a valid group start at a later block boundary
+    whose durable frontier (its offset minus `back` blocks) lies beyond the
+    start of the bad group.  Its writer issued it only after the bad group was
+    durable, so the bad group was once intact: corruption, not a torn write.
+    A later valid group whose frontier is at or before the bad group was in
+    flight together with it (the in-flight window) and proves nothing: a crash
+    can leave such a hole.  The caller decides what BAD means for the log.
     """
     view = memoryview(data)
     salt_crc = header.salt_crc
@@ -169,7 +188,9 @@ def scan_segment(
         search_from = pos + 1
         if group_end is not None and group_end > pos:
             search_from = group_end
-        res.later_group_offset = find_group_start(view, salt_crc, block, search_from, expect)
+        res.later_group_offset = find_corruption_proof(
+            view, salt_crc, block, search_from, expect, res.end_offset
+        )
         return res
 
     size = len(view)
@@ -222,16 +243,27 @@ def scan_segment(
             res.group_offsets.append(group_start)
 
 
-def find_group_start(
-    view: memoryview, salt_crc: int, block: int, start: int, min_lsn: int
+def find_corruption_proof(
+    view: memoryview, salt_crc: int, block: int, start: int, min_lsn: int, bad_group: int
 ) -> int | None:
-    """First block-aligned offset >= start holding a valid group-start header of this salt."""
+    """First block-aligned offset >= start holding a valid group start (this salt)
+    that was issued after the group at `bad_group` was durable, or None.
+
+    "Issued after it was durable" means its frontier, offset - back * block, is
+    beyond `bad_group`.  Valid group starts within the in-flight window (frontier
+    <= bad_group) are skipped: they were written concurrently with the bad group.
+    """
     pos = (start + block - 1) // block * block
     n = len(view)
     while pos + HEADER_SIZE <= n:
         got = decode_header(view, pos, salt_crc)
-        if isinstance(got, RecordHeader) and got.group_start and got.group_len:
-            if got.type == TYPE_SEAL or got.lsn >= min_lsn:
-                return pos
+        if (
+            isinstance(got, RecordHeader)
+            and got.group_start
+            and got.group_len
+            and (got.type == TYPE_SEAL or got.lsn >= min_lsn)
+            and pos - got.back * block > bad_group
+        ):
+            return pos
         pos += block
     return None

@@ -8,7 +8,7 @@ survives; readers take the valid slot with the highest `seq`.
 Slot layout (64 bytes, little endian; slot i lives at byte i * SLOT_SIZE)::
 
     0  8s magic "WALSUPR1"
-    8  u32 format version (1)
+    8  u32 format version (2; 1 is read too)
     12 u32 flags  bit 0 = clean shutdown
     16 u64 seq    incremented on every write
     24 u64 epoch  writer epoch, bumped (durably) on every open
@@ -27,7 +27,10 @@ from dataclasses import dataclass, replace
 from .record import crc
 
 SB_MAGIC = b"WALSUPR1"
-SB_VERSION = 1
+SB_VERSION = 2
+#: Version 2 marks a directory whose segments may hold overlapping groups
+#: (docs/wal-format.md, "In-flight window"); a version-1 reader must refuse it.
+SB_READABLE_VERSIONS = (1, 2)
 SB_STRUCT = struct.Struct("<8sIIQQQQQII")
 SB_SIZE = SB_STRUCT.size  # 64
 SLOT_SIZE = 4096

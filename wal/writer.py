@@ -5,13 +5,22 @@ Concurrency model, and why it is safe:
 * All bookkeeping (queue, LSNs, segment index) lives on the trio thread.
   Blocking I/O runs in worker threads via `trio.to_thread.run_sync` and never
   touches that state; results are applied after the thread returns.
-* Exactly one group write is in flight at any time, and it is durable (O_DSYNC
-  write, or write + fdatasync) before the next one starts.  Recovery relies
-  on this: only the last write can be torn, so a bad record followed by a
-  valid later group is proof of corruption, not of a crash.
-* While a group is being written, new appends pile up in the queue and become
-  the next group: that is the group commit, with no timers.
-* An error of any write or sync fences the WAL (see WalFencedError).
+* Appends are packed into *groups* as they arrive (one group = one aligned
+  write + sync); LSNs are assigned in arrival order, so FIFO order is LSN order.
+  Each group has one wake-up list shared by all its appenders.
+* Up to `max_inflight_groups` group writes are in flight at once.  The next
+  group is encoded (on the trio thread) while earlier ones are on the disk.
+  Groups are acknowledged strictly in LSN order: a group is published only once
+  it and every group before it are durable.
+* Recovery stays sound with several writes in flight because each group start
+  records `back`: how far behind it the durable frontier was when it was issued.
+  A hole before a group whose frontier is at or before the hole is a torn
+  in-flight window (a crash); a hole before a group issued after the hole was
+  durable is corruption.  The window never spans segments: a roll waits for
+  every write in flight, and SEAL groups are written with nothing in flight.
+* An error of any write or sync fences the WAL (see WalFencedError): nothing
+  more is issued, nothing more is acknowledged, and once the writes already in
+  flight have returned every waiting append fails.
 """
 
 from __future__ import annotations
@@ -19,14 +28,26 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import functools
+import mmap
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
-from trio.lowlevel import ParkingLot
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    TrioToken,
+    current_task,
+    current_trio_token,
+    reschedule,
+    start_thread_soon,
+    wait_task_rescheduled,
+)
 
 from . import metrics
 from .backend import Backend, SegmentHandle
@@ -43,46 +64,89 @@ from .file_backend import FileBackend
 from .reader import Entry, SegmentInfo, read_segment
 from .record import (
     HEADER_SIZE,
+    MAX_BACK_BLOCKS,
     MAX_USER_TYPE,
+    RECORD_ALIGN,
     TYPE_SEAL,
     align_up,
     encode_group,
-    record_size,
 )
 from .recovery import analyze, repair
 from .segment import SegmentHeader, encode_segment_header, segment_name
-from .superblock import Superblock, encode_superblock, initial_superblock
+from .superblock import SB_VERSION, Superblock, encode_superblock, initial_superblock
+
+if TYPE_CHECKING:
+    from outcome import Outcome  # trio's result type (what start_thread_soon delivers)
 
 log = structlog.get_logger("wal")
 
 Payload = bytes | bytearray | memoryview
+_REC_EXTRA = HEADER_SIZE + RECORD_ALIGN - 1  # record size = (len + _REC_EXTRA) & -RECORD_ALIGN
 
 
-@dataclass(slots=True)
-class _Append:
-    """One `append`/`append_many` call waiting for durability (always one group)."""
+class _Group:
+    """Entries that will share one aligned write + sync, and the tasks waiting for it."""
 
-    items: list[tuple[int, Payload]]
-    rec_bytes: int  # sum of record sizes
-    t0: float
-    event: trio.Event = field(default_factory=trio.Event)
-    first_lsn: int = 0
-    error: BaseException | None = None
+    __slots__ = (
+        "back",
+        "buf",
+        "closed",
+        "done",
+        "elapsed",
+        "entries",
+        "error",
+        "first_lsn",
+        "limit",
+        "offset",
+        "rec",
+        "roll",
+        "size",
+        "t0",
+        "waiters",
+        "written",
+    )
+
+    def __init__(self, first_lsn: int, t0: float) -> None:
+        self.entries: list[tuple[int, Payload]] = []
+        self.rec = 0  # sum of record sizes
+        self.limit = 0  # most record bytes it may hold (set by Wal._add)
+        self.first_lsn = first_lsn
+        self.t0 = t0  # when its first append arrived
+        self.waiters: dict[Task, None] = {}
+        self.closed = False  # no more entries join (size, offset planned)
+        self.roll = False  # does not fit the current segment: roll before writing it
+        self.size = 0  # block-aligned bytes on disk (when closed)
+        self.offset = 0
+        self.back = 0
+        self.buf: mmap.mmap | None = None
+        self.written = False  # its write + sync returned successfully
+        self.elapsed = 0.0
+        self.done = False  # acknowledged (or failed: error set)
+        self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None) -> None:
+        """Acknowledge (error None) or fail every append of the group; wake them."""
+        self.error = error
+        self.done = True
+        for task in self.waiters:
+            reschedule(task)
+        self.waiters.clear()
 
 
 class Submission:
     """Entries queued by `Wal.submit_many`; `wait()` returns their LSNs once durable."""
 
-    __slots__ = ("_append", "_count", "_wal")
+    __slots__ = ("_count", "_first", "_group", "_wal")
 
-    def __init__(self, wal: Wal, append: _Append, count: int) -> None:
+    def __init__(self, wal: Wal, group: _Group, first: int, count: int) -> None:
         self._wal = wal
-        self._append = append
+        self._group = group
+        self._first = first
         self._count = count
 
     async def wait(self) -> list[int]:
-        a = await self._wal._wait(self._append)
-        return list(range(a.first_lsn, a.first_lsn + self._count))
+        await self._wal._wait(self._group)
+        return list(range(self._first, self._first + self._count))
 
 
 class Wal:
@@ -93,40 +157,64 @@ class Wal:
         self._cfg = config
         self._block = max(4096, backend.alignment, config.block_size or 0)
         if self._block % backend.alignment:
-            raise ValueError(f"block_size {self._block} is not a multiple of the backend "
-                             f"alignment {backend.alignment}")
+            raise ValueError(
+                f"block_size {self._block} is not a multiple of the backend "
+                f"alignment {backend.alignment}"
+            )
         self._data_offset = self._block
         if config.segment_size % self._block or config.segment_size < 4 * self._block:
             raise ValueError("segment_size must be a multiple of the block size and >= 4 blocks")
+        if not 1 <= config.max_inflight_groups <= 64:
+            raise ValueError("max_inflight_groups must be in 1..64")
         # room for records in a segment: all but the header block and a seal block
         self._seg_capacity = config.segment_size - self._block
-        self.max_entry_size = self._seg_capacity - self._data_offset - HEADER_SIZE
+        self._fresh_room = self._seg_capacity - self._data_offset
+        self.max_entry_size = self._fresh_room - HEADER_SIZE
         self._max_segments = (
             max(2, config.max_bytes // config.segment_size) if config.max_bytes else None
         )
+        self._max_group_bytes = max(config.max_group_bytes, self._block)
+        self._max_group_entries = config.max_group_entries
+        self._max_pending_bytes = config.max_pending_bytes
+        self._max_pending_entries = config.max_pending_entries
+        self._window = config.max_inflight_groups
         self._sb: Superblock = initial_superblock()
         self._segments: list[SegmentInfo] = []
         self._active: SegmentHandle | None = None
         self._spares: list[str] = []
-        self._next_lsn = 1
-        self._durable_lsn = 0
+        self._assign_lsn = 1  # next LSN handed to an append
+        self._next_lsn = 1  # LSN after the last issued group
+        self._durable_lsn = 0  # last LSN of the last published group
         self._trim_lsn = 0
         self._max_segno = 0
-        self._pending: collections.deque[_Append] = collections.deque()
+        # groups not yet issued (FIFO); the last one may still be open
+        self._groups: collections.deque[_Group] = collections.deque()
+        self._open: _Group | None = None
+        self._plan_room = self._fresh_room  # room left for the open group's segment
+        self._write_end = self._data_offset  # active segment offset after the last issued group
         self._pending_bytes = 0
         self._pending_entries = 0
-        self._inflight: list[_Append] = []
+        self._inflight: collections.deque[_Group] = collections.deque()  # issued, unpublished
+        self._io_running = 0
+        self._token: TrioToken | None = None
+        self._writer_parked = False
         self._writer_lot = ParkingLot()  # writer waits for work
+        self._slot_lot = ParkingLot()  # writer waits for an in-flight write to finish
         self._room_lot = ParkingLot()  # appenders wait for queue room
         self._space_lot = ParkingLot()  # writer waits for trim (size cap)
         self._durable_lot = ParkingLot()  # followers wait for new durable entries
         self._sb_lock = trio.Lock()
         self._fenced: BaseException | None = None
+        self._fence_error: WalError | None = None  # what waiting appends get once I/O stopped
         self._closing = False
         self._closed = False
         self._writer_done = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._buf = aligned_buffer(config.max_group_bytes + self._block)
+        # one reusable aligned buffer per in-flight group; bigger groups get their own
+        self._buf_size = align_up(self._max_group_bytes, self._block)
+        self._bufs: list[mmap.mmap] = [aligned_buffer(self._buf_size)]
+        self._buf_count = 1
+        self._seal_buf = aligned_buffer(self._block)
         self._preparing_spare = False
         self.waiting_for_space = False
         self.groups_written = 0
@@ -144,27 +232,39 @@ class Wal:
                 raise a.corruption
             old = a.superblock or initial_superblock()
             # The new epoch must be durable before anything is written with it.
-            sb = old.next(epoch=old.epoch + 1, clean=False, last_lsn=0)
+            # Version 2 from now on: this writer may leave in-flight windows.
+            sb = old.next(epoch=old.epoch + 1, clean=False, last_lsn=0, version=SB_VERSION)
             b.write_superblock(sb.slot, encode_superblock(sb))
             self._sb = sb
             repair(b, a)
             self._trim_lsn = sb.trim_lsn
-            self._next_lsn = a.next_lsn
+            self._next_lsn = self._assign_lsn = a.next_lsn
             self._durable_lsn = a.next_lsn - 1
             self._max_segno = a.max_segno
             for st in a.segments:
                 assert st.header is not None and st.scan is not None
-                self._segments.append(SegmentInfo(
-                    name=st.name, header=st.header, size=st.size, end=st.scan.end_offset,
-                    next_lsn=st.scan.next_lsn, group_lsns=st.scan.group_lsns,
-                    group_offsets=st.scan.group_offsets,
-                ))
+                self._segments.append(
+                    SegmentInfo(
+                        name=st.name,
+                        header=st.header,
+                        size=st.size,
+                        end=st.scan.end_offset,
+                        next_lsn=st.scan.next_lsn,
+                        group_lsns=st.scan.group_lsns,
+                        group_offsets=st.scan.group_offsets,
+                    )
+                )
             self._spares = sorted(b.list_spares())
             self._segments.append(self._new_segment_sync(self._alloc_segno()))
             self._active = b.open_segment(self._segments[-1].name, write=True)
             log.info(
-                "wal_opened", epoch=sb.epoch, next_lsn=self._next_lsn, trim_lsn=self._trim_lsn,
-                segments=len(self._segments), direct_io=b.direct_io, block=self._block,
+                "wal_opened",
+                epoch=sb.epoch,
+                next_lsn=self._next_lsn,
+                trim_lsn=self._trim_lsn,
+                segments=len(self._segments),
+                direct_io=b.direct_io,
+                block=self._block,
                 torn_tail=a.torn is not None,
             )
         except BaseException:
@@ -178,17 +278,27 @@ class Wal:
 
     def _new_segment_sync(self, segno: int) -> SegmentInfo:
         """Create (or recycle a spare into) segment `segno`, starting at _next_lsn."""
-        hdr = SegmentHeader(block_size=self._block, epoch=self._sb.epoch, segno=segno,
-                            first_lsn=self._next_lsn, segment_size=self._cfg.segment_size,
-                            data_offset=self._data_offset)
+        hdr = SegmentHeader(
+            block_size=self._block,
+            epoch=self._sb.epoch,
+            segno=segno,
+            first_lsn=self._next_lsn,
+            segment_size=self._cfg.segment_size,
+            data_offset=self._data_offset,
+        )
         name = segment_name(segno)
         raw = encode_segment_header(hdr)
         if self._spares:
             self._backend.recycle_segment(self._spares.pop(0), name, raw)
         else:
             self._backend.create_segment(name, self._cfg.segment_size, raw, self._cfg.zero_fill)
-        return SegmentInfo(name=name, header=hdr, size=self._cfg.segment_size,
-                           end=self._data_offset, next_lsn=self._next_lsn)
+        return SegmentInfo(
+            name=name,
+            header=hdr,
+            size=self._cfg.segment_size,
+            end=self._data_offset,
+            next_lsn=self._next_lsn,
+        )
 
     # ------------------------------------------------------------- properties
     @property
@@ -247,15 +357,33 @@ class Wal:
         WalFencedError if the WAL failed (the entry may or may not be on disk,
         but it was not acknowledged), WalEntryTooLargeError if it can never fit.
         """
-        a = await self._enqueue([(type, payload)])
-        return a.first_lsn
+        if not 0 <= type <= MAX_USER_TYPE:
+            raise ValueError(f"entry type must be in 0..{MAX_USER_TYPE}, got {type}")
+        if payload.__class__ is memoryview and (payload.format != "B" or payload.ndim != 1):
+            payload = payload.cast("B")
+        rec = (len(payload) + _REC_EXTRA) & -RECORD_ALIGN
+        if (
+            self._pending_entries
+            and (
+                self._pending_bytes + rec > self._max_pending_bytes
+                or self._pending_entries >= self._max_pending_entries
+            )
+        ) or rec > self._max_group_bytes:
+            await self._admit(rec, 1)
+        elif self._fenced is not None or self._closing or self._closed:
+            self._check_open()
+        g, lsn = self._add(rec, 1)
+        g.entries.append((type, payload))
+        await self._wait(g)
+        return lsn
 
     async def append_many(self, items: Sequence[tuple[int, Payload]]) -> list[int]:
         """Append several (type, payload) entries, written in the same group."""
         if not items:
             return []
-        a = await self._enqueue(list(items))
-        return list(range(a.first_lsn, a.first_lsn + len(items)))
+        g, first = await self._queue(items)
+        await self._wait(g)
+        return list(range(first, first + len(items)))
 
     async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> Submission:
         """Queue entries (written in one group) and return without waiting for the disk.
@@ -265,165 +393,277 @@ class Wal:
         path relies on this to keep each connection's batches in request order while it
         reads the next request. ``await submission.wait()`` returns the LSNs once durable.
         """
-        a = await self._queue(list(items))
-        return Submission(self, a, len(items))
+        if not items:  # nothing to write: already "durable"
+            self._check_open()
+            empty = _Group(self._assign_lsn, 0.0)
+            empty.done = True
+            return Submission(self, empty, empty.first_lsn, 0)
+        g, first = await self._queue(items)
+        return Submission(self, g, first, len(items))
 
-    async def _enqueue(self, items: list[tuple[int, Payload]]) -> _Append:
-        return await self._wait(await self._queue(items))
-
-    async def _queue(self, items: list[tuple[int, Payload]]) -> _Append:
-        t0 = time.perf_counter()
+    async def _queue(self, items: Sequence[tuple[int, Payload]]) -> tuple[_Group, int]:
+        checked: list[tuple[int, Payload]] = []
         rec = 0
-        for i, (typ, payload) in enumerate(items):
+        for typ, payload in items:
             if not 0 <= typ <= MAX_USER_TYPE:
                 raise ValueError(f"entry type must be in 0..{MAX_USER_TYPE}, got {typ}")
             if isinstance(payload, memoryview) and (payload.format != "B" or payload.ndim != 1):
-                items[i] = (typ, payload.cast("B"))
-            rec += record_size(len(payload))
-        if align_up(rec, self._block) > self._seg_capacity - self._data_offset:
+                payload = payload.cast("B")
+            checked.append((typ, payload))
+            rec += (len(payload) + _REC_EXTRA) & -RECORD_ALIGN
+        await self._admit(rec, len(checked))
+        g, first = self._add(rec, len(checked))
+        g.entries.extend(checked)
+        return g, first
+
+    async def _admit(self, rec: int, n: int) -> None:
+        """Size check, then wait for queue room (back-pressure, never a drop)."""
+        if align_up(rec, self._block) > self._fresh_room:
             raise WalEntryTooLargeError(
                 f"{rec} bytes of records do not fit in a segment (max entry "
                 f"{self.max_entry_size} bytes with segment_size {self._cfg.segment_size})"
             )
         self._check_open()
-        while self._pending and (
-            self._pending_bytes + rec > self._cfg.max_pending_bytes
-            or self._pending_entries + len(items) > self._cfg.max_pending_entries
+        while self._pending_entries and (
+            self._pending_bytes + rec > self._max_pending_bytes
+            or self._pending_entries + n > self._max_pending_entries
         ):
             await self._room_lot.park()
             self._check_open()
-        a = _Append(items=items, rec_bytes=rec, t0=t0)
-        self._pending.append(a)
-        self._pending_bytes += rec
-        self._pending_entries += len(items)
-        self._writer_lot.unpark_all()
-        return a
 
-    async def _wait(self, a: _Append) -> _Append:
-        try:
-            await a.event.wait()
-        except trio.Cancelled:
-            # The entry stays queued/in flight and may become durable; it is
-            # simply not acknowledged to this (cancelled) caller.
-            raise
-        if a.error is not None:
-            raise a.error
-        metrics.APPEND_LATENCY.observe(time.perf_counter() - a.t0)
-        return a
+    def _add(self, rec: int, n: int) -> tuple[_Group, int]:
+        """Reserve LSNs for `n` entries of `rec` record bytes in the open group.
+
+        The caller appends the entries to the group's list right away (no
+        checkpoint in between), so group order, LSN order and call order agree.
+        """
+        g = self._open
+        if g is None or g.rec + rec > g.limit or len(g.entries) + n > self._max_group_entries:
+            g = self._new_group(rec)
+        lsn = self._assign_lsn
+        self._assign_lsn = lsn + n
+        g.rec += rec
+        self._pending_bytes += rec
+        self._pending_entries += n
+        if self._writer_parked:
+            self._writer_parked = False
+            self._writer_lot.unpark_all()
+        return g, lsn
+
+    def _new_group(self, rec: int) -> _Group:
+        """Close the open group (if any) and open a new one for a first `rec` bytes."""
+        if self._open is not None:
+            self._close(self._open)
+        g = _Group(self._assign_lsn, time.perf_counter())
+        # Its byte limit, fixed now: the planned room of its segment does not
+        # change while it is the open group.  A first entry that does not fit
+        # that room sends the group to a fresh segment.
+        room = (
+            self._plan_room if align_up(rec, self._block) <= self._plan_room else self._fresh_room
+        )
+        g.limit = max(min(room, self._max_group_bytes // self._block * self._block), rec)
+        self._groups.append(g)
+        self._open = g
+        return g
+
+    def _close(self, g: _Group) -> None:
+        """Freeze group `g` and plan where it goes (this segment, or the next)."""
+        g.closed = True
+        g.size = align_up(g.rec, self._block)
+        if g.size <= self._plan_room:
+            self._plan_room -= g.size
+        else:
+            g.roll = True
+            self._plan_room = self._fresh_room - g.size
+        if self._open is g:
+            self._open = None
+
+    async def _wait(self, g: _Group) -> None:
+        if not g.done:
+            task = current_task()
+            waiters = g.waiters
+            waiters[task] = None
+
+            def abort(_: object) -> Abort:
+                # The entry stays queued/in flight and may become durable; it is
+                # simply not acknowledged to this (cancelled) caller.
+                waiters.pop(task, None)
+                return Abort.SUCCEEDED
+
+            await wait_task_rescheduled(abort)
+        if g.error is not None:
+            raise g.error
 
     # ----------------------------------------------------------------- writer
-    def _take_group(self, limit: int) -> list[_Append]:
-        """Pop appends for one group: up to `limit` bytes (at least one append)."""
-        group: list[_Append] = []
-        rec = 0
-        n = 0
-        block = self._block
-        max_entries = self._cfg.max_group_entries
-        while self._pending:
-            a = self._pending[0]
-            if group and (align_up(rec + a.rec_bytes, block) > limit
-                          or n + len(a.items) > max_entries):
-                break
-            if not group and align_up(a.rec_bytes, block) > limit:
-                break
-            self._pending.popleft()
-            group.append(a)
-            rec += a.rec_bytes
-            n += len(a.items)
-        for a in group:
-            self._pending_bytes -= a.rec_bytes
-            self._pending_entries -= len(a.items)
-        if group:
-            self._room_lot.unpark_all()
-        return group
-
     async def _writer_loop(self) -> None:
         try:
-            while True:
-                if self._fenced is not None:
-                    return
-                if not self._pending:
-                    if self._closing:
-                        return
-                    await self._writer_lot.park()
-                    continue
-                seg = self._segments[-1]
-                room = self._seg_capacity - seg.end
-                group = self._take_group(min(room, max(self._cfg.max_group_bytes, self._block)))
-                if not group:
-                    head = self._pending[0]
-                    if align_up(head.rec_bytes, self._block) > room:
-                        await self._roll()
-                        continue
-                    # bigger than max_group_bytes but fits the segment: alone
-                    group = self._take_group(room)
-                await self._write_group(group)
+            await self._issue_loop()
         except WalError as e:
             self._fence(e)
         except OSError as e:
             self._fence(e)
         except trio.Cancelled:
-            self._fail_pending(WalClosedError("WAL writer cancelled before this entry was written"))
+            self._fail_all(WalClosedError("WAL writer cancelled before this entry was written"))
             raise
         except BaseException as e:
             self._fence(e)
             log.exception("wal_writer_crashed")
             raise
         finally:
+            # Group writes still running belong to this writer: nothing may
+            # close the segment under them.
+            with trio.CancelScope(shield=True):
+                while self._io_running:
+                    await self._slot_lot.park()
             self._writer_done.set()
 
-    async def _write_group(self, group: list[_Append]) -> None:
+    async def _issue_loop(self) -> None:
+        """Issue queued groups in order, at most `max_inflight_groups` at a time."""
+        while self._fenced is None:
+            if not self._groups:
+                if self._closing:
+                    break
+                self._writer_parked = True
+                await self._writer_lot.park()
+                continue
+            if len(self._inflight) >= self._window:
+                await self._slot_lot.park()
+                continue
+            g = self._groups[0]
+            if not g.closed:
+                self._close(g)
+            if g.roll:
+                if self._inflight:  # the window never spans segments
+                    await self._slot_lot.park()
+                    continue
+                await self._roll()
+                g.roll = False
+                continue
+            back = (self._write_end - self._segments[-1].end) // self._block
+            if back > MAX_BACK_BLOCKS:
+                await self._slot_lot.park()  # too far ahead to record: let the disk catch up
+                continue
+            self._groups.popleft()
+            self._issue(g, back)
+        while self._inflight and self._fenced is None:
+            await self._slot_lot.park()
+
+    def _issue(self, g: _Group, back: int) -> None:
+        """Encode `g` (trio thread, while earlier groups are on the disk) and start its write."""
         seg = self._segments[-1]
-        first_lsn = self._next_lsn
-        entries = [it for a in group for it in a.items]
-        offset = seg.end
-        self._inflight = group
-        # Shielded: once the write is issued its outcome must be published
-        # (acked or fenced) before anything else happens to this segment.
-        with trio.CancelScope(shield=True):
-            glen, dt = await trio.to_thread.run_sync(
-                self._write_group_sync, entries, first_lsn, offset, seg.header.salt_crc
+        g.offset = self._write_end
+        g.back = back
+        assert g.first_lsn == self._next_lsn and g.offset + g.size <= self._seg_capacity
+        if g.size <= self._buf_size and (self._bufs or self._buf_count < self._window):
+            if not self._bufs:
+                self._bufs.append(aligned_buffer(self._buf_size))
+                self._buf_count += 1
+            g.buf = self._bufs.pop()
+        else:
+            g.buf = aligned_buffer(g.size)  # oversized group: a buffer of its own
+        with memoryview(g.buf) as view:
+            encode_group(
+                view[: g.size],
+                salt_crc=seg.header.salt_crc,
+                first_lsn=g.first_lsn,
+                entries=g.entries,
+                block=self._block,
+                back=back,
             )
-        self._inflight = []
-        # durable: publish
-        lsn = first_lsn
-        for a in group:
-            a.first_lsn = lsn
-            lsn += len(a.items)
-            a.event.set()
-        self._next_lsn = lsn
-        self._durable_lsn = lsn - 1
-        seg.group_lsns.append(first_lsn)
-        seg.group_offsets.append(offset)
-        seg.end = offset + glen
-        seg.next_lsn = lsn
-        self.groups_written += 1
-        self.entries_written += len(entries)
-        metrics.SYNC_LATENCY.observe(dt)
-        metrics.GROUP_SIZE.observe(len(entries))
-        metrics.BYTES_WRITTEN.inc(glen)
-        metrics.APPENDS.inc(len(entries))
-        self._durable_lot.unpark_all()
+        self._next_lsn += len(g.entries)
+        self._write_end = g.offset + g.size
+        self._pending_bytes -= g.rec
+        self._pending_entries -= len(g.entries)
+        self._room_lot.unpark_all()
+        self._inflight.append(g)
+        self._io_running += 1
+        # A worker thread writes; its outcome comes back as a callback on the
+        # trio thread (no task per group).  Nothing can cancel a write once
+        # issued: the writer waits for every outstanding one before it ends.
+        assert self._active is not None
+        start_thread_soon(
+            functools.partial(self._write_group_sync, self._active, g.offset, g.buf, g.size),
+            functools.partial(self._deliver, g),
+            name="wal group write",
+        )
+
+    def _deliver(self, g: _Group, result: Outcome) -> None:
+        """Worker thread: hand the outcome of `g`'s write back to the trio thread."""
+        assert self._token is not None
+        self._token.run_sync_soon(self._write_done, g, result)
+
+    def _write_done(self, g: _Group, result: Outcome) -> None:
+        """Trio thread (a run_sync_soon callback): publish `g`, or fence."""
+        error: BaseException | None = None
+        try:
+            g.elapsed = result.unwrap()
+            g.written = True
+        except BaseException as e:  # any failure of a write or sync fences
+            error = e
+        self._io_running -= 1
+        try:
+            self._release_group_buffer(g)
+            if error is not None:
+                self._fence(error)
+            elif self._fenced is None:
+                self._publish_ready()
+            elif self._io_running == 0:
+                self._fail_all_fenced()
+        except BaseException as e:  # a callback must not raise into trio's run loop
+            log.exception("wal_publish_failed")
+            self._fence(e)
+        self._slot_lot.unpark_all()
 
     def _write_group_sync(
-        self, entries: list[tuple[int, Payload]], first_lsn: int, offset: int, salt_crc: int
-    ) -> tuple[int, float]:
-        """Encode (the single copy into the aligned buffer), write, sync.  Worker thread."""
-        need = align_up(sum(record_size(len(p)) for _, p in entries), self._block)
-        if need > len(self._buf):
-            self._release_buffer()
-            self._buf = aligned_buffer(need)
-        view = memoryview(self._buf)
-        try:
-            glen = encode_group(view, salt_crc=salt_crc, first_lsn=first_lsn, entries=entries,
-                                block=self._block)
-            assert self._active is not None
+        self, handle: SegmentHandle, offset: int, buf: mmap.mmap, size: int
+    ) -> float:
+        """Write one encoded group and make it durable.  Worker thread; returns seconds."""
+        with memoryview(buf) as view:
             t = time.perf_counter()
-            self._active.write_at(offset, view[:glen])
-            self._active.sync()
-            return glen, time.perf_counter() - t
-        finally:
-            view.release()
+            handle.write_at(offset, view[:size])
+            handle.sync()
+            return time.perf_counter() - t
+
+    def _release_group_buffer(self, g: _Group) -> None:
+        buf, g.buf = g.buf, None
+        if buf is None:
+            return
+        if len(buf) == self._buf_size and len(self._bufs) < self._buf_count:
+            self._bufs.append(buf)
+        else:
+            with contextlib.suppress(BufferError):
+                buf.close()
+
+    def _publish_ready(self) -> None:
+        """Acknowledge, in LSN order, every leading in-flight group that is durable."""
+        inflight = self._inflight
+        if not inflight or not inflight[0].written:
+            return
+        seg = self._segments[-1]
+        now = time.perf_counter()
+        groups = entries = nbytes = 0
+        while inflight and inflight[0].written:
+            g = inflight.popleft()
+            n = len(g.entries)
+            g.finish(None)
+            seg.group_lsns.append(g.first_lsn)
+            seg.group_offsets.append(g.offset)
+            seg.end = g.offset + g.size
+            seg.next_lsn = g.first_lsn + n
+            self._durable_lsn = g.first_lsn + n - 1
+            groups += 1
+            entries += n
+            nbytes += g.size
+            # one observation per group: the latency of its oldest append
+            metrics.APPEND_LATENCY.observe(now - g.t0)
+            metrics.SYNC_LATENCY.observe(g.elapsed)
+            metrics.GROUP_SIZE.observe(n)
+            g.entries = []  # the payloads are no longer needed
+        self.groups_written += groups
+        self.entries_written += entries
+        metrics.BYTES_WRITTEN.inc(nbytes)
+        metrics.APPENDS.inc(entries)
+        self._durable_lot.unpark_all()
 
     async def _roll(self) -> None:
         """Seal the active segment and continue in a new one (honouring the size cap)."""
@@ -440,6 +680,7 @@ class Wal:
         new, handle = await trio.to_thread.run_sync(self._roll_sync, old, self._alloc_segno())
         self._segments.append(new)
         self._active = handle
+        self._write_end = self._data_offset
         self._update_gauges()
         self._maybe_prepare_spare()
 
@@ -448,10 +689,16 @@ class Wal:
             raise WalFencedError(f"WAL is fenced: {self._fenced!r}")
 
     def _seal_sync(self, seg: SegmentInfo) -> int:
-        view = memoryview(self._buf)
+        """Write and sync a SEAL group at the end of `seg` (nothing is in flight)."""
+        view = memoryview(self._seal_buf)
         try:
-            glen = encode_group(view, salt_crc=seg.header.salt_crc, first_lsn=self._next_lsn,
-                                entries=[(TYPE_SEAL, b"")], block=self._block)
+            glen = encode_group(
+                view,
+                salt_crc=seg.header.salt_crc,
+                first_lsn=self._next_lsn,
+                entries=[(TYPE_SEAL, b"")],
+                block=self._block,
+            )
             assert self._active is not None
             self._active.write_at(seg.end, view[:glen])
             self._active.sync()
@@ -468,8 +715,13 @@ class Wal:
         return new, self._backend.open_segment(new.name, write=True)
 
     def _maybe_prepare_spare(self) -> None:
-        if (self._nursery is None or self._spares or self._preparing_spare
-                or not self._cfg.prepare_spares or self._cfg.spare_segments <= 0):
+        if (
+            self._nursery is None
+            or self._spares
+            or self._preparing_spare
+            or not self._cfg.prepare_spares
+            or self._cfg.spare_segments <= 0
+        ):
             return
         self._preparing_spare = True
         self._nursery.start_soon(self._prepare_spare)
@@ -477,8 +729,7 @@ class Wal:
     async def _prepare_spare(self) -> None:
         name = f"spare-{self._alloc_segno():016x}.wal"
         try:
-            await trio.to_thread.run_sync(self._backend.create_spare, name,
-                                          self._cfg.segment_size)
+            await trio.to_thread.run_sync(self._backend.create_spare, name, self._cfg.segment_size)
             self._spares.append(name)
         except OSError as e:  # not fatal: the writer creates segments itself
             log.warning("wal_spare_preparation_failed", error=repr(e))
@@ -486,26 +737,45 @@ class Wal:
             self._preparing_spare = False
 
     def _fence(self, exc: BaseException) -> None:
-        if self._fenced is None and not isinstance(exc, WalClosedError):
+        """Stop for good after an I/O error: nothing more is issued or acknowledged.
+
+        Waiting appends fail once the writes already in flight have returned,
+        so that nobody is told "failed" while the disk is still being written.
+        """
+        if isinstance(exc, WalClosedError):
+            self._fail_all(exc)
+            return
+        if self._fenced is None:
             self._fenced = exc
             metrics.FENCED.set(1)
-            log.error("wal_fenced", error=repr(exc), last_durable_lsn=self._durable_lsn,
-                      pending=len(self._pending) + len(self._inflight))
-        err: WalError
-        if isinstance(exc, WalClosedError):
-            err = exc
-        else:
-            err = WalFencedError(f"WAL fenced after I/O error: {exc!r}; this entry was not "
-                                 "acknowledged and no later entry will be")
+            log.error(
+                "wal_fenced",
+                error=repr(exc),
+                last_durable_lsn=self._durable_lsn,
+                pending=self._pending_entries,
+                in_flight=len(self._inflight),
+            )
+            err = WalFencedError(
+                f"WAL fenced after I/O error: {exc!r}; this entry was not "
+                "acknowledged and no later entry will be"
+            )
             err.__cause__ = exc
-        self._fail_pending(err)
+            self._fence_error = err
+        self._writer_lot.unpark_all()
+        self._slot_lot.unpark_all()
+        if self._io_running == 0:
+            self._fail_all_fenced()
 
-    def _fail_pending(self, err: BaseException) -> None:
-        for a in [*self._inflight, *self._pending]:
-            a.error = err
-            a.event.set()
-        self._inflight = []
-        self._pending.clear()
+    def _fail_all_fenced(self) -> None:
+        assert self._fence_error is not None
+        self._fail_all(self._fence_error)
+
+    def _fail_all(self, err: BaseException) -> None:
+        for g in [*self._inflight, *self._groups]:
+            g.finish(err)
+        self._inflight.clear()
+        self._groups.clear()
+        self._open = None
         self._pending_bytes = 0
         self._pending_entries = 0
         self._room_lot.unpark_all()
@@ -543,8 +813,9 @@ class Wal:
 
     async def _trim_locked(self, upto: int) -> None:
         sb = self._sb.next(trim_lsn=upto)
-        await trio.to_thread.run_sync(self._backend.write_superblock, sb.slot,
-                                      encode_superblock(sb))
+        await trio.to_thread.run_sync(
+            self._backend.write_superblock, sb.slot, encode_superblock(sb)
+        )
         self._sb = sb
         self._trim_lsn = upto
         victims: list[SegmentInfo] = []
@@ -554,9 +825,8 @@ class Wal:
             victims.append(v)
         for v in victims:
             spare = None
-            if (len(self._spares) < self._cfg.spare_segments
-                    and v.size == self._cfg.segment_size):
-                spare = "spare-" + v.name[len("seg-"):]
+            if len(self._spares) < self._cfg.spare_segments and v.size == self._cfg.segment_size:
+                spare = "spare-" + v.name[len("seg-") :]
             await trio.to_thread.run_sync(self._backend.retire_segment, v.name, spare)
             if spare is not None:
                 self._spares.append(spare)
@@ -612,6 +882,7 @@ class Wal:
     # ------------------------------------------------------------------ close
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self._token = current_trio_token()
         metrics.DIRECT_IO.set(1 if self._backend.direct_io else 0)
         metrics.FENCED.set(0)
         metrics.FULL.set(0)
@@ -645,9 +916,11 @@ class Wal:
 
     def _release_buffer(self) -> None:
         # A traceback kept by a fencing exception may still reference a view
-        # of the buffer; then the mmap is simply left to the garbage collector.
-        with contextlib.suppress(BufferError):
-            self._buf.close()
+        # of a buffer; then the mmap is simply left to the garbage collector.
+        for buf in [*self._bufs, self._seal_buf]:
+            with contextlib.suppress(BufferError):
+                buf.close()
+        self._bufs.clear()
 
     def _close_sync(self) -> None:
         seg = self._segments[-1]

@@ -410,9 +410,14 @@ def test_the_init_container_rebuilds_only_into_an_empty_data_directory(
     (used / "meta.properties").write_text("node.id=1\n")
     kept = run_in(used)
     assert kept.returncode == 0 and "is not empty" in kept.stdout
+    partial = tmp_path / "partial"  # an interrupted rebuild: walproxy resumes it
+    (partial / "walproxy-rebuild.staging").mkdir(parents=True)
+    (partial / "walproxy-rebuild.json").write_text("{}")
+    assert run_in(partial).returncode == 0
     assert calls.read_text().splitlines() == [
         f"{node} rebuild --config /etc/walproxy/walproxy.toml --log-dir {empty}",
         f"{node} rebuild --config /etc/walproxy/walproxy.toml --log-dir {fresh_ext4}",
+        f"{node} rebuild --config /etc/walproxy/walproxy.toml --log-dir {partial}",
     ]
     # A rebuild that fails stops the pod from starting the broker on an empty disk.
     stand_in(tmp_path, "walproxy", "exit 3\n")

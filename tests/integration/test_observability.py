@@ -71,7 +71,9 @@ def test_status_of_a_ready_proxy(
         assert wal["used_bytes"] >= 64 << 20  # one preallocated segment at least
         assert wal["capacity_bytes"] == 2 << 30  # wal.max_bytes, a whole number of segments
         assert wal["last_lsn"] >= 2  # the batch and its outcome
-        assert status["offload"] is None  # no offloader metrics in this process yet
+        offload = status["offload"]  # the sidecar offloads by default
+        assert offload is not None and offload["fenced"] is False, offload
+        assert isinstance(offload["partitions"], list)
         assert proxy.metric("walproxy_ready") == 1
         assert proxy.metric("walproxy_upstream_up") == 1
         assert proxy.metric("walproxy_wal_capacity_bytes") == 2 << 30

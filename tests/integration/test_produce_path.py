@@ -102,12 +102,12 @@ def test_upstream_cut_mid_request_is_settled_without_duplicates(
 ) -> None:
     topic = new_topic()
     relay = Relay(("127.0.0.1", kafka.broker_nodes[0].client_port))
-    # No offloader: its fetches through the relay would race the produce for the cut.
     proxy = OwnProxy(
         kafka,
         tmp_path,
         WALPROXY_PROXY_UPSTREAM=f"127.0.0.1:{relay.port}",
-        WALPROXY_OFFLOAD_ENABLED="false",
+        # The offloader fetches beside the relay, so the one cut hits the produce answer.
+        WALPROXY_OFFLOAD_UPSTREAM=f"127.0.0.1:{kafka.broker_nodes[0].client_port}",
     ).start()
     try:
         proxy.wait_ready()

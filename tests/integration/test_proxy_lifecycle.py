@@ -46,7 +46,11 @@ def extra_proxy(
                 *extra,
             ],
             tmp_path / f"walproxy-{port}.log",
-            env={**os.environ, "WALPROXY_WAL_DIR": str(tmp_path / f"wal-{port}")},
+            env={
+                **os.environ,
+                "WALPROXY_WAL_DIR": str(tmp_path / f"wal-{port}"),
+                "WALPROXY_OFFLOAD_TARGET": f"file://{tmp_path / f'offload-{port}'}",
+            },
         )
         proc.start()
         started.append(proc)

@@ -11,7 +11,6 @@ import random
 from collections.abc import Iterator
 
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,21 +44,28 @@ def test_crash_recovery_many_rounds(seed: int) -> None:
 
 # ---------------------------------------------------------------- negative controls
 class AckBeforeSyncWal(Wal):
-    """BROKEN on purpose: acknowledges a group after the write, before the sync."""
+    """BROKEN on purpose: acknowledges a group after its write, before its sync.
 
-    def _write_group_sync(self, entries, first_lsn, offset, salt_crc):  # type: ignore[no-untyped-def]
-        handle = self._active
+    Each group's sync is deferred to the next group's write (a realistic
+    "sync later" bug), so the acked group is volatile until then.
+    """
+
+    def _write_group_sync(self, handle, offset, buf, size):  # type: ignore[no-untyped-def]
         real = handle.sync
         handle.sync = lambda: None  # type: ignore[method-assign]
         try:
-            return super()._write_group_sync(entries, first_lsn, offset, salt_crc)
+            real()  # the *previous* group's writes become durable only now
+            return super()._write_group_sync(handle, offset, buf, size)
         finally:
             handle.sync = real  # type: ignore[method-assign]
 
-    async def _write_group(self, group):  # type: ignore[no-untyped-def]
-        await super()._write_group(group)  # appenders are acked here...
-        await trio.sleep(0)
-        await trio.to_thread.run_sync(self._active.sync)  # ...and only now synced
+
+class NoWindowRecordWal(Wal):
+    """BROKEN on purpose: keeps several groups in flight but records back = 0,
+    i.e. claims every earlier group was durable when it was not."""
+
+    def _issue(self, g, back):  # type: ignore[no-untyped-def]
+        super()._issue(g, 0)
 
 
 def _lax_decode_header(data, pos, salt_crc):  # type: ignore[no-untyped-def]
@@ -68,7 +74,7 @@ def _lax_decode_header(data, pos, salt_crc):  # type: ignore[no-untyped-def]
     magic, typ, flags, _res, length, bcrc, lsn, glen, hcrc = RECORD_HEADER.unpack_from(data, pos)
     if magic != RECORD_MAGIC:
         return RecordError.MAGIC
-    return RecordHeader(typ, flags, length, bcrc, lsn, glen, hcrc)
+    return RecordHeader(typ, flags, length, bcrc, lsn, glen, hcrc, _res)
 
 
 def _lax_check_body(data, pos, hdr):  # type: ignore[no-untyped-def]
@@ -112,6 +118,14 @@ def test_negative_control_ack_before_sync_is_detected() -> None:
     found = _first_violation(300, wal_class=AckBeforeSyncWal)
     assert found is not None, "checker failed to detect ack-before-sync"
     assert any("acknowledged" in x for x in found[1]), found
+
+
+def test_negative_control_unrecorded_window_is_detected() -> None:
+    """Overlapping group writes without `back`: a crash leaves a hole before a
+    valid group, which recovery must then call corruption (a false refusal)."""
+    found = _first_violation(200, wal_class=NoWindowRecordWal)
+    assert found is not None, "the crash harness never produced a hole inside the window"
+    assert any("refused to open" in x for x in found[1]), found
 
 
 def test_negative_control_no_crc_check_is_detected() -> None:

@@ -12,6 +12,7 @@ import trio
 
 from tests.wal.helpers import dir_digest, metric, new_dir, snapshot
 from wal import (
+    Wal,
     WalConfig,
     WalCorruptionError,
     WalFencedError,
@@ -185,6 +186,14 @@ def test_zeroed_last_sector_after_clean_shutdown_is_corruption() -> None:
         shutil.rmtree(d)
 
 
+async def _append_or_fenced(wal: Wal, payload: bytes, results: list[object]) -> None:
+    """Append; record the acknowledged LSN or the WalFencedError instead."""
+    try:
+        results.append(await wal.append(payload))
+    except WalFencedError as e:
+        results.append(e)
+
+
 async def _fence_scenario(backend: MemoryBackend, fail: str, err: int) -> None:
     async with open_wal(backend, CFG) as wal:
         for p in PAYLOADS[:2]:
@@ -192,16 +201,9 @@ async def _fence_scenario(backend: MemoryBackend, fail: str, err: int) -> None:
         durable = wal.last_durable_lsn
         backend.fail_next[fail] = err
         results: list[object] = []
-
-        async def app(i: int) -> None:
-            try:
-                results.append(await wal.append(b"x" * (100 + i)))
-            except WalFencedError as e:
-                results.append(e)
-
         async with trio.open_nursery() as n:
             for i in range(20):
-                n.start_soon(app, i)
+                n.start_soon(_append_or_fenced, wal, b"x" * (100 + i), results)
         assert len(results) == 20
         assert all(isinstance(r, WalFencedError) for r in results), results
         assert wal.fenced and wal.last_durable_lsn == durable
@@ -290,3 +292,55 @@ def test_garbage_superblock_with_segments_refuses() -> None:
             trio.run(reopen)
     finally:
         shutil.rmtree(d)
+
+
+class _SlowFirstFailSecond(MemoryBackend):
+    """Data write 1 takes a while; data write 2 (issued meanwhile) fails with EIO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_writes = 0
+        self.armed = False
+
+    def open_segment(self, name: str, *, write: bool):  # type: ignore[no-untyped-def]
+        seg = super().open_segment(name, write=write)
+        real = seg.write_at
+
+        def write_at(offset: int, data: memoryview) -> None:
+            if self.armed:
+                self.data_writes += 1
+                if self.data_writes == 1:
+                    import time
+
+                    time.sleep(0.3)  # still in flight when write 2 fails
+                elif self.data_writes == 2:
+                    raise OSError(errno.EIO, "injected EIO on the second in-flight write")
+            real(offset, data)
+
+        seg.write_at = write_at  # type: ignore[method-assign]
+        return seg
+
+
+async def test_error_in_the_window_fences_and_the_earlier_write_is_not_acked() -> None:
+    backend = _SlowFirstFailSecond()
+    async with open_wal(backend, CFG) as wal:
+        await wal.append(b"before")
+        durable = wal.last_durable_lsn
+        backend.armed = True
+        results: list[object] = []
+        async with trio.open_nursery() as n:
+            n.start_soon(_append_or_fenced, wal, b"w" * 100, results)  # group 1: slow write
+            await trio.sleep(0.05)
+            for i in range(1, 6):  # group 2, issued while group 1 is in flight
+                n.start_soon(_append_or_fenced, wal, b"w" * (100 + i), results)
+        assert backend.data_writes == 2, "the second group was not issued inside the window"
+        # group 1 became durable after the fence: still not acknowledged
+        assert all(isinstance(r, WalFencedError) for r in results), results
+        assert wal.fenced and wal.last_durable_lsn == durable
+        ops = backend.ops
+        with pytest.raises(WalFencedError):
+            await wal.append(b"later")
+        assert backend.ops == ops  # nothing was still writing when appenders were told
+    async with open_wal(backend, CFG) as wal:
+        got = [e.payload for e in wal.read_from()]
+        assert got[0] == b"before" and all(p.startswith(b"w") for p in got[1:])

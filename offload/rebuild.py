@@ -1,0 +1,513 @@
+"""``walproxy rebuild``: a broker's log directory from the offload target plus the WAL tail.
+
+For a broker whose disk is gone: read ``broker.json`` and every hosted partition's manifest,
+download and verify each segment object (size, CRC32C of the Kafka bytes, whole batches
+with valid CRCs, the offsets the manifest claims, continuity with the segment before, leader
+epochs never going back), append the acknowledged batches the WAL holds past each
+manifest's ``next_offset`` (:mod:`offload.wal_tail`), and write a Kafka 4.1 log directory
+(:mod:`offload.logdir_writer`) that the unmodified broker starts on with the same node id.
+
+It refuses (:class:`RebuildError`, nothing half-served) when an object is missing or fails
+a check, when offsets do not continue, or when the target directory holds anything but its
+own unfinished rebuild; it never moves an offset. A re-run continues an interrupted rebuild:
+finished partitions are kept, the rest are redone. ``__cluster_metadata`` is not rebuilt:
+the broker fetches the metadata log from the controllers.
+
+Downloads run on a small thread pool, a bounded window ahead of the writer (at most
+``parallel`` objects in memory); verification (zstd, CRC32C) runs in the same threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from proxy.record_batch import iter_batches
+from wal.errors import WalError
+
+from . import kafka_logdir as kl
+from . import layout, segment_codec
+from . import manifest as mf
+from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
+from .node_files import BrokerInfo, NodeFileError, decode_broker_info
+from .store import ObjectNotFound, ObjectStore, StoreError
+from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail, read_wal
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # the data cannot be restored as it is: a human must look
+EXIT_TRANSIENT = 3  # the store or a disk failed: re-run to resume
+
+
+class RebuildError(Exception):
+    """The rebuild refuses: the message says what is wrong and where."""
+
+    exit_code = EXIT_REFUSED
+
+
+class RebuildTransient(RebuildError):
+    """Reading the store failed after retries; a re-run resumes where this one stopped."""
+
+    exit_code = EXIT_TRANSIENT
+
+
+@dataclass
+class RebuildOptions:
+    log_dir: Path
+    node_id: int
+    cluster_id: str | None = None  # None: found in the target (exactly one may match)
+    metadata_log_dir: Path | None = None
+    wal_dir: str | None = None  # None: S3 only (acknowledged records not yet offloaded lost)
+    segment_bytes: int = kl.DEFAULT_SEGMENT_BYTES
+    allow_gaps: bool = False
+    parallel: int = 8
+
+
+@dataclass
+class PartitionPlan:
+    topic: str
+    partition: int
+    manifest: mf.Manifest
+    etag: str
+    tail: PartitionTail | None
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+    @property
+    def next_offset(self) -> int:
+        return self.tail.next_offset if self.tail is not None else self.manifest.next_offset
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size + (self.tail.size if self.tail else 0)
+
+    @property
+    def source(self) -> str:
+        t = self.tail
+        tail = f"{t.start}..{t.next_offset}/{len(t.batches)}" if t else "none"
+        return f"manifest v{self.manifest.version} {self.etag}; wal tail {tail}"
+
+    def leader_epochs(self) -> list[tuple[int, int]]:
+        epochs = list(self.manifest.leader_epochs)
+        if not epochs and self.tail is not None and self.tail.batches:
+            epochs = [(0, self.tail.start)]  # the tail's batches carry epoch 0 then
+        return epochs
+
+
+@dataclass
+class Report:
+    cluster_id: str = ""
+    node_id: int = -1
+    partitions: int = 0
+    skipped_finished: int = 0
+    segments: int = 0
+    s3_bytes: int = 0  # uncompressed Kafka bytes from the store
+    stored_bytes: int = 0  # object bytes downloaded
+    tail_batches: int = 0
+    tail_bytes: int = 0
+    wal_in_doubt: int = 0
+    seconds: float = 0.0
+    already_complete: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mb_per_s(self) -> float:
+        return (self.s3_bytes + self.tail_bytes) / 1e6 / self.seconds if self.seconds else 0.0
+
+
+# -- reading the target ----------------------------------------------------------------------
+def find_cluster_id(store: ObjectStore, node_id: int) -> str:
+    """The one cluster of the target that has a ``broker.json`` for ``node_id``."""
+    suffix = f"/nodes/{node_id}/{layout.BROKER}"
+    found = sorted(
+        {o.key.split("/")[1] for o in store.list(layout.FORMAT_DIR + "/") if o.key.endswith(suffix)}
+    )
+    if not found:
+        raise RebuildError(
+            f"{store.describe()} has no {layout.FORMAT_DIR}/<cluster>{suffix}: nothing was "
+            f"offloaded for node {node_id} (check offload.target and proxy.node_id)"
+        )
+    if len(found) > 1:
+        raise RebuildError(
+            f"{store.describe()} holds node {node_id} of several clusters {found}; pass "
+            "--cluster-id"
+        )
+    return found[0]
+
+
+def _get(store: ObjectStore, key: str, what: str) -> tuple[bytes, str]:
+    try:
+        obj = store.get(key)
+    except ObjectNotFound:
+        raise RebuildError(f"{what}: {key} is missing from {store.describe()}") from None
+    except StoreError as exc:
+        raise RebuildTransient(f"{what}: reading {key} failed: {exc}") from None
+    return obj.data, obj.etag
+
+
+def read_broker_info(store: ObjectStore, cluster_id: str, node_id: int) -> BrokerInfo:
+    data, _ = _get(store, layout.broker_key(cluster_id, node_id), "broker.json")
+    try:
+        info = decode_broker_info(data)
+    except NodeFileError as exc:
+        raise RebuildError(f"broker.json: {exc}") from None
+    if (info.cluster_id, info.node_id) != (cluster_id, node_id):
+        raise RebuildError(
+            f"broker.json names cluster {info.cluster_id} node {info.node_id}, expected "
+            f"{cluster_id} node {node_id}"
+        )
+    return info
+
+
+def read_manifests(
+    store: ObjectStore, info: BrokerInfo, report: Report
+) -> dict[tuple[str, int], tuple[mf.Manifest, str]]:
+    out = {}
+    for topic, entry in sorted(info.topics.items()):
+        for p in entry.partitions:
+            key = layout.manifest_key(info.cluster_id, entry.topic_id, p)
+            try:
+                data, etag = _get(store, key, f"{topic}-{p}")
+            except RebuildError as exc:
+                if isinstance(exc, RebuildTransient):
+                    raise
+                # broker.json is written before a new partition's first manifest
+                report.warnings.append(
+                    f"{topic}-{p}: hosted but never offloaded (no manifest); Kafka creates it "
+                    "empty at offset 0"
+                )
+                continue
+            try:
+                m = mf.decode(data)
+            except mf.ManifestError as exc:
+                raise RebuildError(f"{topic}-{p}: {key}: {exc}") from None
+            if (m.topic, m.topic_id, m.partition) != (topic, entry.topic_id, p):
+                raise RebuildError(
+                    f"{key} describes {m.topic}-{m.partition} ({m.topic_id}), expected "
+                    f"{topic}-{p} ({entry.topic_id})"
+                )
+            out[(topic, p)] = (m, etag)
+    return out
+
+
+# -- verifying segments ----------------------------------------------------------------------
+@dataclass
+class _Fetched:
+    plan: PartitionPlan
+    ref: mf.SegmentRef
+    log: bytes
+
+
+def _fetch(store: ObjectStore, plan: PartitionPlan, ref: mf.SegmentRef) -> _Fetched:
+    what = f"{plan.topic}-{plan.partition} (manifest v{plan.manifest.version})"
+    data, _ = _get(store, ref.key, f"{what} lists a segment but")
+    try:
+        log = segment_codec.decode(data, ref)
+    except segment_codec.SegmentError as exc:
+        raise RebuildError(f"{what}: segment cannot be used: {exc}") from None
+    return _Fetched(plan, ref, log)
+
+
+def _batches(log: bytes, after: int, last_epoch: int, where: str) -> tuple[list, int, int]:
+    """``(base, last, length)`` of each batch; checks offsets increase past ``after`` and
+    leader epochs never decrease. Returns the batches, the last offset and last epoch."""
+    out = []
+    for h in iter_batches(log, check_crc=False):  # CRCs were checked by decode()
+        last = h.base_offset + h.last_offset_delta
+        if h.base_offset <= after:
+            raise RebuildError(f"{where}: batch at {h.base_offset} does not follow offset {after}")
+        if 0 <= h.partition_leader_epoch < last_epoch:
+            raise RebuildError(
+                f"{where}: batch at {h.base_offset} has leader epoch "
+                f"{h.partition_leader_epoch} after epoch {last_epoch}"
+            )
+        last_epoch = max(last_epoch, h.partition_leader_epoch)
+        out.append((h.base_offset, last, h.length))
+        after = last
+    return out, after, last_epoch
+
+
+# -- the rebuild -----------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, total_bytes: int, partitions: int, out: TextIO, every_s: float) -> None:
+        self.total, self.partitions, self.out, self.every = total_bytes, partitions, out, every_s
+        self.done = 0
+        self.parts_done = 0
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def add(self, n: int, *, partition_done: bool = False, force: bool = False) -> None:
+        self.done += n
+        self.parts_done += partition_done
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            rate = self.done / 1e6 / max(now - self.start, 1e-9)
+            print(
+                f"rebuild: {self.parts_done}/{self.partitions} partitions, "
+                f"{self.done / 2**20:.1f}/{self.total / 2**20:.1f} MiB, {rate:.1f} MB/s",
+                file=self.out,
+                flush=True,
+            )
+
+
+def plan(
+    store: ObjectStore, opts: RebuildOptions, report: Report, facts: WalFacts | None
+) -> tuple[BrokerInfo, list[PartitionPlan]]:
+    cluster_id = opts.cluster_id or find_cluster_id(store, opts.node_id)
+    info = read_broker_info(store, cluster_id, opts.node_id)
+    report.cluster_id, report.node_id = cluster_id, opts.node_id
+    manifests = read_manifests(store, info, report)
+    tails: dict[tuple[str, int], PartitionTail] = {}
+    if facts is not None:
+        names = {t.topic_id: name for name, t in info.topics.items()}
+        try:
+            tails = plan_tail(
+                facts,
+                {tp: m.next_offset for tp, (m, _) in manifests.items()},
+                {
+                    tp: (m.leader_epochs[-1][0] if m.leader_epochs else 0)
+                    for tp, (m, _) in manifests.items()
+                },
+                names,
+                allow_gaps=opts.allow_gaps,
+            )
+        except TailError as exc:
+            raise RebuildError(f"WAL tail: {exc}") from None
+    plans = [
+        PartitionPlan(tp[0], tp[1], m, etag, tails.get(tp))
+        for tp, (m, etag) in sorted(manifests.items())
+    ]
+    return info, plans
+
+
+def _meta(info: BrokerInfo, node_id: int) -> kl.MetaProperties:
+    mp = info.meta_properties or {}
+    directory_id = info.directory_id or mp.get("directory.id") or kl.new_directory_id()
+    return kl.MetaProperties(info.cluster_id, node_id, directory_id)
+
+
+def rebuild(
+    store: ObjectStore,
+    opts: RebuildOptions,
+    *,
+    out: TextIO = sys.stdout,
+    progress_every_s: float = 1.0,
+) -> Report:
+    """Run (or resume) a rebuild; raises :class:`RebuildError` when it must refuse."""
+    report = Report()
+    t0 = time.monotonic()
+    facts = None
+    if opts.wal_dir is not None:
+        try:
+            facts = collect(read_wal(opts.wal_dir))
+        except (WalError, TailError) as exc:
+            hint = ""
+            if not Path(opts.wal_dir).is_dir():
+                hint = (
+                    "; if the WAL volume is lost, --no-wal rebuilds from the offload target "
+                    "alone (acknowledged records not yet offloaded are then lost)"
+                )
+            raise RebuildError(f"WAL {opts.wal_dir}: {exc}{hint}") from None
+        report.wal_in_doubt = len(facts.in_doubt)
+    info, plans = plan(store, opts, report, facts)
+    writer = LogDirWriter(opts.log_dir, cluster_id=info.cluster_id, node_id=opts.node_id)
+    try:
+        writer.open()
+    except LogDirNotEmpty as exc:
+        raise RebuildError(str(exc)) from None
+    if writer.complete:
+        report.already_complete = True
+        print(f"rebuild: {opts.log_dir} was already rebuilt completely; nothing to do", file=out)
+        return report
+    todo = [p for p in plans if not writer.is_finished(p.topic, p.partition, p.source)]
+    report.skipped_finished = len(plans) - len(todo)
+    report.partitions = len(plans)
+    if report.skipped_finished:
+        print(f"rebuild: resuming; {report.skipped_finished} partition(s) already done", file=out)
+    for w in report.warnings:
+        print(f"rebuild: warning: {w}", file=out)
+    progress = _Progress(sum(p.size for p in todo), len(todo), out, progress_every_s)
+    _write_partitions(store, opts, writer, todo, report, progress)
+    writer.finish(
+        _meta(info, opts.node_id),
+        opts.metadata_log_dir,
+        kl.MetaProperties(info.cluster_id, opts.node_id, kl.new_directory_id()),
+    )
+    report.seconds = time.monotonic() - t0
+    progress.add(0, force=True)
+    return report
+
+
+def _fetches(
+    pool: cf.ThreadPoolExecutor, store: ObjectStore, todo: list[PartitionPlan], window: int
+) -> Iterator[cf.Future[_Fetched]]:
+    """Futures of every segment of every partition, in order, at most ``window`` ahead."""
+    jobs = ((p, ref) for p in todo for ref in p.manifest.segments)
+    pending: list[cf.Future[_Fetched]] = []
+    for p, ref in jobs:
+        pending.append(pool.submit(_fetch, store, p, ref))
+        if len(pending) >= window:
+            yield pending.pop(0)
+    yield from pending
+
+
+def _write_partitions(
+    store: ObjectStore,
+    opts: RebuildOptions,
+    writer: LogDirWriter,
+    todo: list[PartitionPlan],
+    report: Report,
+    progress: _Progress,
+) -> None:
+    pool = cf.ThreadPoolExecutor(max(1, opts.parallel), thread_name_prefix="rebuild")
+    try:
+        fetches = _fetches(pool, store, todo, max(1, opts.parallel))
+        for p in todo:
+            _write_partition(p, fetches, opts, writer, report, progress)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_partition(
+    p: PartitionPlan,
+    fetches: Iterator[cf.Future[_Fetched]],
+    opts: RebuildOptions,
+    writer: LogDirWriter,
+    report: Report,
+    progress: _Progress,
+) -> None:
+    where = f"{p.topic}-{p.partition}"
+    pw = writer.begin_partition(p.topic, p.partition, opts.segment_bytes)
+    try:
+        after, epoch = -1, -1
+        for ref in p.manifest.segments:
+            got = next(fetches).result()
+            assert got.ref is ref
+            batches, after, epoch = _batches(got.log, after, epoch, f"{where}: {ref.key}")
+            pw.append(got.log, batches)
+            report.segments += 1
+            report.s3_bytes += len(got.log)
+            report.stored_bytes += ref.stored_size
+            progress.add(len(got.log))
+        if p.tail is not None and p.tail.batches:
+            if after >= 0 and p.tail.start != after + 1:
+                raise RebuildError(
+                    f"{where}: the S3 copy ends at {after}, the WAL tail starts at {p.tail.start}"
+                )
+            for b in p.tail.batches:
+                batches, after, epoch = _batches(b.data, after, epoch, f"{where}: WAL tail")
+                pw.append(b.data, batches)
+            report.tail_batches += len(p.tail.batches)
+            report.tail_bytes += p.tail.size
+            progress.add(p.tail.size)
+        pw.finish(p.manifest.topic_id, p.leader_epochs())
+    except BaseException:
+        pw.abort()
+        raise
+    writer.commit_partition(
+        pw,
+        FinishedPartition(
+            p.topic, p.partition, p.manifest.log_start_offset, p.next_offset, pw.bytes, p.source
+        ),
+    )
+    progress.add(0, partition_done=True)
+
+
+# -- the command line --------------------------------------------------------------------------
+def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-dir", required=True, help="the broker's (empty) log directory")
+    p.add_argument(
+        "--metadata-log-dir",
+        help="the broker's metadata.log.dir when it is not --log-dir (gets meta.properties)",
+    )
+    p.add_argument("--node-id", type=int, help="default: proxy.node_id")
+    p.add_argument("--cluster-id", help="default: the target's only cluster with this node")
+    p.add_argument("--wal-dir", help="default: wal.dir")
+    p.add_argument(
+        "--no-wal",
+        action="store_true",
+        help="rebuild from the target alone (acknowledged records not yet offloaded are lost)",
+    )
+    p.add_argument("--target", help="default: offload.target")
+    p.add_argument("--s3-endpoint-url", help="default: offload.s3_endpoint_url")
+    p.add_argument("--s3-region", help="default: offload.s3_region")
+    p.add_argument(
+        "--segment-bytes",
+        type=int,
+        default=kl.DEFAULT_SEGMENT_BYTES,
+        help="roll .log files at this size (the broker's log.segment.bytes; default 1 GiB)",
+    )
+    p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="write the WAL tail even where offsets between it and the S3 copy are missing",
+    )
+    p.add_argument("--parallel", type=int, default=8, help="concurrent downloads")
+
+
+def _setting(cfg: Any, name: str, default: str = "") -> str:
+    section = getattr(cfg, "offload", None)
+    return str(getattr(section, name, default)) if section is not None else default
+
+
+def rebuild_command(cfg: Any, args: argparse.Namespace) -> int:
+    """``walproxy rebuild``: exit 0 done, 1 refused (data problem), 2 usage, 3 transient."""
+    from .store import open_store
+
+    node_id = args.node_id if args.node_id is not None else cfg.proxy.node_id
+    if node_id is None or node_id < 0:
+        print("walproxy rebuild: proxy.node_id: set it (or pass --node-id)", file=sys.stderr)
+        return 2
+    target = args.target or _setting(cfg, "target")
+    if not target:
+        print("walproxy rebuild: offload.target: set it (or pass --target)", file=sys.stderr)
+        return 2
+    wal_dir = None if args.no_wal else (args.wal_dir or cfg.wal.dir)
+    try:
+        store = open_store(
+            target,
+            endpoint_url=args.s3_endpoint_url or _setting(cfg, "s3_endpoint_url"),
+            region=args.s3_region or _setting(cfg, "s3_region"),
+        )
+    except layout.LayoutError as exc:
+        print(f"walproxy rebuild: {exc}", file=sys.stderr)
+        return 2
+    opts = RebuildOptions(
+        log_dir=Path(args.log_dir),
+        node_id=node_id,
+        cluster_id=args.cluster_id,
+        metadata_log_dir=Path(args.metadata_log_dir) if args.metadata_log_dir else None,
+        wal_dir=wal_dir,
+        segment_bytes=args.segment_bytes,
+        allow_gaps=args.allow_gaps,
+        parallel=args.parallel,
+    )
+    print(
+        f"rebuild: node {node_id} from {store.describe()} into {opts.log_dir}"
+        + (f" + WAL {wal_dir}" if wal_dir else " (no WAL)"),
+        flush=True,
+    )
+    try:
+        report = rebuild(store, opts)
+    except RebuildError as exc:
+        print(
+            f"walproxy rebuild: refused: {exc}"
+            if exc.exit_code == EXIT_REFUSED
+            else f"walproxy rebuild: {exc}; re-run to resume",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    except OSError as exc:
+        print(f"walproxy rebuild: {exc}; re-run to resume", file=sys.stderr)
+        return EXIT_TRANSIENT
+    print(json.dumps({**asdict(report), "mb_per_s": round(report.mb_per_s, 1)}, indent=1))
+    return EXIT_OK

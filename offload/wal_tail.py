@@ -1,0 +1,319 @@
+"""The WAL tail of a rebuild: acknowledged batches the S3 copy does not cover yet.
+
+The produce path writes a BATCH entry (the partition's records as the client sent them)
+before forwarding and an OUTCOME entry (the base offset the broker assigned) before it
+acknowledges. A batch with an OUTCOME of error 0 is acknowledged and sits in Kafka's log at
+that offset; whatever of those lies at or past a partition's committed S3 ``next_offset``
+is the tail that ``walproxy rebuild`` writes after the S3 segments.
+
+A client's batch differs from the stored one only outside the CRC'd region, which the
+planner patches (:func:`patch_batch`): ``baseOffset`` (the client sends 0) and
+``partitionLeaderEpoch`` (the client sends -1; the broker stamps its leader epoch, which
+the WAL does not record: the rebuild uses the latest epoch the manifest knows, which can be
+lower than the real one when leadership changed after the last commit; Kafka only compares
+epochs to detect divergence, and the rebuilt broker's next leadership bumps the epoch
+anyway). For a topic with ``message.timestamp.type=LogAppendTime`` the broker also sets the
+timestamp-type attribute and ``maxTimestamp`` to its append time, inside the CRC: the
+OUTCOME entry carries that time, so the planner applies both and recomputes the CRC, giving
+the broker's bytes again. A topic whose ``compression.type`` is not ``producer`` is
+re-compressed by the broker; its tail batches are written as the client compressed them:
+the same records at the same offsets, in other bytes.
+
+Everything here is sans-IO except :func:`read_wal` (reads a WAL directory that no writer
+holds, never modifying it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import crc32c
+
+from proxy.record_batch import BatchError, BatchHeader, iter_batches
+from proxy.wal_entries import (
+    BATCH,
+    OUTCOME,
+    BatchEntry,
+    EntryError,
+    OutcomeEntry,
+    decode_batch,
+    decode_outcome,
+)
+from wal.errors import WalError
+from wal.file_backend import LOCK_NAME, FileBackend
+from wal.reader import Entry, SegmentInfo, read_segment
+from wal.recovery import analyze
+
+_I64 = struct.Struct(">q")
+_I32 = struct.Struct(">i")
+_ATTR = struct.Struct(">h")
+_EPOCH_AT = 12  # partitionLeaderEpoch
+_CRC_AT = 17
+_ATTR_AT = 21  # the CRC covers attributes to the end of the batch
+_MAX_TS_AT = 35
+_CRC_FROM = 21
+_LOG_APPEND_TIME = 0x08  # timestampType bit of the attributes
+
+
+class TailError(ValueError):
+    """The WAL tail cannot be placed after the S3 copy without losing or inventing offsets."""
+
+
+# -- batch patching --------------------------------------------------------------------------
+def patch_batch(
+    batch: bytes | memoryview, base_offset: int, leader_epoch: int, log_append_time: int = -1
+) -> bytes:
+    """One record batch as the broker stored it: ``baseOffset`` and ``partitionLeaderEpoch``
+    set (outside the CRC); with ``log_append_time >= 0`` also the LogAppendTime attribute and
+    ``maxTimestamp`` (inside the CRC, which is recomputed)."""
+    out = bytearray(batch)
+    _I64.pack_into(out, 0, base_offset)
+    _I32.pack_into(out, _EPOCH_AT, leader_epoch)
+    if log_append_time >= 0:
+        (attrs,) = _ATTR.unpack_from(out, _ATTR_AT)
+        _ATTR.pack_into(out, _ATTR_AT, attrs | _LOG_APPEND_TIME)
+        _I64.pack_into(out, _MAX_TS_AT, log_append_time)
+        struct.pack_into(">I", out, _CRC_AT, crc32c.crc32c(memoryview(out)[_CRC_FROM:]))
+    return bytes(out)
+
+
+# -- planning --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AckedBatch:
+    """A BATCH entry with its successful OUTCOME: where the broker put it."""
+
+    lsn: int
+    topic: str | None
+    topic_id: uuid.UUID | None
+    partition: int
+    base_offset: int
+    log_append_time: int
+    headers: tuple[BatchHeader, ...]
+    records: bytes | memoryview
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + sum(h.last_offset_delta + 1 for h in self.headers) - 1
+
+    @property
+    def transactional(self) -> bool:
+        return any(h.is_transactional for h in self.headers)
+
+
+@dataclass
+class WalFacts:
+    """What a WAL scan found: acknowledged batches and the ones still in doubt."""
+
+    acked: list[AckedBatch] = field(default_factory=list)
+    #: BATCH entries without an outcome (never acknowledged; maybe in the log, maybe not).
+    in_doubt: list[tuple[int, BatchEntry]] = field(default_factory=list)
+    entries: int = 0
+
+
+def collect(entries: Iterable[Entry]) -> WalFacts:
+    """Fold WAL entries into acknowledged batches (latest OUTCOME per BATCH wins)."""
+    batches: dict[int, BatchEntry] = {}
+    outcomes: dict[int, OutcomeEntry] = {}
+    facts = WalFacts()
+    for entry in entries:
+        facts.entries += 1
+        try:
+            if entry.type == BATCH:
+                batches[entry.lsn] = decode_batch(entry.payload)
+            elif entry.type == OUTCOME:
+                o = decode_outcome(entry.payload)
+                outcomes[o.batch_lsn] = o
+        except EntryError as exc:
+            raise TailError(f"WAL entry at LSN {entry.lsn} does not decode: {exc}") from exc
+    for lsn, b in sorted(batches.items()):
+        o = outcomes.get(lsn)
+        if o is None:
+            if not b.acks0:
+                facts.in_doubt.append((lsn, b))
+            continue
+        if o.error_code != 0 or o.base_offset < 0:
+            continue
+        try:
+            headers = tuple(iter_batches(b.records))
+        except BatchError as exc:
+            raise TailError(f"WAL batch at LSN {lsn} is damaged: {exc}") from exc
+        if not headers:
+            continue
+        facts.acked.append(
+            AckedBatch(
+                lsn,
+                b.topic,
+                b.topic_id,
+                b.partition,
+                o.base_offset,
+                o.log_append_time,
+                headers,
+                b.records,
+            )
+        )
+    return facts
+
+
+@dataclass(frozen=True, slots=True)
+class TailBatch:
+    """One record batch to append, already patched."""
+
+    base_offset: int
+    last_offset: int
+    data: bytes
+    lsn: int
+
+
+@dataclass
+class PartitionTail:
+    topic: str
+    partition: int
+    start: int  # the S3 copy's next_offset: where the tail must begin
+    batches: list[TailBatch] = field(default_factory=list)
+    skipped_covered: int = 0  # acknowledged batches the S3 copy already has
+
+    @property
+    def next_offset(self) -> int:
+        return self.batches[-1].last_offset + 1 if self.batches else self.start
+
+    @property
+    def size(self) -> int:
+        return sum(len(b.data) for b in self.batches)
+
+
+def plan_tail(
+    facts: WalFacts,
+    covered: Mapping[tuple[str, int], int],
+    leader_epoch: Mapping[tuple[str, int], int],
+    topic_names: Mapping[uuid.UUID, str],
+    *,
+    allow_gaps: bool = False,
+) -> dict[tuple[str, int], PartitionTail]:
+    """Per partition the acknowledged batches from ``covered[tp]`` (the S3 ``next_offset``)
+    on, patched and in offset order. Raises :class:`TailError` when a batch straddles the
+    S3 end, two batches claim one offset with different records, the tail does not continue
+    the S3 copy (a gap, unless ``allow_gaps``), a batch is transactional (its markers are
+    written by the broker, not through the proxy), or its partition is unknown."""
+    by_tp: dict[tuple[str, int], list[AckedBatch]] = {}
+    for a in facts.acked:
+        name = a.topic if a.topic is not None else topic_names.get(a.topic_id)  # type: ignore[arg-type]
+        if name is None:
+            raise TailError(
+                f"WAL batch at LSN {a.lsn} names topic id {a.topic_id}, which the broker "
+                "metadata in the offload target does not list"
+            )
+        by_tp.setdefault((name, a.partition), []).append(a)
+    out: dict[tuple[str, int], PartitionTail] = {}
+    for tp, acked in sorted(by_tp.items()):
+        if tp not in covered:
+            raise TailError(
+                f"{tp[0]}-{tp[1]}: the WAL holds acknowledged batches but the offload target "
+                "has no manifest for this partition"
+            )
+        tail = PartitionTail(tp[0], tp[1], covered[tp])
+        seen: dict[int, AckedBatch] = {}
+        for a in sorted(acked, key=lambda x: (x.base_offset, x.lsn)):
+            if a.last_offset < tail.start:
+                tail.skipped_covered += 1
+                continue
+            if a.base_offset < tail.start:
+                raise TailError(
+                    f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} covers offsets "
+                    f"{a.base_offset}..{a.last_offset} across the S3 copy's end {tail.start}"
+                )
+            prev = seen.get(a.base_offset)
+            if prev is not None:
+                if bytes(prev.records) != bytes(a.records):
+                    raise TailError(
+                        f"{tp[0]}-{tp[1]}: WAL batches at LSN {prev.lsn} and {a.lsn} both "
+                        f"claim offset {a.base_offset} with different records"
+                    )
+                continue  # a retry the broker de-duplicated: same records, same offset
+            seen[a.base_offset] = a
+            if a.base_offset != tail.next_offset:
+                gap = f"offsets {tail.next_offset}..{a.base_offset - 1}"
+                if a.base_offset < tail.next_offset:
+                    raise TailError(
+                        f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} (offsets {a.base_offset}.."
+                        f"{a.last_offset}) overlaps the batch before it"
+                    )
+                if not allow_gaps:
+                    raise TailError(
+                        f"{tp[0]}-{tp[1]}: {gap} are neither in the S3 copy nor acknowledged "
+                        f"in the WAL (next acknowledged batch: LSN {a.lsn} at {a.base_offset}); "
+                        "they were written past the proxy or never acknowledged. Wait for the "
+                        "offloader to catch up, or re-run with --allow-gaps to leave the hole"
+                    )
+            if a.transactional:
+                raise TailError(
+                    f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} (offset {a.base_offset}) is "
+                    "transactional; its commit or abort marker is only in the broker's log, "
+                    "which is lost. The S3 copy must cover it before a rebuild"
+                )
+            epoch = leader_epoch.get(tp, 0)
+            pos = 0
+            offset = a.base_offset
+            view = memoryview(a.records)
+            for h in a.headers:
+                data = patch_batch(view[pos : pos + h.length], offset, epoch, a.log_append_time)
+                tail.batches.append(TailBatch(offset, offset + h.last_offset_delta, data, a.lsn))
+                offset += h.last_offset_delta + 1
+                pos += h.length
+        out[tp] = tail
+    return out
+
+
+# -- reading a WAL directory -----------------------------------------------------------------
+def read_wal(directory: str) -> Iterator[Entry]:
+    """Every durable, untrimmed entry of a WAL directory, in LSN order, strictly read-only.
+
+    Refuses (:class:`wal.WalError`) when a walproxy holds the directory (its lock), or when
+    the WAL is corrupt; a torn tail (never acknowledged) is left out, as ``open_wal`` would.
+    """
+    if not os.path.isdir(directory):
+        raise WalError(f"WAL directory {directory} does not exist")
+    lock_path = os.path.join(directory, LOCK_NAME)
+    lock_fd = os.open(lock_path, os.O_RDONLY) if os.path.exists(lock_path) else None
+    try:
+        if lock_fd is not None:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WalError(
+                    f"WAL directory {directory} is in use by a running walproxy; stop it "
+                    "before a rebuild (the rebuild reads the WAL as it is on disk)"
+                ) from None
+        backend = FileBackend(directory, read_only=True)
+        a = analyze(backend)
+        if a.corruption is not None:
+            raise a.corruption
+        if a.fresh or a.superblock is None:
+            return
+        trim = a.superblock.trim_lsn
+        for st in a.segments:
+            scan = st.scan
+            assert scan is not None and st.header is not None
+            info = SegmentInfo(
+                name=st.name,
+                header=st.header,
+                size=st.size,
+                end=scan.end_offset,
+                next_lsn=scan.next_lsn,
+                group_lsns=scan.group_lsns,
+                group_offsets=scan.group_offsets,
+            )
+            lsn = max(trim + 1, st.header.first_lsn)
+            while lsn < scan.next_lsn:
+                got = read_segment(backend, info, lsn, scan.next_lsn - 1, 16 << 20)
+                if not got:
+                    break
+                yield from got
+                lsn = got[-1].lsn + 1
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)

@@ -1,0 +1,262 @@
+"""``walproxy rebuild`` against file:// and moto S3 targets and a real WAL, without Kafka.
+
+The broker-level proof (Kafka starts on the result and serves every acknowledged record) is
+tests/integration/test_rebuild.py; here: what lands on disk, refusals, and resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+
+from offload import kafka_logdir as kl
+from offload import layout
+from offload.logdir_writer import STATE_FILE
+from offload.rebuild import RebuildError, RebuildOptions, RebuildTransient, rebuild
+from offload.store import FileStore, ObjectStore, S3Store, StoredObject, StoreError
+from proxy.record_batch import build_batch, iter_batches
+from proxy.wal_entries import BATCH, OUTCOME, BatchEntry, OutcomeEntry, Source
+from proxy.wal_entries import encode_batch as enc_batch
+from proxy.wal_entries import encode_outcome as enc_outcome
+from tests.offload.seed import make_batches, offload_partition, write_broker_info
+from wal import WalConfig, open_wal
+
+CLUSTER = "gW02qvDLQHCQI9FyIhMNdg"
+T1 = uuid.UUID(int=0x11111111_2222_3333_4444_555555555555)
+T2 = uuid.UUID(int=0x99999999_2222_3333_4444_555555555555)
+
+
+def seed(store: ObjectStore, *, compression: str = "none") -> dict[tuple[str, int], bytes]:
+    """Two topics, three partitions (one empty), several objects each."""
+    logs = {
+        ("orders", 0): make_batches(0, 40, 10, 100),
+        ("orders", 1): make_batches(0, 25, 5, 300, leader_epoch=2),
+        ("__consumer_offsets", 0): b"",
+    }
+    for (topic, p), log in logs.items():
+        tid = T1 if topic == "orders" else T2
+        offload_partition(
+            store, CLUSTER, topic, tid, p, log, object_bytes=9000, compression=compression
+        )
+    write_broker_info(store, CLUSTER, 1, {"orders": (T1, [0, 1]), "__consumer_offsets": (T2, [0])})
+    return logs
+
+
+def read_partition(root: Path, topic: str, p: int) -> bytes:
+    d = root / f"{topic}-{p}"
+    return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+
+
+def opts(tmp: Path, **kw) -> RebuildOptions:  # type: ignore[no-untyped-def]
+    return RebuildOptions(log_dir=tmp / "data", node_id=1, metadata_log_dir=tmp / "meta", **kw)
+
+
+def quiet() -> object:
+    import io
+
+    return io.StringIO()
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_rebuild_from_file_target(tmp_path: Path, compression: str) -> None:
+    store = FileStore(tmp_path / "target")
+    logs = seed(store, compression=compression)
+    report = rebuild(store, opts(tmp_path, segment_bytes=20_000), out=quiet())  # type: ignore[arg-type]
+    root = tmp_path / "data"
+    for (topic, p), log in logs.items():
+        assert read_partition(root, topic, p) == log
+        assert kl.parse_partition_metadata((root / f"{topic}-{p}/partition.metadata").read_text())
+    assert len(list((root / "orders-0").glob("*.log"))) > 1  # rolled at --segment-bytes
+    assert kl.parse_leader_epoch_checkpoint(
+        (root / "orders-1" / kl.LEADER_EPOCH_CHECKPOINT).read_text()
+    ) == [(2, 0)]
+    hw = kl.parse_offset_checkpoint((root / kl.REPLICATION_OFFSET_CHECKPOINT).read_text())
+    assert hw == {("orders", 0): 400, ("orders", 1): 125, ("__consumer_offsets", 0): 0}
+    meta = kl.parse_meta_properties((root / "meta.properties").read_text())
+    assert (meta.cluster_id, meta.node_id) == (CLUSTER, 1)
+    assert (tmp_path / "meta" / "meta.properties").exists()
+    assert report.s3_bytes == sum(len(v) for v in logs.values())
+    assert report.partitions == 3 and report.segments > 3
+    # a second run is a no-op (an init container runs it at every start)
+    again = rebuild(store, opts(tmp_path), out=quiet())  # type: ignore[arg-type]
+    assert again.already_complete
+
+
+def test_rebuild_from_moto_s3(tmp_path: Path, s3_server, s3_bucket: str) -> None:  # type: ignore[no-untyped-def]
+    store = S3Store(s3_bucket, "pre/fix/", endpoint_url=s3_server.endpoint_url)
+    logs = seed(store, compression="zstd")
+    rebuild(store, opts(tmp_path), out=quiet())  # type: ignore[arg-type]
+    for (topic, p), log in logs.items():
+        assert read_partition(tmp_path / "data", topic, p) == log
+
+
+# -- the WAL tail --------------------------------------------------------------------------
+def wal_with(directory: Path, items: list[tuple[str, int, bytes, int | None]]) -> None:
+    """A WAL holding BATCH entries and, where the offset is not None, their OUTCOME."""
+
+    async def main() -> None:
+        async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
+            for topic, p, records, offset in items:
+                lsn = await wal.append(
+                    enc_batch(BatchEntry(-1, p, topic, None, None, records)), type=BATCH
+                )
+                if offset is not None:
+                    await wal.append(
+                        enc_outcome(OutcomeEntry(lsn, Source.BROKER, 0, offset)), type=OUTCOME
+                    )
+
+    trio.run(main)
+
+
+def client(n: int, tag: str) -> bytes:
+    return build_batch([b"%s-%d" % (tag.encode(), i) for i in range(n)], timestamp_ms=5)
+
+
+def test_wal_tail_lands_after_the_s3_copy(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    logs = seed(store)
+    wal = tmp_path / "wal"
+    wal_with(
+        wal,
+        [
+            ("orders", 0, client(10, "old"), 390),  # already in S3
+            ("orders", 0, client(5, "a"), 400),
+            ("orders", 0, client(3, "b"), 405),
+            ("orders", 0, client(2, "doubt"), None),  # never acknowledged: not written
+            ("__consumer_offsets", 0, client(1, "c"), 0),
+        ],
+    )
+    report = rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    got = read_partition(tmp_path / "data", "orders", 0)
+    assert got.startswith(logs[("orders", 0)])
+    tail = list(iter_batches(got[len(logs[("orders", 0)]) :]))  # CRCs valid
+    assert [(h.base_offset, h.record_count, h.partition_leader_epoch) for h in tail] == [
+        (400, 5, 0),
+        (405, 3, 0),
+    ]
+    assert (report.tail_batches, report.wal_in_doubt) == (3, 1)
+    hw = kl.parse_offset_checkpoint(
+        (tmp_path / "data" / kl.REPLICATION_OFFSET_CHECKPOINT).read_text()
+    )
+    assert hw[("orders", 0)] == 408 and hw[("__consumer_offsets", 0)] == 1
+    assert kl.parse_leader_epoch_checkpoint(
+        (tmp_path / "data/__consumer_offsets-0" / kl.LEADER_EPOCH_CHECKPOINT).read_text()
+    ) == [(0, 0)]
+
+
+def test_wal_tail_gap_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    wal = tmp_path / "wal"
+    wal_with(wal, [("orders", 0, client(5, "a"), 402)])
+    with pytest.raises(RebuildError, match=r"offsets 400\.\.401 are neither"):
+        rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
+# -- refusals and resuming -------------------------------------------------------------------
+def _segment_keys(store: FileStore) -> list[str]:
+    return [o.key for o in store.list(layout.topics_prefix(CLUSTER)) if "/seg/" in o.key]
+
+
+def test_missing_object_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    victim = _segment_keys(store)[3]
+    (tmp_path / "target" / victim).unlink()
+    with pytest.raises(RebuildError, match=f"{victim} is missing"):
+        rebuild(store, opts(tmp_path), out=quiet())  # type: ignore[arg-type]
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
+def test_corrupt_object_is_refused_by_the_cli(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    victim = tmp_path / "target" / _segment_keys(store)[1]
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0x40
+    victim.write_bytes(bytes(data))
+    cfg = tmp_path / "walproxy.toml"
+    cfg.write_text(f'[proxy]\nnode_id = 1\n[wal]\ndir = "{tmp_path / "nowal"}"\n')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "rebuild",
+            "--config",
+            str(cfg),
+            "--log-dir",
+            str(tmp_path / "data"),
+            "--target",
+            f"file://{tmp_path / 'target'}",
+            "--no-wal",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "refused" in proc.stderr and "CRC32C" in proc.stderr, proc.stderr
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
+def test_missing_wal_dir_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    with pytest.raises(RebuildError, match="does not exist"):
+        rebuild(store, opts(tmp_path, wal_dir=str(tmp_path / "nowal")), out=quiet())  # type: ignore[arg-type]
+
+
+class FailingStore:
+    """A store whose reads start failing after ``ok`` of them: the network going away."""
+
+    def __init__(self, inner: ObjectStore, ok: int) -> None:
+        self.inner, self.ok = inner, ok
+
+    def get(self, key: str) -> StoredObject:
+        if "/seg/" in key:
+            self.ok -= 1
+            if self.ok < 0:
+                raise StoreError("connection reset", "connection")
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def test_interrupted_rebuild_resumes(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    logs = seed(store)
+    with pytest.raises(RebuildTransient):
+        rebuild(FailingStore(store, ok=8), opts(tmp_path, parallel=1), out=quiet())  # type: ignore[arg-type]
+    state = json.loads((tmp_path / "data" / STATE_FILE).read_text())
+    done = len(state["partitions"])
+    assert not state["complete"] and 1 <= done < 3
+    report = rebuild(store, opts(tmp_path), out=quiet())  # type: ignore[arg-type]
+    assert report.skipped_finished == done
+    for (topic, p), log in logs.items():
+        assert read_partition(tmp_path / "data", topic, p) == log
+
+
+def test_foreign_log_dir_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    (tmp_path / "data" / "orders-0").mkdir(parents=True)
+    with pytest.raises(RebuildError, match="not empty"):
+        rebuild(store, opts(tmp_path), out=quiet())  # type: ignore[arg-type]
+
+
+def test_unknown_node_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    with pytest.raises(RebuildError, match="nothing was offloaded for node 7"):
+        rebuild(store, RebuildOptions(log_dir=tmp_path / "d", node_id=7), out=quiet())  # type: ignore[arg-type]
+    shutil.rmtree(tmp_path / "d", ignore_errors=True)
