@@ -210,6 +210,7 @@ def _dev_up(args: argparse.Namespace) -> int:
                 f"http://{cluster.host}:{node.admin_port}/metrics"
             )
             print(f"    write-ahead log: {node.directory / 'walproxy-wal'}")
+            print(f"    offload target: {cluster.offload_target(node)}")
     print(f"  cluster id: {cluster.cluster_id}; logs under {workdir}")
     print("Press Ctrl-C to stop.", flush=True)
     try:

@@ -200,11 +200,17 @@ def test_kip951_node_endpoints_in_produce_and_fetch_are_rewritten(env: Env) -> N
 
     gw = env.plain
     topic = env.topic(replication=1)
-    with RawConnection(gw.bootstrap) as conn:
-        conn.send(metadata_frame(1, (MetadataRequestTopic(name=topic, topic_id=None),)))
-        _, md = conn.recv_response(3, 12)
-    (t,) = md.topics
-    leader = next(int(p.leader_id) for p in t.partitions if p.partition_index == 0)
+    deadline = time.monotonic() + 30
+    leader = -1
+    while leader < 0:  # the bootstrap broker may not know the new topic's leader yet
+        assert time.monotonic() < deadline, f"no leader for {topic}-0 in Metadata"
+        with RawConnection(gw.bootstrap) as conn:
+            conn.send(metadata_frame(1, (MetadataRequestTopic(name=topic, topic_id=None),)))
+            _, md = conn.recv_response(3, 12)
+        (t,) = md.topics
+        leader = next((int(p.leader_id) for p in t.partitions if p.partition_index == 0), -1)
+        if leader < 0:
+            time.sleep(0.2)
     other = next(n for n in gw.broker_ports if n != leader)
     want = ("127.0.0.1", gw.broker_ports[leader])
     fetch_schema = __import__("kio.schema.fetch.v17.request", fromlist=["x"])
