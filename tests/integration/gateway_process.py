@@ -57,7 +57,10 @@ class Gateway:
         base = _free_run(host, len(ids) + 1)
         self.port = base
         self.broker_ports = {node_id: base + 1 + i for i, node_id in enumerate(ids)}
+        # An ephemeral port may land inside the run just released: the gateway would refuse it.
         self.admin_port = free_port(host)
+        while self.admin_port in range(base, base + len(ids) + 1):
+            self.admin_port = free_port(host)
         self.bootstrap = f"{host}:{self.port}"
         self.wal_dir = workdir / "wal"
         self.process = ManagedProcess(
