@@ -4,11 +4,16 @@ The offloader records each partition's committed next offset and sync time; the 
 path asks, for each settled WAL batch, whether S3 has it (:meth:`Coverage.covers`). A batch
 of a partition that is deleted, or led by another broker now, counts as covered: nobody
 will offload it from here (its leader's offloader copies it from that broker's log).
+
+A gateway runs one offloader per broker over one WAL: there a partition led elsewhere is
+*not* covered by this offloader (``led_elsewhere_covered=False``) but by the leader's, and
+:class:`AnyCoverage` asks them all.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 PartitionKey = tuple[str | None, uuid.UUID | None, int]
@@ -21,7 +26,8 @@ class _Committed:
 
 
 class Coverage:
-    def __init__(self) -> None:
+    def __init__(self, *, led_elsewhere_covered: bool = True) -> None:
+        self._led_elsewhere_covered = led_elsewhere_covered
         self._by_name: dict[tuple[str, int], _Committed] = {}
         self._names: dict[uuid.UUID, str] = {}
         self._released: set[tuple[str, int]] = set()
@@ -45,7 +51,8 @@ class Coverage:
             self._released.add((topic, -1))
             return
         self._by_name.pop((topic, partition), None)
-        self._released.add((topic, partition))
+        if self._led_elsewhere_covered:
+            self._released.add((topic, partition))
 
     def covers(self, key: PartitionKey, last_offset: int | None, settled_at: float) -> bool:
         """Has S3 committed this batch (``last_offset`` None: offset unknown, e.g. acks=0;
@@ -65,3 +72,13 @@ class Coverage:
         if last_offset is None:
             return c.synced_at > settled_at
         return c.next_offset > last_offset
+
+
+class AnyCoverage:
+    """Covered when any of ``coverages()`` covers it (each records only committed truth)."""
+
+    def __init__(self, coverages: Callable[[], Iterable[Coverage]]) -> None:
+        self._coverages = coverages
+
+    def covers(self, key: PartitionKey, last_offset: int | None, settled_at: float) -> bool:
+        return any(c.covers(key, last_offset, settled_at) for c in self._coverages())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -40,6 +41,8 @@ from .store import ObjectStore, PreconditionFailed, open_store
 log = structlog.get_logger("walproxy.offload")
 
 TP = tuple[str, int]
+#: Opens (and authenticates) a client to this offloader's broker; raises to be retried.
+Connector = Callable[[], Awaitable[UpstreamClient]]
 
 
 class OffloadStartError(RuntimeError):
@@ -55,13 +58,21 @@ class Offloader:
         *,
         store: ObjectStore | None = None,
         owner: str | None = None,
+        connector: Connector | None = None,
+        coverage: Coverage | None = None,
+        on_adopt: Callable[[Offloader, TP], None] | None = None,
     ) -> None:
+        """``connector`` replaces the plain TCP connection to ``upstream`` (gateway mode: TLS,
+        SASL, the broker's address as last learned); ``on_adopt`` is told of every partition
+        this offloader takes on (gateway mode: the previous leader's offloader lets go)."""
         self.cfg = cfg
         self.upstream = upstream
         self.node_id = node_id
         self._inner_store = store
+        self._connector = connector
+        self._on_adopt = on_adopt
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.coverage = Coverage()
+        self.coverage = coverage if coverage is not None else Coverage()
         self.partitions: dict[TP, PartitionState] = {}
         self.cluster_id = ""
         self.lease = None
@@ -104,9 +115,16 @@ class Offloader:
         delay = 0.2
         while True:
             try:
+                if self._connector is not None:
+                    return await self._connector()
                 return await UpstreamClient.connect(*self.upstream, timeout=10.0)
-            except (OSError, trio.TooSlowError) as exc:
-                log.warning("offloader cannot reach the broker", error=str(exc), retry_in_s=delay)
+            except (OSError, trio.TooSlowError, UpstreamError) as exc:
+                log.warning(
+                    "offloader cannot reach the broker",
+                    node_id=self.node_id,
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=delay,
+                )
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -303,6 +321,8 @@ class Offloader:
             log.error("offload of a partition stopped", error=str(exc))
         self.partitions[tp] = state
         self.coverage.update(topic, topic_id, partition, manifest.next_offset, -1.0)
+        if self._on_adopt is not None:
+            self._on_adopt(self, tp)
         m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
         log.info(
             "offloading partition",
@@ -311,6 +331,12 @@ class Offloader:
             from_offset=state.position,
             manifest_version=manifest.version,
         )
+
+    def release(self, tp: TP) -> None:
+        """Stop offloading ``tp`` now (its leader moved to a broker whose offloader took it).
+        An upload already under way may still commit: manifests are conditional writes."""
+        if tp in self.partitions:
+            self._release(tp, deleted=False)
 
     def _release(self, tp: TP, *, deleted: bool) -> None:
         state = self.partitions.pop(tp)

@@ -93,7 +93,8 @@ class WalSection:
 @dataclass(frozen=True)
 class OffloadSection:
     enabled: bool = _doc(
-        "Copy every partition this broker leads to the offload target (S3 or a directory).",
+        "Copy every partition this broker leads to the offload target (S3 or a directory); "
+        "a gateway runs one offloader per broker it fronts.",
         default=True,
     )
     target: str = _doc(
@@ -128,11 +129,12 @@ class OffloadSection:
     )
     broker_meta_properties: str = _doc(
         "Path of the broker log directory's meta.properties (read-only mount) for broker.json's "
-        "directory id; empty: left out (a rebuild formats a new directory id).",
+        "directory id; empty: left out (a rebuild formats a new directory id). Sidecar only.",
         default="",
     )
     upstream: str = _doc(
-        "Broker listener the offloader fetches from; empty: `proxy.upstream`.", default=""
+        "Broker listener the offloader fetches from; empty: `proxy.upstream` (sidecar only).",
+        default="",
     )
 
 

@@ -147,10 +147,16 @@ def validate_gateway(config: Config) -> None:
             "gateway.advertised_host: must be set when gateway.listen binds every interface"
         )
     if config.offload.enabled:
-        raise ConfigError(
-            "offload.enabled: the offloader follows one broker; set it to false in gateway "
-            "mode (offloading a whole cluster from a gateway is not implemented)"
-        )
+        # A gateway runs one offloader per broker, each fetching from its own broker.
+        for setting, value in (
+            ("offload.upstream", config.offload.upstream),
+            ("offload.broker_meta_properties", config.offload.broker_meta_properties),
+        ):
+            if value:
+                raise ConfigError(
+                    f"{setting}: not used in gateway mode (each broker's offloader fetches "
+                    "from that broker, whose files the gateway cannot read); leave it empty"
+                )
     if g.metadata_refresh_s <= 0:
         raise ConfigError(
             f"gateway.metadata_refresh_s: must be positive, got {g.metadata_refresh_s}"

@@ -130,7 +130,7 @@ class ProxyServer:
         self.durable: DurableProduce | None = None
         self.reconciler: Reconciler | None = None
         self.probe = UpstreamProbe(
-            self._upstream,
+            self.gateway.bootstrap_targets if self.gateway else lambda: [self._upstream],
             config.admin.upstream_check_interval_s,
             p.upstream_connect_timeout_s,
             on_unreachable=self._upstream_trouble,
@@ -138,7 +138,8 @@ class ProxyServer:
         metrics.READY.set_function(lambda: float(self.ready()[0]))
         metrics.DRAINING.set_function(lambda: float(self.draining))
         metrics.BUILD.info({"version": _version()})
-        self.offloader = None  # offload.offloader.Offloader when offload.enabled
+        self.offloader = None  # offload.offloader.Offloader when offload.enabled (sidecar)
+        self.gateway_offload = None  # proxy.gateway_offload.GatewayOffload (gateway mode)
         self._initial_brokers: dict[int, Address] | None = None
 
     def _upstream_trouble(self) -> None:
@@ -156,6 +157,8 @@ class ProxyServer:
             return False, "reconciling with the broker"
         if self.offloader is not None and self.offloader.fenced:
             return False, "offload fenced by a newer writer"
+        if self.gateway_offload is not None and self.gateway_offload.fenced:
+            return False, f"offload fenced by a newer writer ({self.gateway_offload.fenced})"
         return True, "ready"
 
     async def preflight(self) -> None:
@@ -226,14 +229,29 @@ class ProxyServer:
             )
             await self._serve(wal, task_status)
 
+    def _sasl(self) -> SaslCredentials | None:
+        sa = self.config.sasl
+        return SaslCredentials(sa.mechanism, sa.username, sa.password) if sa.mechanism else None
+
     def upstream_client(self) -> UpstreamClient | ClusterClient:
         """A client of the proxy's own (unconnected) for its talks with the cluster."""
         timeout = self.config.proxy.upstream_connect_timeout_s
-        sa = self.config.sasl
-        sasl = SaslCredentials(sa.mechanism, sa.username, sa.password) if sa.mechanism else None
         if self.gateway is not None:
-            return ClusterClient(self.gateway.bootstrap, self._dial, timeout, sasl)
-        return UpstreamClient.lazy(self._upstream, self._dial, sasl)
+            return ClusterClient(self.gateway.bootstrap, self._dial, timeout, self._sasl())
+        return UpstreamClient.lazy(self._upstream, self._dial, self._sasl())
+
+    def _broker_connector(self, node_id: int):  # -> offload.offloader.Connector
+        """Connects (TLS, SASL) to broker ``node_id`` at its address as last learned."""
+        assert self.gateway is not None
+        directory = self.gateway.directory
+
+        async def connect() -> UpstreamClient:
+            address = directory.addresses.get(node_id)
+            if address is None:
+                raise UpstreamError(f"the address of broker {node_id} is not known")
+            return await UpstreamClient.lazy(address, self._dial, self._sasl()).__aenter__()
+
+        return connect
 
     async def _dial(self, address: Address) -> trio.abc.Stream:
         """TCP (and TLS when configured) to a broker, within the connect timeout."""
@@ -256,7 +274,13 @@ class ProxyServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            if self.config.offload.enabled:
+            if self.config.offload.enabled and self.gateway is not None:
+                from .gateway_offload import GatewayOffload
+
+                self.gateway_offload = GatewayOffload(
+                    self.config.offload, self._broker_connector, self._run_offloader
+                )
+            elif self.config.offload.enabled:
                 from offload.offloader import Offloader
 
                 node_id = self.config.proxy.node_id
@@ -268,11 +292,11 @@ class ProxyServer:
                     ),
                     node_id if node_id >= 0 else None,
                 )
-                nursery.start_soon(self._run_offloader)
+                nursery.start_soon(self._run_offloader, self.offloader)
             if wal is not None:
                 self.durable = DurableProduce(wal)
                 self.durable.attach(nursery)
-                self.durable.track_settled = self.offloader is not None
+                self.durable.track_settled = self.config.offload.enabled
                 node_id = self.config.proxy.node_id
                 self.reconciler = Reconciler(
                     self.durable,
@@ -282,10 +306,9 @@ class ProxyServer:
                     client=self.upstream_client,
                 )
                 await nursery.start(self.reconciler.run)
-                if self.offloader is not None:
-                    nursery.start_soon(
-                        self.durable.trim_after_offload, self.offloader.coverage.covers
-                    )
+                covered = self.gateway_offload or self.offloader
+                if covered is not None:
+                    nursery.start_soon(self.durable.trim_after_offload, covered.coverage.covers)
                 else:
                     nursery.start_soon(
                         functools.partial(
@@ -294,8 +317,7 @@ class ProxyServer:
                             hold=lambda: self.probe.reachable is False,
                         )
                     )
-            if self.gateway is None:  # a gateway has many brokers; its reconciler waits for them
-                await nursery.start(self.probe.run)
+            await nursery.start(self.probe.run)
             if self.config.admin.listen:
                 ahost, aport = parse_address(self.config.admin.listen, "admin.listen")
                 admin = AdminServer(self.ready, self.status)
@@ -313,8 +335,8 @@ class ProxyServer:
                                     self._accept_loop, lst, nursery, tgt
                                 )
                             )
-                            self.gateway.learn(self._initial_brokers or {})
-                            accepting.start_soon(self._refresh_brokers)
+                            self._learn_brokers(self._initial_brokers or {}, nursery)
+                            accepting.start_soon(self._refresh_brokers, nursery)
                         task_status.started()
 
             await nursery.start(accept_all)
@@ -375,23 +397,29 @@ class ProxyServer:
             )
         return brokers
 
-    async def _refresh_brokers(self) -> None:
+    def _learn_brokers(self, brokers: dict[int, Address], nursery: trio.Nursery) -> None:
         assert self.gateway is not None
+        self.gateway.learn(brokers)
+        if self.gateway_offload is not None and brokers:  # {}: the cluster was unreachable
+            ports = self.gateway.directory.ports
+            fronted = {n for n in brokers if ports.port_of(n) is not None}
+            self.gateway_offload.sync(nursery, fronted)
+
+    async def _refresh_brokers(self, nursery: trio.Nursery) -> None:
         while True:
             await trio.sleep(self.config.gateway.metadata_refresh_s)
-            self.gateway.learn(await self._fetch_brokers())
+            self._learn_brokers(await self._fetch_brokers(), nursery)
 
-    async def _run_offloader(self) -> None:
-        """The offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
+    async def _run_offloader(self, offloader) -> None:  # offloader: offload.offloader.Offloader
+        """An offloader beside the proxy. Fenced, it stops (loudly, /readyz fails) and the
         proxy goes on; the WAL is then not trimmed, so produce waits once it is full."""
         from offload.manifest import FencedError
         from offload.offloader import OffloadStartError
 
-        assert self.offloader is not None
         delay = 1.0
         while True:
             try:
-                await self.offloader.run()
+                await offloader.run()
                 return
             except FencedError:
                 return  # logged and exported by the offloader
@@ -407,7 +435,7 @@ class ProxyServer:
                     retry_in_s=delay,
                     exc_info=True,
                 )
-                self.offloader.reset()
+                offloader.reset()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

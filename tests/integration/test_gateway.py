@@ -15,11 +15,13 @@ last ones stop a broker and move leaders.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,7 +30,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 
+from offload import layout
+from offload.node_files import decode_broker_info, decode_lease
+from offload.store import S3Store
+from offload.verify import ScrubResult, scrub
 from proxy.devcluster import DevCluster
+from tests.s3server import S3Server
 
 from . import clients as c
 from . import test_clients_aiokafka as aio
@@ -540,6 +547,91 @@ def test_wrong_password_fails_like_it_does_directly(env: Env, mechanism: str) ->
     assert through == direct  # the broker's own words, untouched by the gateway
 
 
+# -- the offloader in gateway mode ---------------------------------------------------------------
+class OffloadGateway:
+    """A gateway that also offloads the whole cluster to S3 (moto), one offloader per broker."""
+
+    def __init__(self, env: Env, s3: S3Server) -> None:
+        bucket = s3.new_bucket()
+        self.gw = env.gateway(
+            "offload",
+            WALPROXY_OFFLOAD_ENABLED="true",
+            WALPROXY_OFFLOAD_TARGET=f"s3://{bucket}/gw",
+            WALPROXY_OFFLOAD_S3_ENDPOINT_URL=s3.endpoint_url,
+            WALPROXY_OFFLOAD_S3_REGION="us-east-1",
+            WALPROXY_OFFLOAD_MAX_LAG_S="0.3",
+            WALPROXY_OFFLOAD_METADATA_INTERVAL_S="1",
+            WALPROXY_GATEWAY_METADATA_REFRESH_S="1",
+        )
+        self.store = S3Store(bucket, "gw/", endpoint_url=s3.endpoint_url, region="us-east-1")
+        admin = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap})
+        self.cluster_id = admin.describe_cluster(request_timeout=30).result(60).cluster_id
+        self.direct = env.cluster.direct_bootstrap
+
+    def scrub_until_caught_up(self, topic: str, timeout: float = 60) -> ScrubResult:
+        """Wait until every partition's manifest reaches the broker's log end; scrub clean."""
+        ends = c.end_offsets(self.direct, topic, PARTITIONS)
+        last: list[ScrubResult] = []
+
+        def caught_up() -> bool:
+            last[:] = [scrub(self.store, self.cluster_id)]
+            got = {p: m.next_offset for (t, p), m in last[0].manifests.items() if t == topic}
+            return got == ends
+
+        c.wait_until(caught_up, timeout, f"the S3 copy of {topic} to reach {ends}")
+        res = last[0]
+        assert not res.anomalies, [f.line() for f in res.anomalies]
+        return res
+
+    def hosted(self, node_id: int) -> dict[str, tuple[int, ...]]:
+        info = decode_broker_info(self.store.get(layout.broker_key(self.cluster_id, node_id)).data)
+        return {name: t.partitions for name, t in info.topics.items()}
+
+    def lease_epoch(self, node_id: int) -> int:
+        key = layout.lease_key(self.cluster_id, node_id)
+        return decode_lease(self.store.get(key).data).epoch
+
+
+@pytest.fixture(scope="module")
+def offload_gw(env: Env, s3_server: S3Server) -> OffloadGateway:
+    return OffloadGateway(env, s3_server)
+
+
+def _leader_by_partition(bootstrap: str, topic: str) -> dict[int, int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return {p: m.leader for p, m in md.topics[topic].partitions.items()}
+
+
+def test_gateway_offloads_every_brokers_partitions(env: Env, offload_gw: OffloadGateway) -> None:
+    gw = offload_gw.gw
+    topic = env.topic()
+    msgs = c.messages(20 * PARTITIONS, topic, PARTITIONS)
+    with env.watch() as watch:
+        c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **{"enable.idempotence": True})
+    watch.assert_clean(gw.ports)
+    with urllib.request.urlopen(f"http://{gw.host}:{gw.admin_port}/status", timeout=10) as r:
+        wal_last = json.load(r)["wal"]["last_lsn"]  # live, unlike the trimmer's sampled gauge
+    res = offload_gw.scrub_until_caught_up(topic)
+    assert sum(m.next_offset for (t, _), m in res.manifests.items() if t == topic) == len(msgs)
+    # Each partition is offloaded by its leader's offloader, which says so in its broker.json.
+    leaders = _leader_by_partition(env.cluster.direct_bootstrap, topic)
+    assert len(set(leaders.values())) == 3, leaders  # the test means something: 3 leaders
+    for p, leader in leaders.items():
+        assert res.manifests[(topic, p)].writer_node == leader
+        c.wait_until(
+            lambda p=p, leader=leader: p in offload_gw.hosted(leader).get(topic, ()),
+            30,
+            f"broker.json of node {leader} to list {topic}-{p}",
+        )
+    # The gateway's WAL is trimmed once S3 covers what it held, across all three brokers.
+    c.wait_until(
+        lambda: gw.metric("walproxy_offload_wal_trimmed_lsn") >= wal_last > 0,
+        30,
+        f"the gateway's WAL trimmed up to {wal_last}",
+    )
+    _check_against_direct(env, topic, c.confluent_consume(gw.bootstrap, topic, len(msgs)), msgs)
+
+
 # -- brokers stopping, leaders moving -----------------------------------------------------------
 def _elect_preferred(admin: AdminClient, topic: str) -> None:
     from confluent_kafka import ElectionType
@@ -551,11 +643,13 @@ def _elect_preferred(admin: AdminClient, topic: str) -> None:
         pass  # ELECTION_NOT_NEEDED for partitions already led by their preferred replica
 
 
-def test_broker_stop_and_leader_moves_without_restart(env: Env) -> None:
-    gw = env.plain
+def test_broker_stop_and_leader_moves_without_restart(env: Env, offload_gw: OffloadGateway) -> None:
+    """Through the offloading gateway: its offloaders follow the leaders as they move."""
+    gw = offload_gw.gw
     topic = env.topic()
     node = env.cluster.node(2)
     assert node.process is not None
+    epoch_before = offload_gw.lease_epoch(2)
     lots = [c.messages(10 * PARTITIONS, f"{topic}-{i}", PARTITIONS) for i in range(3)]
     produce_kw = {"acks": "all", "enable.idempotence": True}
     with env.watch() as watch:
@@ -585,6 +679,15 @@ def test_broker_stop_and_leader_moves_without_restart(env: Env) -> None:
     c.assert_same_records(seen, c.read_all(env.cluster.direct_bootstrap, topic), "vs direct")
     c.assert_same_records(seen_late, seen, "late gateway")
     assert gw.process.alive and gw.metric("walproxy_gateway_broker_ports") == 3
+    # The S3 copy is whole across the moves: broker 2's offloader stopped when it left, the
+    # others took its partitions over, and a new one (next epoch) took them back.
+    res = offload_gw.scrub_until_caught_up(topic)
+    leaders = _leader_by_partition(env.cluster.direct_bootstrap, topic)
+    assert 2 in leaders.values()
+    for p, leader in leaders.items():
+        assert res.manifests[(topic, p)].writer_node == leader, (p, leader)
+    assert offload_gw.lease_epoch(2) > epoch_before
+    assert gw.metric("walproxy_offload_fenced") == 0
 
 
 def _leader_ids(bootstrap: str, topic: str) -> set[int]:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from proxy.devcluster import DevCluster, ManagedProcess, free_port
 from proxy.record_batch import build_batch
 
@@ -104,29 +106,32 @@ def test_status_of_a_ready_proxy(
         proxy.stop()
 
 
-def test_not_ready_while_the_broker_is_unreachable(tmp_path: Path) -> None:
-    port, admin = free_port(), free_port()
-    proc = ManagedProcess(
-        "walproxy-no-broker",
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            f"127.0.0.1:{free_port()}",  # nothing listens there
-            "--admin-listen",
-            f"127.0.0.1:{admin}",
-            "--wal-dir",
-            str(tmp_path / "wal"),
-            "--log-format",
-            "json",
-        ],
-        tmp_path / "walproxy.log",
-        env={k: v for k, v in os.environ.items() if not k.startswith("WALPROXY_")},
-    )
+def _port_outside(*taken: int) -> int:
+    """A free port p with p..p+2 clear of ``taken`` (a gateway's broker ports for 3 nodes)."""
+    while True:
+        p = free_port()
+        if p < 65533 and not any(p <= t <= p + 2 for t in taken):
+            return p
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "gateway"])
+def test_not_ready_while_the_broker_is_unreachable(tmp_path: Path, mode: str) -> None:
+    port, admin, nothing = free_port(), free_port(), free_port()  # nothing listens on `nothing`
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALPROXY_")}
+    env["WALPROXY_OFFLOAD_TARGET"] = f"file://{tmp_path / 'offload'}"
+    argv = [sys.executable, "-m", "proxy", "run", "--admin-listen", f"127.0.0.1:{admin}"]
+    argv += ["--wal-dir", str(tmp_path / "wal"), "--log-format", "json"]
+    if mode == "sidecar":
+        argv += ["--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{nothing}"]
+    else:  # the gateway probes its bootstrap brokers (two here, both down)
+        env |= {
+            "WALPROXY_GATEWAY_ENABLED": "true",
+            "WALPROXY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "WALPROXY_GATEWAY_BROKER_PORT_BASE": str(_port_outside(port, admin)),
+            "WALPROXY_GATEWAY_NODE_ID_RANGES": "1-3",
+            "WALPROXY_GATEWAY_BOOTSTRAP_SERVERS": f"127.0.0.1:{nothing},127.0.0.1:{nothing}",
+        }
+    proc = ManagedProcess(f"walproxy-no-broker-{mode}", argv, tmp_path / "walproxy.log", env=env)
     proc.start()
     try:
         deadline = time.monotonic() + 30

@@ -63,6 +63,11 @@ def test_gateway_config_defaults() -> None:
     assert cfg.gateway.enabled and cfg.gateway.node_id_ranges == "0-15"
 
 
+def test_gateway_with_the_offloader_is_a_valid_config() -> None:
+    cfg = load(None, env=_gateway_env(OFFLOAD_ENABLED="true"))
+    assert cfg.gateway.enabled and cfg.offload.enabled
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -74,7 +79,14 @@ def test_gateway_config_defaults() -> None:
         ({"listen": ""}, "gateway.listen: must be set"),
         ({"listen": "0.0.0.0:19000"}, "gateway.advertised_host: must be set"),
         ({"broker_port_base": "9640"}, "admin.listen: port 9644 is one of the gateway's ports"),
-        ({"OFFLOAD_ENABLED": "true"}, "offload.enabled: the offloader follows one broker"),
+        (
+            {"OFFLOAD_ENABLED": "true", "OFFLOAD_UPSTREAM": "127.0.0.2:9092"},
+            "offload.upstream: not used in gateway mode",
+        ),
+        (
+            {"OFFLOAD_ENABLED": "true", "OFFLOAD_BROKER_META_PROPERTIES": "/m.properties"},
+            "offload.broker_meta_properties: not used in gateway mode",
+        ),
     ],
 )
 def test_gateway_config_errors_name_the_setting(env: dict[str, str], message: str) -> None:
