@@ -3,6 +3,9 @@
 Starts a local single-broker KRaft cluster with a walproxy sidecar (``proxy.devcluster``),
 then runs Kafka's own ``ProducerPerformance`` (kafka-tools) against the broker's DIRECT
 listener and against walproxy, alternating, on fresh topics. Prints a table and the ratios.
+The sidecar's S3 offloader is off unless ``--offload on``: it copies every partition of the
+broker, the direct rows' topics too, so with it on every row also pays for the copy (and
+walproxy's rows share their process with it); ``bench/offload_bench.py`` measures it.
 A script that prints numbers, not a test: run ``.venv/bin/python bench/produce_bench.py``.
 """
 
@@ -103,6 +106,7 @@ def plain_proxy(cluster: DevCluster, work: Path) -> str:
             "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
             "WALPROXY_PROXY_NODE_ID": str(node.node_id),
             "WALPROXY_WAL_ENABLED": "false",
+            "WALPROXY_OFFLOAD_ENABLED": "false",  # copying is the sidecar's job (--offload)
             "WALPROXY_ADMIN_LISTEN": "",
             "WALPROXY_LOG_LEVEL": "warning",
         },
@@ -124,9 +128,12 @@ def load_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    args = load_arguments(argparse.ArgumentParser(description=__doc__)).parse_args()
+    ap = load_arguments(argparse.ArgumentParser(description=__doc__))
+    ap.add_argument("--offload", choices=("on", "off"), default="off")
+    args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="walproxy-bench-", dir="/var/tmp"))
-    with DevCluster(work, brokers=1, heap="2g") as cluster:
+    offload = {"WALPROXY_OFFLOAD_ENABLED": "true" if args.offload == "on" else "false"}
+    with DevCluster(work, brokers=1, heap="2g", proxy_env=offload) as cluster:
         # (name, bootstrap, topic config): Kafka's page-cache ack, Kafka's own fsync-before-ack
         # (flush.messages=1), and walproxy (Direct IO WAL, group commit, then Kafka).
         plain = plain_proxy(cluster, work)
@@ -156,7 +163,7 @@ def main() -> None:
         f"\nProducerPerformance (kafka-tools), {args.record_size} B records, "
         f"{args.partitions} partitions, RF=1, acks=all, linger.ms=5; full load: best of "
         f"{args.rounds} x {args.records} records; latency at a fixed {half_rate} rec/s "
-        f"(half of direct's best) for {args.half_seconds} s"
+        f"(half of direct's best) for {args.half_seconds} s; sidecar offloader {args.offload}"
     )
     print(
         f"{'target':<25} {'rec/s':>9} {'MB/s':>7} {'vs direct':>9} | "
