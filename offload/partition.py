@@ -68,14 +68,13 @@ class PartitionState:
             self.marks.append((high_watermark, started_at))
             if len(self.marks) > 256:  # bounded; the oldest mark stays, it defines the lag
                 del self.marks[1]
-        n = segment_codec.whole_batches(records)
+        n, base, last = segment_codec.fetched_span(records, self.position)
         if n:
-            info = segment_codec.describe(memoryview(records)[:n], self.position)
             if not self.buffer:
-                self.buffer_from = info.base_offset
+                self.buffer_from = base
                 self.buffered_at = now
             self.buffer += memoryview(records)[:n]
-            self.position = info.last_offset + 1
+            self.position = last + 1
         elif self.position >= high_watermark and not self.buffer:
             self._note_synced(started_at)
         return n

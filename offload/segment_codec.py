@@ -55,6 +55,31 @@ def whole_batches(buf: bytes | memoryview) -> int:
     return pos
 
 
+def fetched_span(buf: bytes | memoryview, covers_from: int) -> tuple[int, int, int]:
+    """``(length, base, last)`` of the whole batches at the start of a Fetch's records read
+    at ``covers_from``: reads only batch lengths and offsets (``length`` 0: none whole).
+
+    This is the tailer's per-fetch bookkeeping; :func:`describe` validates every batch (CRC,
+    order) when the buffer is cut for upload, so each byte is validated once.
+    """
+    n = whole_batches(buf)
+    if not n:
+        return 0, covers_from, covers_from - 1
+    view = memoryview(buf)
+    first = int.from_bytes(view[0:8], "big", signed=True)
+    pos = 0
+    while True:  # to the last whole batch (lengths were checked by whole_batches)
+        length = int.from_bytes(view[pos + 8 : pos + 12], "big", signed=True) + _LOG_OVERHEAD
+        if pos + length >= n:
+            break
+        pos += length
+    base = int.from_bytes(view[pos : pos + 8], "big", signed=True)
+    last = base + int.from_bytes(view[pos + 23 : pos + 27], "big", signed=True)
+    if last < covers_from:
+        raise SegmentError(f"batches end at {last}, below the fetch offset {covers_from}")
+    return n, min(covers_from, first), last
+
+
 def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     """Validate ``log`` (whole batches, CRC32C, increasing offsets) and summarise it.
 

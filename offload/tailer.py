@@ -44,8 +44,10 @@ async def tail(off) -> None:  # off: Offloader (circular import avoided)
             try:
                 results = await client.fetch_many(
                     wanted,
-                    max_wait_s=cfg.poll_interval_s,
-                    min_bytes=1,
+                    # Waiting for fetch_min_bytes batches fetches (each costs the proxy's
+                    # thread per partition); a quarter of max_lag_s bounds what it adds.
+                    max_wait_s=min(cfg.poll_interval_s, cfg.max_lag_s / 4),
+                    min_bytes=cfg.fetch_min_bytes,
                     max_bytes=max(budget, 1 << 20),
                     partition_max_bytes=min(cfg.object_bytes, budget),
                 )

@@ -117,6 +117,11 @@ class OffloadSection:
     poll_interval_s: float = _doc(
         "Longest wait of one Fetch when every partition is caught up.", default=0.5
     )
+    fetch_min_bytes: int = _doc(
+        "A Fetch returns once this much is there (or after `max_lag_s` / 4, at most "
+        "`poll_interval_s`): fewer, larger fetches cost the proxy's thread less.",
+        default=1024 * 1024,
+    )
     max_buffer_bytes: int = _doc(
         "Bytes fetched and not yet committed, all partitions together; when reached the "
         "tailer waits (the data stays in Kafka and the WAL).",
@@ -475,6 +480,7 @@ def _validate_offload(o: OffloadSection) -> None:
         "offload.max_lag_s": o.max_lag_s,
         "offload.request_timeout_s": o.request_timeout_s,
         "offload.poll_interval_s": o.poll_interval_s,
+        "offload.fetch_min_bytes": o.fetch_min_bytes,
         "offload.upload_concurrency": o.upload_concurrency,
         "offload.metadata_interval_s": o.metadata_interval_s,
     }

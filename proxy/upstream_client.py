@@ -169,7 +169,8 @@ class UpstreamClient:
             if len(self._buf) >= 4:
                 (size,) = struct.unpack_from(">i", self._buf, 0)
                 if len(self._buf) >= 4 + size:
-                    frame = bytes(self._buf[4 : 4 + size])
+                    with memoryview(self._buf) as view:  # one copy of a (large Fetch) frame
+                        frame = bytes(view[4 : 4 + size])
                     del self._buf[: 4 + size]
                     return frame
             data = await self._stream.receive_some(1 << 20)

@@ -32,6 +32,18 @@ def test_whole_batches_cuts_a_fetch_at_the_last_complete_batch(counts, data) -> 
         assert n + nxt > cut
 
 
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=6), st.data())
+def test_fetched_span_agrees_with_describe_on_any_fetch(counts, data) -> None:
+    log = batches(10, counts)
+    cut = data.draw(st.integers(0, len(log)))
+    covers_from = data.draw(st.integers(10, 10 + counts[0] - 1))  # inside the first batch
+    n, base, last = sc.fetched_span(log[:cut], covers_from)
+    assert n == sc.whole_batches(log[:cut])
+    if n:
+        info = sc.describe(log[:n], covers_from)
+        assert (base, last) == (info.base_offset, info.last_offset)
+
+
 def test_corruption_is_detected_and_named() -> None:
     ref, stored, _ = segment(0, [3, 3])
     flipped = bytearray(stored)
