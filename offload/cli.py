@@ -8,7 +8,7 @@ from collections.abc import Callable
 import trio
 
 from proxy.config import Config, parse_address
-from proxy.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.upstream_client import EARLIEST, LATEST, ClusterClient, UpstreamClient, UpstreamError
 
 from .manifest import FencedError
 from .offloader import Offloader, OffloadStartError
@@ -22,6 +22,13 @@ def _upstream(cfg: Config) -> tuple[str, int]:
 
 
 def run(cfg: Config, stop_on_signals: Callable) -> int:
+    if cfg.gateway.enabled:
+        print(
+            "walproxy offload: gateway.enabled: in gateway mode `walproxy run` runs one "
+            "offloader per broker; `walproxy offload` follows one broker (proxy.upstream)",
+            file=sys.stderr,
+        )
+        return 2
     node_id = cfg.proxy.node_id if cfg.proxy.node_id >= 0 else None
     off = Offloader(cfg.offload, _upstream(cfg), node_id)
 
@@ -51,18 +58,26 @@ def verify(cfg: Config, *, read_objects: bool = True) -> int:
         request_timeout_s=o.request_timeout_s,
     )
 
-    async def broker_view() -> tuple[str, int, dict]:
-        async with await UpstreamClient.connect(*_upstream(cfg)) as client:
+    async def broker_view() -> tuple[str, int | None, dict]:
+        if cfg.gateway.enabled:  # the whole cluster, reached as the gateway reaches it
+            from proxy.server import ProxyServer
+
+            client: UpstreamClient | ClusterClient = ProxyServer(cfg).upstream_client()
+        else:
+            client = await UpstreamClient.connect(*_upstream(cfg))
+        async with client:
             info = await client.cluster()
-            node = cfg.proxy.node_id
-            if node < 0:
+            node: int | None = cfg.proxy.node_id
+            if cfg.gateway.enabled:
+                node = None  # every partition, whichever broker leads it
+            elif node is None or node < 0:
                 if len(info.brokers) != 1:
                     raise UpstreamError("proxy.node_id: must be set for a multi-broker cluster")
                 node = next(iter(info.brokers))
             parts = {}
             for name, t in info.topics.items():
                 for p, leader in t.partitions.items():
-                    if leader != node:
+                    if node is not None and leader != node:
                         continue
                     start = await client.list_offset(name, p, EARLIEST)
                     end = await client.list_offset(name, p, LATEST)
@@ -84,7 +99,8 @@ def verify(cfg: Config, *, read_objects: bool = True) -> int:
         print(f.line())
     anomalies = res.anomalies
     print(
-        f"{store.describe()} cluster {cluster_id} node {node}: {len(res.manifests)} manifest(s), "
+        f"{store.describe()} cluster {cluster_id} "
+        f"{'all brokers' if node is None else f'node {node}'}: {len(res.manifests)} manifest(s), "
         f"{res.objects} object(s) verified ({res.bytes} bytes), {len(anomalies)} anomal"
         f"{'y' if len(anomalies) == 1 else 'ies'}"
     )

@@ -132,10 +132,13 @@ class BrokerPartition:
     log_end: int
 
 
-def compare(res: ScrubResult, broker: dict[tuple[str, int], BrokerPartition], node_id: int) -> None:
-    """Add findings from the live broker's view (partitions ``node_id`` leads)."""
+def compare(
+    res: ScrubResult, broker: dict[tuple[str, int], BrokerPartition], node_id: int | None
+) -> None:
+    """Add findings from the live broker's view (partitions ``node_id`` leads; None: all,
+    as a gateway's offloaders copy every broker's)."""
     for (topic, p), b in sorted(broker.items()):
-        if b.leader != node_id:
+        if node_id is not None and b.leader != node_id:
             continue
         where = f"{topic}-{p}"
         m = res.manifests.get((topic, p))

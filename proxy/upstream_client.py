@@ -443,6 +443,16 @@ class ClusterClient:
         assert self._any is not None, "not connected (use async with)"
         return await self._any.brokers()
 
+    async def cluster(self) -> ClusterInfo:
+        """:meth:`UpstreamClient.cluster` of any bootstrap broker; learns every leader."""
+        assert self._any is not None, "not connected (use async with)"
+        info = await self._any.cluster()
+        self._brokers.update(info.brokers)
+        for name, t in info.topics.items():
+            for partition, leader in t.partitions.items():
+                self._leaders[(name, partition)] = leader
+        return info
+
     async def _leader(self, topic: str, partition: int) -> UpstreamClient:
         if (topic, partition) not in self._leaders:
             await self.metadata([topic])

@@ -20,6 +20,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -32,7 +33,7 @@ from kafka import KafkaAdminClient
 
 from offload import layout
 from offload.node_files import decode_broker_info, decode_lease
-from offload.store import S3Store
+from offload.store import S3Store, open_store
 from offload.verify import ScrubResult, scrub
 from proxy.devcluster import DevCluster
 from tests.s3server import S3Server
@@ -261,9 +262,9 @@ def _check_against_direct(env: Env, topic: str, seen: Sequence[c.Rec], msgs: Seq
     c.assert_same_records(seen, c.read_all(env.cluster.direct_bootstrap, topic), "vs direct")
 
 
-def _confluent_round_trip(env: Env, gw: Gateway, per_partition: int, **config: str) -> None:
+def _confluent_round_trip(env: Env, gw: Gateway, per_partition: int, **config: str) -> str:
     """confluent-kafka produces to every partition and reads back through ``gw`` (watched),
-    then the records are compared with a direct read."""
+    then the records are compared with a direct read. Returns the topic."""
     with env.watch() as watch:
         topic = env.topic()
         msgs = c.messages(per_partition * PARTITIONS, topic, PARTITIONS)
@@ -271,6 +272,7 @@ def _confluent_round_trip(env: Env, gw: Gateway, per_partition: int, **config: s
         seen = c.confluent_consume(gw.bootstrap, topic, len(msgs), **config)
     watch.assert_clean(gw.ports)
     _check_against_direct(env, topic, seen, msgs)
+    return topic
 
 
 def test_confluent_kafka_python_and_aiokafka_through_the_gateway(env: Env) -> None:
@@ -498,11 +500,16 @@ def test_sasl_passes_through(env: Env, mechanism: str) -> None:
 
 
 def test_sasl_over_tls_passes_through(env: Env) -> None:
-    """SASL_SSL: SCRAM inside TLS on both sides (clients -> gateway -> broker)."""
+    """SASL_SSL: SCRAM inside TLS on both sides (clients -> gateway -> broker); the
+    gateway's offloaders reach the brokers the same way (here to a ``file://`` target)."""
     gw_cert = env.ca.issue("gateway-sasl-ssl", ips=("127.0.0.1",))
+    target = env.workdir / "offload-sasl-ssl"
     gw = env.gateway(
         "sasl-ssl",
         listener="SASLSSL",
+        WALPROXY_OFFLOAD_ENABLED="true",
+        WALPROXY_OFFLOAD_TARGET=f"file://{target}",
+        WALPROXY_OFFLOAD_MAX_LAG_S="0.3",
         WALPROXY_TLS_LISTEN_CERT=str(gw_cert.cert),
         WALPROXY_TLS_LISTEN_KEY=str(gw_cert.key),
         WALPROXY_TLS_UPSTREAM="true",
@@ -516,7 +523,18 @@ def test_sasl_over_tls_passes_through(env: Env) -> None:
         "security.protocol": "SASL_SSL",
         "ssl.ca.location": str(env.ca.cert),
     }
-    _confluent_round_trip(env, gw, 10, **auth)
+    topic = _confluent_round_trip(env, gw, 10, **auth)
+    store = open_store(f"file://{target}")
+    admin = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap})
+    cluster_id = admin.describe_cluster(request_timeout=30).result(60).cluster_id
+    ends = c.end_offsets(env.cluster.direct_bootstrap, topic, PARTITIONS)
+
+    def copied() -> dict[int, int]:
+        res = scrub(store, cluster_id)
+        assert not res.anomalies, [f.line() for f in res.anomalies]
+        return {p: m.next_offset for (t, p), m in res.manifests.items() if t == topic}
+
+    c.wait_until(lambda: copied() == ends, 60, f"the SASL_SSL offloaders to copy {topic}")
 
 
 def _auth_failure(bootstrap: str, auth: dict[str, str]) -> str:
@@ -630,6 +648,17 @@ def test_gateway_offloads_every_brokers_partitions(env: Env, offload_gw: Offload
         f"the gateway's WAL trimmed up to {wal_last}",
     )
     _check_against_direct(env, topic, c.confluent_consume(gw.bootstrap, topic, len(msgs)), msgs)
+    # `walproxy offload verify` with the gateway's own configuration checks every broker's
+    # partitions against the copy; `walproxy offload` refuses: the gateway runs them.
+    argv = [sys.executable, "-m", "proxy", "offload"]
+    out = subprocess.run(
+        [*argv, "verify"], env=gw.process.env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"cluster {offload_gw.cluster_id} all brokers:" in out.stdout
+    assert " 0 anomalies" in out.stdout and "ANOMALY" not in out.stdout
+    alone = subprocess.run(argv, env=gw.process.env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "gateway.enabled: in gateway mode" in alone.stderr
 
 
 # -- brokers stopping, leaders moving -----------------------------------------------------------
