@@ -162,6 +162,8 @@ def _status(args: argparse.Namespace) -> int:
             return 2
         host, port = config_mod.parse_address(cfg.admin.listen, "admin.listen")
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    elif "://" not in url:
+        url = f"http://{url}"  # host:port, as admin.listen is written
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=args.timeout) as resp:
             status = json.load(resp)
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_config_check)
 
     status = sub.add_parser("status", help="show a running instance's readiness, WAL, offload")
-    status.add_argument("--admin", help="admin endpoint URL (default: from --config or env)")
+    status.add_argument("--admin", help="admin URL or host:port (default: from --config or env)")
     status.add_argument("--config", help="TOML configuration file (for admin.listen)")
     status.add_argument("--json", action="store_true", help="print the raw /status JSON")
     status.add_argument("--timeout", type=float, default=5.0)

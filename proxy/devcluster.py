@@ -336,6 +336,18 @@ class DevCluster:
         """Where node's sidecar offloads to: ``offload_targets[node_id]`` or a directory."""
         return self.offload_targets.get(node.node_id, f"file://{node.directory / 'offload'}")
 
+    def _formatted_cluster_id(self) -> str:
+        """The cluster id in any node's existing meta.properties ("" if none is formatted)."""
+        for node in self.nodes:
+            for sub in ("data", "meta"):
+                path = node.directory / sub / "meta.properties"
+                if path.exists():
+                    for line in path.read_text().splitlines():
+                        key, sep, value = line.partition("=")
+                        if sep and key.strip() == "cluster.id":
+                            return value.strip()
+        return ""
+
     # -- life cycle ---------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> DevCluster:
         libs = ensure_jars()
@@ -343,15 +355,21 @@ class DevCluster:
         self._plan()
         java = _java()
         cp = f"{libs}/*"
+        # A directory formatted by an earlier start (a second `make demo`) keeps its cluster
+        # id: Kafka refuses to format it again under a new one, and its data and the WAL
+        # beside it belong to that cluster.
         self.cluster_id = (
-            subprocess.run(
-                [java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                check=True,
-                capture_output=True,
-                text=True,
+            self._formatted_cluster_id()
+            or (
+                subprocess.run(
+                    [java, "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
             )
-            .stdout.strip()
-            .splitlines()[-1]
         )
         (self.workdir / "log4j2.properties").write_text(LOG4J2)
         _LIVE.add(self)

@@ -86,9 +86,13 @@ def render(status: dict[str, Any], *, max_partitions: int = 20) -> str:
         ]
         if wal.get("full"):
             flags.append("FULL: produce requests wait")
-        lines.append(
-            f"           {', '.join(flags)}; lsn {wal.get('first_lsn')}..{wal.get('last_lsn')}"
+        first, last = wal.get("first_lsn"), wal.get("last_lsn")
+        held = (
+            f"empty (trimmed; next lsn {first})"
+            if isinstance(first, int) and isinstance(last, int) and first > last
+            else f"lsn {first}..{last}"
         )
+        lines.append(f"           {', '.join(flags)}; {held}")
         lines.append(f"in doubt:  {wal.get('in_doubt_batches', 0)} batch(es)")
     offload = status.get("offload")
     if offload is None:

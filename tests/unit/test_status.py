@@ -86,6 +86,11 @@ def test_render_ready_instance() -> None:
     assert "offload:   no offloader metrics in this process" in text
 
 
+def test_render_a_wal_trimmed_to_empty() -> None:
+    wal = _status()["wal"] | {"first_lsn": 100, "last_lsn": 99}
+    assert "Direct IO; empty (trimmed; next lsn 100)" in render(_status(wal=wal))
+
+
 def test_render_shows_trouble_loudly() -> None:
     wal = _status()["wal"] | {"fenced": True, "full": True, "direct_io": False}
     text = render(
