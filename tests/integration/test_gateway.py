@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -738,3 +739,35 @@ def test_gateway_refuses_to_start_with_a_broker_outside_its_ranges(env: Env) -> 
     )
     assert proc.returncode == 2, proc.stderr
     assert "gateway.node_id_ranges: broker node id(s) [3] are outside 1-2" in proc.stderr
+
+
+def test_a_second_offloading_gateway_fences_the_first(env: Env, offload_gw: OffloadGateway) -> None:
+    """Leases are per broker node: a second gateway offloading the same cluster to the same
+    target takes them over, and the first stops offloading and says so (docs/gateway.md)."""
+    first = offload_gw.gw
+    epochs = {n: offload_gw.lease_epoch(n) for n in (1, 2, 3)}
+    second = env.gateway(
+        "offload-second",
+        **{k: v for k, v in first.process.env.items() if k.startswith("WALPROXY_OFFLOAD_")},
+        WALPROXY_GATEWAY_METADATA_REFRESH_S="1",
+    )
+    c.wait_until(
+        lambda: all(offload_gw.lease_epoch(n) > e for n, e in epochs.items()),
+        60,
+        "the second gateway to take every broker's lease",
+    )
+    # The first finds out at its next write: the next upload.
+    topic = env.topic()
+    msgs = c.messages(5 * PARTITIONS, topic, PARTITIONS)
+    c.confluent_produce(first.bootstrap, topic, msgs, acks="all")
+    c.wait_until(lambda: first.metric("walproxy_offload_fenced") == 1, 60, "the first fenced")
+    try:
+        urllib.request.urlopen(f"http://{first.host}:{first.admin_port}/readyz", timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503 and "offload fenced" in exc.read().decode()
+    else:
+        raise AssertionError("/readyz of a fenced gateway answered 200")
+    # The second one carries on: the copy of the topic is whole, and it is not fenced.
+    offload_gw.scrub_until_caught_up(topic)
+    assert second.metric("walproxy_offload_fenced") == 0
+    assert first.process.alive  # produce goes on through the fenced gateway
