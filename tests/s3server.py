@@ -26,6 +26,18 @@ S3_ENV = {
 }
 
 
+def quick_offload_env(endpoint_url: str) -> dict[str, str]:
+    """walproxy settings for an offloader that copies to ``endpoint_url`` within a second
+    (tests wait for the copy) and notices new partitions within one."""
+    return {
+        "WALPROXY_OFFLOAD_S3_ENDPOINT_URL": endpoint_url,
+        "WALPROXY_OFFLOAD_S3_REGION": S3_ENV["AWS_DEFAULT_REGION"],
+        "WALPROXY_OFFLOAD_MAX_LAG_S": "0.3",
+        "WALPROXY_OFFLOAD_REQUEST_TIMEOUT_S": "2",
+        "WALPROXY_OFFLOAD_METADATA_INTERVAL_S": "1",
+    }
+
+
 class S3Server:
     def __init__(self, log_path: Path, host: str = "127.0.0.1") -> None:
         self.host = host

@@ -37,7 +37,7 @@ from offload.node_files import decode_broker_info, decode_lease
 from offload.store import S3Store, open_store
 from offload.verify import ScrubResult, scrub
 from proxy.devcluster import DevCluster
-from tests.s3server import S3Server
+from tests.s3server import S3Server, quick_offload_env
 
 from . import clients as c
 from . import test_clients_aiokafka as aio
@@ -576,10 +576,7 @@ class OffloadGateway:
             "offload",
             WALPROXY_OFFLOAD_ENABLED="true",
             WALPROXY_OFFLOAD_TARGET=f"s3://{bucket}/gw",
-            WALPROXY_OFFLOAD_S3_ENDPOINT_URL=s3.endpoint_url,
-            WALPROXY_OFFLOAD_S3_REGION="us-east-1",
-            WALPROXY_OFFLOAD_MAX_LAG_S="0.3",
-            WALPROXY_OFFLOAD_METADATA_INTERVAL_S="1",
+            **quick_offload_env(s3.endpoint_url),
             WALPROXY_GATEWAY_METADATA_REFRESH_S="1",
         )
         self.store = S3Store(bucket, "gw/", endpoint_url=s3.endpoint_url, region="us-east-1")

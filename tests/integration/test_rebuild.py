@@ -26,7 +26,7 @@ from offload.node_files import decode_broker_info
 from offload.store import S3Store
 from proxy.devcluster import DevCluster
 from tests.offload.s3relay import S3Relay
-from tests.s3server import S3Server
+from tests.s3server import S3Server, quick_offload_env
 
 from . import clients as c
 from . import rebuild_harness as h
@@ -55,13 +55,7 @@ def env(s3_server: S3Server, artifacts_dir: Path) -> Iterator[Env]:
         separate_controller=True,
         heap="512m",
         offload_targets={1: f"s3://{bucket}/kafka"},
-        proxy_env={
-            "WALPROXY_OFFLOAD_S3_ENDPOINT_URL": relay.endpoint_url,
-            "WALPROXY_OFFLOAD_S3_REGION": "us-east-1",
-            "WALPROXY_OFFLOAD_MAX_LAG_S": "0.3",
-            "WALPROXY_OFFLOAD_REQUEST_TIMEOUT_S": "2",
-            "WALPROXY_OFFLOAD_METADATA_INTERVAL_S": "1",
-        },
+        proxy_env=quick_offload_env(relay.endpoint_url),
     )
     shutil.rmtree(cluster.workdir, ignore_errors=True)
     cluster.start()

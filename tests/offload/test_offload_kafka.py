@@ -25,7 +25,7 @@ from proxy.config import OffloadSection
 from proxy.devcluster import DevCluster
 from proxy.upstream_client import UpstreamClient
 from tests.integration.scrape import metric
-from tests.s3server import S3Server
+from tests.s3server import S3Server, quick_offload_env
 
 from .s3relay import S3Relay
 
@@ -58,13 +58,7 @@ def env(s3_server: S3Server, artifacts_dir: Path) -> Iterator[Env]:
         workdir,
         brokers=1,
         offload_targets={1: f"s3://{bucket}/pfx"},
-        proxy_env={
-            "WALPROXY_OFFLOAD_S3_ENDPOINT_URL": relay.endpoint_url,
-            "WALPROXY_OFFLOAD_S3_REGION": "us-east-1",
-            "WALPROXY_OFFLOAD_MAX_LAG_S": "0.3",
-            "WALPROXY_OFFLOAD_REQUEST_TIMEOUT_S": "2",
-            "WALPROXY_OFFLOAD_METADATA_INTERVAL_S": "1",
-        },
+        proxy_env=quick_offload_env(relay.endpoint_url),
     )
     cluster.start()
     store = S3Store(bucket, "pfx/", endpoint_url=s3_server.endpoint_url, region="us-east-1")
