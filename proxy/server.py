@@ -189,7 +189,7 @@ class ProxyServer:
         return {
             "version": _version(),
             "node_id": p.node_id,
-            "listen": p.listen,
+            "listen": self.config.gateway.listen if self.gateway else p.listen,
             "upstream": self.config.gateway.bootstrap_servers if self.gateway else p.upstream,
             "mode": "gateway" if self.gateway else "sidecar",
             "ready": ok,

@@ -62,8 +62,9 @@ def _size(n: float | None) -> str:
 
 def render(status: dict[str, Any], *, max_partitions: int = 20) -> str:
     """The human-readable form of a ``/status`` document."""
+    who = "gateway" if status.get("mode") == "gateway" else f"node {status.get('node_id')}"
     lines = [
-        f"walproxy {status.get('version', '?')}  node {status.get('node_id')}  "
+        f"walproxy {status.get('version', '?')}  {who}  "
         f"listen {status.get('listen')} -> upstream {status.get('upstream')}",
         f"ready:     {'yes' if status['ready'] else 'NO'} ({status['ready_reason']})",
         f"upstream:  {_reachable(status.get('upstream_reachable'))}",

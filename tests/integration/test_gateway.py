@@ -626,7 +626,9 @@ def test_gateway_offloads_every_brokers_partitions(env: Env, offload_gw: Offload
         c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **{"enable.idempotence": True})
     watch.assert_clean(gw.ports)
     with urllib.request.urlopen(f"http://{gw.host}:{gw.admin_port}/status", timeout=10) as r:
-        wal_last = json.load(r)["wal"]["last_lsn"]  # live, unlike the trimmer's sampled gauge
+        status = json.load(r)
+    assert (status["mode"], status["listen"]) == ("gateway", gw.bootstrap)
+    wal_last = status["wal"]["last_lsn"]  # live, unlike the trimmer's sampled gauge
     res = offload_gw.scrub_until_caught_up(topic)
     assert sum(m.next_offset for (t, _), m in res.manifests.items() if t == topic) == len(msgs)
     # Each partition is offloaded by its leader's offloader, which says so in its broker.json.

@@ -86,6 +86,14 @@ def test_render_ready_instance() -> None:
     assert "offload:   no offloader metrics in this process" in text
 
 
+def test_render_names_a_gateway_by_its_mode() -> None:
+    text = render(_status(mode="gateway", listen="0.0.0.0:19000", upstream="b1:9092,b2:9092"))
+    assert text.splitlines()[0] == (
+        "walproxy 0.1.0  gateway  listen 0.0.0.0:19000 -> upstream b1:9092,b2:9092"
+    )
+    assert render(_status(mode="sidecar")).startswith("walproxy 0.1.0  node 0  listen")
+
+
 def test_render_a_wal_trimmed_to_empty() -> None:
     wal = _status()["wal"] | {"first_lsn": 100, "last_lsn": 99}
     assert "Direct IO; empty (trimmed; next lsn 100)" in render(_status(wal=wal))
