@@ -67,10 +67,9 @@ def verify(cfg: Config, *, read_objects: bool = True) -> int:
             client = await UpstreamClient.connect(*_upstream(cfg))
         async with client:
             info = await client.cluster()
-            node: int | None = cfg.proxy.node_id
-            if cfg.gateway.enabled:
-                node = None  # every partition, whichever broker leads it
-            elif node is None or node < 0:
+            # gateway: every partition, whichever broker leads it
+            node: int | None = None if cfg.gateway.enabled else cfg.proxy.node_id
+            if node is not None and node < 0:
                 if len(info.brokers) != 1:
                     raise UpstreamError("proxy.node_id: must be set for a multi-broker cluster")
                 node = next(iter(info.brokers))

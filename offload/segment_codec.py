@@ -43,16 +43,21 @@ def whole_batches(buf: bytes | memoryview) -> int:
 
     Only lengths are read here; :func:`describe` checks CRCs of what is kept.
     """
-    view = memoryview(buf)
-    pos = 0
+    return _whole_prefix(memoryview(buf))[0]
+
+
+def _whole_prefix(view: memoryview) -> tuple[int, int]:
+    """(length of the whole-batch prefix, start of its last batch; -1 if none)."""
+    pos, last = 0, -1
     while len(view) - pos >= _LOG_OVERHEAD:
         length = int.from_bytes(view[pos + 8 : pos + 12], "big", signed=True) + _LOG_OVERHEAD
         if length < HEADER_SIZE:
             raise SegmentError(f"record batch at byte {pos} claims only {length} bytes")
         if pos + length > len(view):
             break
+        last = pos
         pos += length
-    return pos
+    return pos, last
 
 
 def fetched_span(buf: bytes | memoryview, covers_from: int) -> tuple[int, int, int]:
@@ -62,17 +67,11 @@ def fetched_span(buf: bytes | memoryview, covers_from: int) -> tuple[int, int, i
     This is the tailer's per-fetch bookkeeping; :func:`describe` validates every batch (CRC,
     order) when the buffer is cut for upload, so each byte is validated once.
     """
-    n = whole_batches(buf)
+    view = memoryview(buf)
+    n, pos = _whole_prefix(view)
     if not n:
         return 0, covers_from, covers_from - 1
-    view = memoryview(buf)
     first = int.from_bytes(view[0:8], "big", signed=True)
-    pos = 0
-    while True:  # to the last whole batch (lengths were checked by whole_batches)
-        length = int.from_bytes(view[pos + 8 : pos + 12], "big", signed=True) + _LOG_OVERHEAD
-        if pos + length >= n:
-            break
-        pos += length
     base = int.from_bytes(view[pos : pos + 8], "big", signed=True)
     last = base + int.from_bytes(view[pos + 23 : pos + 27], "big", signed=True)
     if last < covers_from:

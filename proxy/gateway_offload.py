@@ -69,7 +69,7 @@ class GatewayOffload:
             scope = trio.CancelScope()
             self.offloaders[node_id] = off
             self._scopes[node_id] = scope
-            nursery.start_soon(self._run, node_id, off, scope)
+            nursery.start_soon(self._run, off, scope)
             log.info("offloading for broker", node_id=node_id)
         for node_id in sorted(self.offloaders.keys() - node_ids):
             self._scopes.pop(node_id).cancel()
@@ -77,7 +77,7 @@ class GatewayOffload:
             self.offloaders.pop(node_id)
             log.info("broker left the cluster; its offloader stops", node_id=node_id)
 
-    async def _run(self, node_id: int, off: Offloader, scope: trio.CancelScope) -> None:
+    async def _run(self, off: Offloader, scope: trio.CancelScope) -> None:
         with scope:
             await self._supervise(off)
 

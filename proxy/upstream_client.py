@@ -433,11 +433,14 @@ class ClusterClient:
     ) -> dict[str, TopicInfo]:
         assert self._any is not None, "not connected (use async with)"
         out = await self._any.metadata(topics, topic_ids)
-        self._brokers.update(self._any.brokers_seen)
-        for name, info in out.items():
+        self._learn(self._any.brokers_seen, out)
+        return out
+
+    def _learn(self, brokers: dict[int, Address], topics: dict[str, TopicInfo]) -> None:
+        self._brokers.update(brokers)
+        for name, info in topics.items():
             for partition, leader in info.partitions.items():
                 self._leaders[(name, partition)] = leader
-        return out
 
     async def brokers(self) -> dict[int, Address]:
         assert self._any is not None, "not connected (use async with)"
@@ -447,10 +450,7 @@ class ClusterClient:
         """:meth:`UpstreamClient.cluster` of any bootstrap broker; learns every leader."""
         assert self._any is not None, "not connected (use async with)"
         info = await self._any.cluster()
-        self._brokers.update(info.brokers)
-        for name, t in info.topics.items():
-            for partition, leader in t.partitions.items():
-                self._leaders[(name, partition)] = leader
+        self._learn(info.brokers, info.topics)
         return info
 
     async def _leader(self, topic: str, partition: int) -> UpstreamClient:
