@@ -624,6 +624,7 @@ def test_gateway_offloads_every_brokers_partitions(env: Env, offload_gw: Offload
     msgs = c.messages(20 * PARTITIONS, topic, PARTITIONS)
     with env.watch() as watch:
         c.confluent_produce(gw.bootstrap, topic, msgs, acks="all", **{"enable.idempotence": True})
+        seen = c.confluent_consume(gw.bootstrap, topic, len(msgs))  # the watch sees a while
     watch.assert_clean(gw.ports)
     with urllib.request.urlopen(f"http://{gw.host}:{gw.admin_port}/status", timeout=10) as r:
         status = json.load(r)
@@ -647,7 +648,7 @@ def test_gateway_offloads_every_brokers_partitions(env: Env, offload_gw: Offload
         30,
         f"the gateway's WAL trimmed up to {wal_last}",
     )
-    _check_against_direct(env, topic, c.confluent_consume(gw.bootstrap, topic, len(msgs)), msgs)
+    _check_against_direct(env, topic, seen, msgs)
     # `walproxy offload verify` with the gateway's own configuration checks every broker's
     # partitions against the copy; `walproxy offload` refuses: the gateway runs them.
     argv = [sys.executable, "-m", "proxy", "offload"]
