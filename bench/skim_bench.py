@@ -17,8 +17,8 @@ import uuid
 from kio.index import load_request_schema
 from kio.static.primitive import i16, i32
 
-from proxy.codec import encode
-from proxy.produce_skim import skim_produce
+from proxy.kafka.codec import encode
+from proxy.kafka.produce_skim import skim_produce
 
 #: name -> (produce version, partitions)
 SHAPES = {"v9x1": (9, 1), "v9x4": (9, 4), "v9x16": (9, 16), "v13x4": (13, 4)}

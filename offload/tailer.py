@@ -13,7 +13,7 @@ from __future__ import annotations
 import structlog
 import trio
 
-from proxy.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
 
 from . import metrics as m
 from .partition import Diverged, PartitionState
