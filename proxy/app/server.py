@@ -17,7 +17,7 @@ from proxy.durable.produce_path import DurableProduce
 from proxy.durable.reconciler import Reconciler
 from proxy.gateway import Address, Gateway, Targets
 from proxy.kafka import apiversions, endpoints, node_endpoints
-from proxy.kafka.produce_skim import PRODUCE_API_KEY
+from proxy.kafka.protocol import PRODUCE
 from proxy.net import metrics
 from proxy.net.connection import ConnectionSettings, ProxyConnection, ResponseFilter
 from proxy.ops import metrics as ops_metrics
@@ -30,7 +30,7 @@ log = structlog.get_logger("walproxy.server")
 
 #: The APIs the proxy looks inside; ApiVersions advertises only versions it can decode.
 DECODED_APIS = frozenset(
-    {PRODUCE_API_KEY, node_endpoints.FETCH, apiversions.API_VERSIONS, *endpoints.REWRITTEN_APIS}
+    {PRODUCE, node_endpoints.FETCH, apiversions.API_VERSIONS, *endpoints.REWRITTEN_APIS}
 )
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}

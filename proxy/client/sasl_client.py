@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.client.errors import UpstreamError
+from proxy.kafka.protocol import SASL_AUTHENTICATE, SASL_HANDSHAKE
 
 
 class Requester(Protocol):
@@ -24,7 +25,6 @@ class Requester(Protocol):
     async def request(self, api_key: int, body: Any, timeout: float = ...) -> Any: ...
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 
 
 @dataclass(frozen=True, slots=True)

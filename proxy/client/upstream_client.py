@@ -24,9 +24,15 @@ from kio.static.primitive import i8, i16, i32, i64
 from proxy.client.errors import UpstreamError
 from proxy.client.sasl_client import SaslCredentials, authenticate
 from proxy.kafka.codec import decode_response
+from proxy.kafka.protocol import (
+    FETCH,
+    LIST_OFFSETS,
+    METADATA,
+    PRODUCE,
+    SASL_AUTHENTICATE,
+    SASL_HANDSHAKE,
+)
 
-METADATA, LIST_OFFSETS, FETCH, PRODUCE = 3, 2, 1, 0
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 _VERSIONS = {
     METADATA: 12,
     LIST_OFFSETS: 7,

@@ -42,8 +42,6 @@ from proxy.durable.wal_entries import (
     encode_outcome,
 )
 from proxy.kafka.produce_codec import (
-    CORRUPT_MESSAGE,
-    KAFKA_STORAGE_ERROR,
     PartitionKey,
     error_response,
     request_without,
@@ -51,6 +49,7 @@ from proxy.kafka.produce_codec import (
     response_with_errors,
 )
 from proxy.kafka.produce_skim import skim_produce
+from proxy.kafka.protocol import CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR
 from proxy.kafka.record_batch import BatchError, iter_batches
 from wal import Wal, WalError
 

@@ -45,12 +45,12 @@ from proxy.durable.wal_entries import (
     encode_outcome,
 )
 from proxy.kafka.produce_codec import PartitionKey
+from proxy.kafka.protocol import DUPLICATE_SEQUENCE_NUMBER
 from proxy.kafka.record_batch import HEADER_SIZE, BatchError, iter_batches, parse_header
 from wal import Wal
 
 log = structlog.get_logger("walproxy.reconcile")
 
-DUPLICATE_SEQUENCE_NUMBER = 46
 _UNKNOWN_TOPIC_GRACE_S = 3.0
 #: In-doubt batches are looked for from a little before the acknowledged batches around them.
 _LSN_WINDOW = 10_000

@@ -22,9 +22,7 @@ from kio.static.primitive import i16, i32
 
 from proxy.kafka.codec import decode_response, encode, kio_version_range
 from proxy.kafka.produce_skim import MAX_SKIM_VERSION
-
-API_VERSIONS = 18
-UNSUPPORTED_VERSION = 35
+from proxy.kafka.protocol import API_VERSIONS, UNSUPPORTED_VERSION
 
 
 def decoded_api_limits(decoded_api_keys: frozenset[int]) -> dict[int, tuple[int, int]]:

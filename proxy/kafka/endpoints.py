@@ -18,13 +18,15 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
 from proxy.kafka.codec import decode_response, encode
+from proxy.kafka.protocol import (
+    COORDINATOR_NOT_AVAILABLE,
+    DESCRIBE_CLUSTER,
+    FIND_COORDINATOR,
+    METADATA,
+)
 
-METADATA = 3
-FIND_COORDINATOR = 10
-DESCRIBE_CLUSTER = 60
 REWRITTEN_APIS = frozenset({METADATA, FIND_COORDINATOR, DESCRIBE_CLUSTER})
 
-COORDINATOR_NOT_AVAILABLE = 15
 
 Address = tuple[str, int]
 Resolver = Callable[[int, str, int], Address | None]

@@ -19,101 +19,57 @@ from typing import Any
 from kio.static.primitive import i32
 
 from proxy.kafka.codec import CodecError, decode_response, encode
+from proxy.kafka.cursor import Cursor, WireError
 from proxy.kafka.endpoints import Resolver
+from proxy.kafka.protocol import FETCH, PRODUCE
 
-PRODUCE = 0
-FETCH = 1
 #: The first versions whose responses carry node endpoints.
 FIRST_VERSION = {PRODUCE: 10, FETCH: 16}
 #: The last versions whose layout the walker below knows (ApiVersions caps at these).
 LAST_VERSION = {PRODUCE: 13, FETCH: 18}
 
 
-class _Walker:
-    """Skips over a flexible-version message without decoding it."""
-
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes | memoryview, pos: int = 0) -> None:
-        self.buf = buf
-        self.pos = pos
-
-    def skip(self, n: int) -> None:
-        self.pos += n
-        if self.pos > len(self.buf):
-            raise IndexError("message ends early")
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            b = self.buf[self.pos]
-            self.pos += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value
-            shift += 7
-            if shift > 28:
-                raise ValueError("varint too long")
-
-    def compact_length(self) -> int:
-        """Length of a compact string/bytes/array; -1 for null."""
-        return self.uvarint() - 1
-
-    def skip_compact_bytes(self) -> None:
-        n = self.compact_length()
-        if n > 0:
-            self.skip(n)
-
-    def tag_count(self) -> int:
-        return self.uvarint()
-
-    def skip_tags(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()  # tag
-            self.skip(self.uvarint())
-
-
-def _walk_produce(w: _Walker, version: int) -> None:
-    for _ in range(max(0, w.compact_length())):  # topics
+def _walk_produce(w: Cursor, version: int) -> None:
+    for _ in range(max(0, w.length())):  # topics
         if version >= 13:
             w.skip(16)  # topic id
         else:
-            w.skip_compact_bytes()  # name
-        for _ in range(max(0, w.compact_length())):  # partitions
+            w.skip_bytes()  # name
+        for _ in range(max(0, w.length())):  # partitions
             w.skip(4 + 2 + 8 + 8 + 8)  # index, error, base offset, append time, log start
-            for _ in range(max(0, w.compact_length())):  # record errors
+            for _ in range(max(0, w.length())):  # record errors
                 w.skip(4)
-                w.skip_compact_bytes()
+                w.skip_bytes()
                 w.skip_tags()
-            w.skip_compact_bytes()  # error message
+            w.skip_bytes()  # error message
             w.skip_tags()
         w.skip_tags()
     w.skip(4)  # throttle time
 
 
-def _walk_fetch(w: _Walker, version: int) -> None:
+def _walk_fetch(w: Cursor, version: int) -> None:
     w.skip(4 + 2 + 4)  # throttle time, error code, session id
-    for _ in range(max(0, w.compact_length())):  # topics
+    for _ in range(max(0, w.length())):  # topics
         w.skip(16)  # topic id (v13+)
-        for _ in range(max(0, w.compact_length())):  # partitions
+        for _ in range(max(0, w.length())):  # partitions
             w.skip(4 + 2 + 8 + 8 + 8)  # index, error, high watermark, LSO, log start
-            for _ in range(max(0, w.compact_length())):  # aborted transactions
+            for _ in range(max(0, w.length())):  # aborted transactions
                 w.skip(8 + 8)
                 w.skip_tags()
             w.skip(4)  # preferred read replica
-            w.skip_compact_bytes()  # records
+            w.skip_bytes()  # records
             w.skip_tags()
         w.skip_tags()
 
 
 def has_top_level_tags(api_key: int, version: int, payload: bytes | memoryview) -> bool:
     """Whether the response (header included) has top-level tagged fields."""
-    w = _Walker(payload, 4)  # correlation id
+    w = Cursor(payload, 4)  # correlation id
     try:
         w.skip_tags()  # response header v1
         (_walk_produce if api_key == PRODUCE else _walk_fetch)(w, version)
-        count = w.tag_count()
-    except (IndexError, ValueError) as exc:
+        count = w.uvarint()  # top-level tagged fields
+    except WireError as exc:
         raise CodecError(f"api_key={api_key} v{version} response does not parse: {exc}") from exc
     return count > 0
 

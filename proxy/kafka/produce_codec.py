@@ -20,11 +20,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 
 from proxy.kafka.codec import decode_request, decode_response, encode
-
-PRODUCE = 0
-CORRUPT_MESSAGE = 2
-REQUEST_TIMED_OUT = 7
-KAFKA_STORAGE_ERROR = 56
+from proxy.kafka.protocol import PRODUCE
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 

@@ -14,16 +14,21 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-PRODUCE_API_KEY = 0
+from proxy.kafka.cursor import Cursor, WireError
+from proxy.kafka.protocol import PRODUCE
+
 MAX_SKIM_VERSION = 13
 
 _I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
 _ACKS_TIMEOUT = struct.Struct(">hi")
 
 
 class SkimError(ValueError):
     """The Produce request is malformed (truncated, negative length, trailing bytes)."""
+
+
+def _malformed(exc: WireError) -> SkimError:
+    return SkimError(f"malformed produce request: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,129 +52,69 @@ class SkimmedProduce:
     partitions: list[PartitionRecords]
 
 
-class _Cursor:
-    __slots__ = ("buf", "flexible", "pos")
-
-    def __init__(self, buf: bytes | memoryview, pos: int, flexible: bool) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.flexible = flexible
-
-    def need(self, n: int) -> None:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise SkimError(f"truncated produce request at byte {self.pos} (need {n})")
-
-    def int16(self) -> int:
-        self.need(2)
-        (v,) = _I16.unpack_from(self.buf, self.pos)
-        self.pos += 2
-        return v
-
-    def int32(self) -> int:
-        self.need(4)
-        (v,) = _I32.unpack_from(self.buf, self.pos)
-        self.pos += 4
-        return v
-
-    def uvarint(self) -> int:
-        result = shift = 0
-        buf, pos = self.buf, self.pos
-        while True:
-            if pos >= len(buf):
-                raise SkimError(f"truncated varint at byte {pos}")
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                self.pos = pos
-                return result
-            shift += 7
-            if shift > 28:
-                raise SkimError(f"varint too long at byte {pos}")
-
-    def length(self) -> int:
-        """A string/bytes/array length: int16/int32 legacy or uvarint+1 compact; -1 is null."""
-        return self.uvarint() - 1 if self.flexible else self.int32()
-
-    def string(self) -> str | None:
-        n = self.uvarint() - 1 if self.flexible else self.int16()
-        if n < 0:
-            return None
-        self.need(n)
-        raw = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        try:
-            return raw.decode()
-        except UnicodeDecodeError as exc:
-            raise SkimError(f"invalid UTF-8 string at byte {self.pos - n}") from exc
-
-    def skip_tags(self) -> None:
-        if not self.flexible:
-            return
-        for _ in range(self.uvarint()):
-            self.uvarint()  # tag
-            size = self.uvarint()
-            self.need(size)
-            self.pos += size
-
-
 def skim_produce(frame: bytes | memoryview) -> SkimmedProduce:
     """Locate the records of every partition in a Produce request frame (no size prefix)."""
     if len(frame) < 10:
         raise SkimError("produce request shorter than its header")
     api_key, version, correlation_id = struct.unpack_from(">hhi", frame, 0)
-    if api_key != PRODUCE_API_KEY:
+    if api_key != PRODUCE:
         raise SkimError(f"api_key {api_key} is not Produce")
     if not 0 <= version <= MAX_SKIM_VERSION:
         raise SkimError(f"produce version {version} is not supported by the skimmer")
-    flexible = version >= 9
-    cur = _Cursor(frame, 8, flexible=False)
-    cur.string()  # client_id: a nullable int16 string in every header version
-    cur.flexible = flexible
-    cur.skip_tags()  # request header v2 tagged fields
-    transactional_id = cur.string() if version >= 3 else None
-    cur.need(6)
-    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(frame, cur.pos)
-    cur.pos += 6
-    partitions: list[PartitionRecords] = []
-    n_topics = cur.length()
-    if n_topics < 0:
-        raise SkimError("null topic array")
-    for _ in range(n_topics):
-        topic: str | None = None
-        topic_id: uuid.UUID | None = None
-        if version >= 13:
-            cur.need(16)
-            topic_id = uuid.UUID(bytes=bytes(frame[cur.pos : cur.pos + 16]))
-            cur.pos += 16
-        else:
-            topic = cur.string()
-        n_parts = cur.length()
-        if n_parts < 0:
-            raise SkimError("null partition array")
-        for _ in range(n_parts):
-            partition = cur.int32()
-            size = cur.length()
-            start = cur.pos
-            if size > 0:
-                cur.need(size)
-                cur.pos += size
-            partitions.append(PartitionRecords(topic, topic_id, partition, start, cur.pos))
+    try:
+        flexible = version >= 9
+        cur = Cursor(frame, 8, flexible=False)
+        cur.string()  # client_id: a nullable int16 string in every header version
+        cur.flexible = flexible
+        cur.skip_tags()  # request header v2 tagged fields
+        transactional_id = cur.string() if version >= 3 else None
+        cur.need(6)
+        acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(frame, cur.pos)
+        cur.pos += 6
+        partitions: list[PartitionRecords] = []
+        n_topics = cur.length()
+        if n_topics < 0:
+            raise SkimError("null topic array")
+        for _ in range(n_topics):
+            topic: str | None = None
+            topic_id: uuid.UUID | None = None
+            if version >= 13:
+                cur.need(16)
+                topic_id = uuid.UUID(bytes=bytes(frame[cur.pos : cur.pos + 16]))
+                cur.pos += 16
+            else:
+                topic = cur.string()
+            n_parts = cur.length()
+            if n_parts < 0:
+                raise SkimError("null partition array")
+            for _ in range(n_parts):
+                partition = cur.int32()
+                size = cur.length()
+                start = cur.pos
+                if size > 0:
+                    cur.need(size)
+                    cur.pos += size
+                partitions.append(PartitionRecords(topic, topic_id, partition, start, cur.pos))
+                cur.skip_tags()
             cur.skip_tags()
         cur.skip_tags()
-    cur.skip_tags()
-    if cur.pos != len(frame):
-        raise SkimError(f"{len(frame) - cur.pos} trailing bytes after produce request")
+        if cur.pos != len(frame):
+            raise SkimError(f"{len(frame) - cur.pos} trailing bytes after produce request")
+    except WireError as exc:
+        raise _malformed(exc) from None
     return SkimmedProduce(version, correlation_id, transactional_id, acks, timeout_ms, partitions)
 
 
 def produce_acks(frame: bytes | memoryview) -> int:
     """Just the ``acks`` field, for the forward-only path: reads the header and one string."""
     version = _I16.unpack_from(frame, 2)[0]
-    cur = _Cursor(frame, 8, flexible=False)
-    cur.string()
-    cur.flexible = version >= 9
-    cur.skip_tags()
-    if version >= 3:
+    cur = Cursor(frame, 8, flexible=False)
+    try:
         cur.string()
-    return cur.int16()
+        cur.flexible = version >= 9
+        cur.skip_tags()
+        if version >= 3:
+            cur.string()
+        return cur.int16()
+    except WireError as exc:
+        raise _malformed(exc) from None

@@ -39,7 +39,8 @@ from proxy.kafka.apiversions import (
 from proxy.kafka.codec import CodecError, kio_version_range
 from proxy.kafka.framing import FrameDecoder, FrameError, encode_frame, parse_request_header
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
-from proxy.kafka.produce_skim import PRODUCE_API_KEY, SkimError, produce_acks
+from proxy.kafka.produce_skim import SkimError, produce_acks
+from proxy.kafka.protocol import PRODUCE, api_name
 from proxy.net import metrics
 
 log = structlog.get_logger("walproxy.connection")
@@ -276,11 +277,11 @@ class ProxyConnection:
     async def _handle_request(self, frame: bytes, fwd: trio.MemorySendChannel[_Forward]) -> None:
         payload = memoryview(frame)[4:]
         header = parse_request_header(payload)
-        api = metrics.api_label(header.api_key)
+        api = api_name(header.api_key)
         metrics.REQUESTS.labels(api).inc()
         self._last_request = (api, header.correlation_id)
         now = time.perf_counter()
-        if header.api_key == PRODUCE_API_KEY:
+        if header.api_key == PRODUCE:
             prepared = None
             if self._produce is not None:
                 prepared = await self._produce.prepare(
@@ -449,7 +450,7 @@ class ProxyConnection:
         metrics.IN_FLIGHT.dec()
         if sent:
             metrics.BYTES_OUT.inc(sent)
-            metrics.REQUEST_LATENCY.labels(metrics.api_label(slot.api_key)).observe(
+            metrics.REQUEST_LATENCY.labels(api_name(slot.api_key)).observe(
                 time.perf_counter() - slot.received_at
             )
 

@@ -1,15 +1,12 @@
 """Prometheus metrics of client connections (the WAL, produce path, offloader own theirs).
 
 Metric objects live at module level in the default registry, created once per process.
-API keys are labelled by Kafka's API name; keys kio does not know share the label
-``unknown`` so a client cannot blow up label cardinality.
+API keys are labelled by Kafka's API name (:func:`proxy.kafka.protocol.api_name`); keys kio
+does not know share the label ``unknown`` so a client cannot blow up label cardinality.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
-from kio.schema.index import api_key_map
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
@@ -58,7 +55,3 @@ ENDPOINTS_WITHHELD = Counter(
     "walproxy_endpoints_withheld_total",
     "Broker endpoints withheld from clients because no walproxy address is known for them.",
 )
-
-@cache
-def api_label(api_key: int) -> str:
-    return api_key_map.get(api_key, "unknown")
