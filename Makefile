@@ -43,7 +43,8 @@ $(HELM):
 	cd /tmp && GOBIN=$(abspath $(dir $(HELM))) GOFLAGS=-modcacherw $(GO) install \
 		-ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
-demo: setup
+# The demo runs Kafka and walproxy only: no helm (that is the chart tests', under setup).
+demo: $(HOST) $(STAMP) $(JARS)
 	$(BIN)/walproxy dev up --port 9092 --admin-port 9644 --data-dir .demo
 
 lint: $(STAMP)
