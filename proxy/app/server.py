@@ -309,7 +309,9 @@ class ProxyServer:
                 await nursery.start(self.reconciler.run)
                 covered = self.gateway_offload or self.offloader
                 if covered is not None:
-                    nursery.start_soon(self.durable.trim_after_offload, covered.coverage.covers)
+                    nursery.start_soon(
+                        self.durable.trim_after_offload, covered.coverage.covers, 0.5, _trim_metrics
+                    )
                 else:
                     nursery.start_soon(
                         functools.partial(
@@ -515,6 +517,14 @@ class ProxyServer:
             self._connections.discard(conn)
             if not self._connections:
                 self._no_connections.set()
+
+
+def _trim_metrics(trimmed: int, last: int) -> None:
+    """The offloader's view of the WAL it trims (its metrics, set by the produce path)."""
+    from offload import metrics as om
+
+    om.WAL_TRIMMED_LSN.set(trimmed)
+    om.WAL_LAST_LSN.set(last)
 
 
 def _cause(exc: BaseException) -> str:

@@ -350,6 +350,7 @@ class DurableProduce:
         self,
         covers: Callable[[PartitionKey, int | None, float], bool],
         interval_s: float = 0.5,
+        progress: Callable[[int, int], None] = lambda trimmed, last: None,
     ) -> None:
         """Trim the WAL up to the first entry S3 does not cover yet (replaces
         :meth:`trim_loop` when the offloader runs; needs ``track_settled``).
@@ -357,9 +358,9 @@ class DurableProduce:
         An entry is trimmable once its outcome is durable and either it failed or a committed
         manifest covers its last offset (``covers``). The LSN bound is sampled one round
         earlier, so a batch made durable is registered before it can be considered.
+        ``progress(trimmed_lsn, last_durable_lsn)`` is told each round (the offloader's
+        metrics).
         """
-        from offload import metrics as om
-
         trimmed = 0
         await self.gate.wait()  # the first reconciliation has indexed the older entries
         bound = self.wal.last_durable_lsn
@@ -377,9 +378,8 @@ class DurableProduce:
             if target > trimmed and target >= self.wal.first_lsn:
                 await self.wal.trim(target)
                 trimmed = target
-                om.WAL_TRIMMED_LSN.set(trimmed)
             bound = self.wal.last_durable_lsn
-            om.WAL_LAST_LSN.set(bound)
+            progress(trimmed, bound)
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:
