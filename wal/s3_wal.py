@@ -272,6 +272,10 @@ class S3Wal:
     # ------------------------------------------------------------------------ open
     async def _recover(self) -> None:
         await self._take_epoch()
+        await self._claim_log()
+
+    async def _claim_log(self) -> None:
+        """List and judge the objects, then claim the slot after the run (see _claim)."""
         budget = max(30.0, 3 * self._cfg.put_deadline_s)
         for _attempt in range(50):
             sizes = await self._retry("list", list_slots, self._store, budget_s=budget)

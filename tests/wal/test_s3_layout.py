@@ -69,7 +69,7 @@ def test_lease_round_trip_and_garbage() -> None:
 
 
 # -- planning -------------------------------------------------------------------------------
-def H(slot: int, first: int, count: int, epoch: int = 1, back: int = 1) -> ObjectHeader:  # noqa: N802
+def H(slot: int, first: int, count: int, epoch: int = 1, back: int = 1) -> ObjectHeader:
     return ObjectHeader(epoch, slot, first, count, back, 0)
 
 
