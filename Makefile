@@ -3,6 +3,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 JARS := deploy/kafka-jars/target/libs/.fetched
 HOST := .cache/host-packages-stamp
@@ -27,9 +28,14 @@ $(HOST): deploy/setup-host.sh
 	bash deploy/setup-host.sh
 	@mkdir -p $(dir $@) && touch $@
 
-$(STAMP): pyproject.toml
+# walproxy and its runtime dependencies (all the demo needs), then the test extras on top.
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
@@ -43,7 +49,8 @@ $(HELM):
 	cd /tmp && GOBIN=$(abspath $(dir $(HELM))) GOFLAGS=-modcacherw $(GO) install \
 		-ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
-demo: setup
+# The demo runs Kafka and walproxy only: no test extras, no helm (the tests' part of setup).
+demo: $(HOST) $(RUNTIME) $(JARS)
 	$(BIN)/walproxy dev up --port 9092 --admin-port 9644 --data-dir .demo
 
 lint: $(STAMP)

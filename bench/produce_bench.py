@@ -92,8 +92,9 @@ def producer_perf(
     return Result(float(m[2]), float(m[3]), float(m[6]), float(m[8]), float(m[9]))
 
 
-def plain_proxy(cluster: DevCluster, work: Path) -> str:
-    """A second walproxy on the same broker with the WAL off: the proxy's own overhead."""
+def plain_proxy(cluster: DevCluster, work: Path) -> tuple[str, ManagedProcess]:
+    """A second walproxy on the same broker with the WAL off: the proxy's own overhead.
+    Returns its bootstrap address and its process."""
     node = cluster.broker_nodes[0]
     port = free_port()
     proc = ManagedProcess(
@@ -114,7 +115,7 @@ def plain_proxy(cluster: DevCluster, work: Path) -> str:
     proc.start()
     atexit.register(proc.kill)
     cluster.wait_port(port)
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}", proc
 
 
 def load_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -136,7 +137,7 @@ def main() -> None:
     with DevCluster(work, brokers=1, heap="2g", proxy_env=offload) as cluster:
         # (name, bootstrap, topic config): Kafka's page-cache ack, Kafka's own fsync-before-ack
         # (flush.messages=1), and walproxy (Direct IO WAL, group commit, then Kafka).
-        plain = plain_proxy(cluster, work)
+        plain, _ = plain_proxy(cluster, work)
         targets = [
             ("direct acks=all", cluster.direct_bootstrap, {}),
             ("direct flush.messages=1", cluster.direct_bootstrap, {"flush.messages": "1"}),

@@ -19,6 +19,11 @@ LAG_SECONDS = Gauge(
     "Age of the oldest offset the broker had that S3 has not committed, per partition.",
     ["topic", "partition"],
 )
+OFFLOADED_OFFSET = Gauge(
+    "walproxy_offload_offloaded_offset",
+    "Next offset the S3 copy needs: offsets below it are committed to S3, per partition.",
+    ["topic", "partition"],
+)
 S3_REQUESTS = Counter(
     "walproxy_offload_s3_requests_total", "Object-store requests, by operation.", ["op"]
 )

@@ -342,7 +342,7 @@ class Offloader:
         state = self.partitions.pop(tp)
         state.stopped = "released"
         self.coverage.release(tp[0], state.topic_id, None if deleted else tp[1])
-        for g in (m.LAG_OFFSETS, m.LAG_BYTES, m.LAG_SECONDS):
+        for g in (m.LAG_OFFSETS, m.LAG_BYTES, m.LAG_SECONDS, m.OFFLOADED_OFFSET):
             try:
                 g.remove(tp[0], str(tp[1]))
             except KeyError:

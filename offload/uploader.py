@@ -51,6 +51,7 @@ async def upload_loop(off) -> None:  # off: Offloader
                     m.LAG_OFFSETS.labels(*labels).set(offsets)
                     m.LAG_BYTES.labels(*labels).set(nbytes)
                     m.LAG_SECONDS.labels(*labels).set(seconds)
+                    m.OFFLOADED_OFFSET.labels(*labels).set(s.committed_next)
             with trio.move_on_after(tick):
                 await off.work.wait()
 

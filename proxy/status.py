@@ -4,6 +4,7 @@
 fenced state, and, once the offloader registers its metrics, its lag per partition. The
 offload part is read from the Prometheus registry by metric name
 (``walproxy_offload_lag_{offsets,bytes,seconds}{topic,partition}``,
+``walproxy_offload_offloaded_offset{topic,partition}``,
 ``walproxy_offload_fenced``), so this module needs no import of the offloader.
 Both functions here are plain: :func:`offload_from_registry` over metric families,
 :func:`render` over the JSON, so they are tested without a server.
@@ -21,6 +22,7 @@ _LAG = {
     "walproxy_offload_lag_offsets": "lag_offsets",
     "walproxy_offload_lag_bytes": "lag_bytes",
     "walproxy_offload_lag_seconds": "lag_seconds",
+    "walproxy_offload_offloaded_offset": "offloaded_offset",
 }
 
 
@@ -106,9 +108,12 @@ def render(status: dict[str, Any], *, max_partitions: int = 20) -> str:
         )
         worst = sorted(rows, key=lambda r: -r.get("lag_seconds", 0.0))[:max_partitions]
         for r in worst:
+            done = r.get("offloaded_offset")
             lines.append(
-                f"           {r['topic']}-{r['partition']}: {r.get('lag_offsets', 0):.0f} offsets, "
-                f"{_size(r.get('lag_bytes', 0))}, {r.get('lag_seconds', 0.0):.1f} s"
+                f"           {r['topic']}-{r['partition']}: "
+                + ("" if done is None else f"offloaded up to {done:.0f}, ")
+                + f"lag {r.get('lag_offsets', 0):.0f} offsets / "
+                f"{_size(r.get('lag_bytes', 0))} / {r.get('lag_seconds', 0.0):.1f} s"
             )
         if len(rows) > max_partitions:
             lines.append(f"           ... {len(rows) - max_partitions} more")

@@ -128,8 +128,34 @@ def test_render_shows_trouble_loudly() -> None:
     assert "upstream:  UNREACHABLE" in text and "DRAINING" in text
     assert "FENCED, buffered + fdatasync (no O_DIRECT), FULL: produce requests wait" in text
     assert "offload:   30 partition(s), max lag 42.0 s  FENCED" in text
-    assert "t-29: 29 offsets" in text.splitlines()[8]  # worst first
+    assert "t-29: lag 29 offsets / 0 B / 29.0 s" in text.splitlines()[8]  # worst first
     assert "... 10 more" in text
+
+
+def test_render_labels_the_lag_and_shows_the_offloaded_end_offset() -> None:
+    # Right after five records were offloaded: nothing lags, and the line says how far S3 is.
+    row = {"topic": "demo", "partition": "0", "lag_offsets": 0.0, "lag_bytes": 0.0}
+    offload = {"fenced": False, "max_lag_seconds": 0.0, "partitions": [row]}
+    text = render(_status(offload=offload | {"partitions": [row | {"offloaded_offset": 5.0}]}))
+    assert "           demo-0: offloaded up to 5, lag 0 offsets / 0 B / 0.0 s" in text.splitlines()
+    # An older process exports no offloaded offset: the lag alone, still labelled.
+    text = render(_status(offload=offload | {"partitions": [row | {"lag_seconds": 1.25}]}))
+    assert "           demo-0: lag 0 offsets / 0 B / 1.2 s" in text.splitlines()
+
+
+def test_offloaded_offset_is_read_beside_the_lag() -> None:
+    registry = CollectorRegistry()
+    Gauge("walproxy_offload_lag_offsets", "x", ["topic", "partition"], registry=registry).labels(
+        "demo", "0"
+    ).set(0)
+    Gauge(
+        "walproxy_offload_offloaded_offset", "x", ["topic", "partition"], registry=registry
+    ).labels("demo", "0").set(5)
+    got = offload_from_registry(registry.collect())
+    assert got is not None
+    assert got["partitions"] == [
+        {"topic": "demo", "partition": "0", "lag_offsets": 0, "offloaded_offset": 5}
+    ]
 
 
 def test_render_without_wal() -> None:
