@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 
 import structlog
 import trio
-from trio.lowlevel import Abort, ParkingLot, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import ParkingLot
 
-from . import metrics
+from . import metrics, writer
 from .config import S3WalConfig
 from .errors import (
     WalClosedError,
@@ -80,51 +80,15 @@ T = TypeVar("T")
 _TRANSIENT = (StoreError, trio.TooSlowError, OSError)
 
 
-class _Group:
-    __slots__ = (
-        "body",
-        "done",
-        "elapsed",
-        "entries",
-        "error",
-        "first_lsn",
-        "rec",
-        "slot",
-        "t0",
-        "waiters",
-        "written",
-    )
+class _Group(writer._Group):
+    """A file WAL group's bookkeeping (entries, waiters, finish) plus its slot and bytes."""
+
+    __slots__ = ("body", "slot")
 
     def __init__(self, first_lsn: int, t0: float) -> None:
-        self.entries: list[tuple[int, Payload]] = []
-        self.rec = 0
-        self.first_lsn = first_lsn
-        self.t0 = t0
-        self.waiters: dict[Task, None] = {}
+        super().__init__(first_lsn, t0)
         self.slot = -1
-        self.written = False
         self.body: bytes | None = None
-        self.elapsed = 0.0
-        self.done = False
-        self.error: BaseException | None = None
-
-    def finish(self, error: BaseException | None) -> None:
-        self.error = error
-        self.done = True
-        for task in self.waiters:
-            reschedule(task)
-        self.waiters.clear()
-
-
-class Submission:
-    __slots__ = ("_count", "_first", "_group", "_wal")
-
-    def __init__(self, wal: S3Wal, group: _Group, first: int, count: int) -> None:
-        self._wal, self._group, self._first, self._count = wal, group, first, count
-
-    async def wait(self) -> list[int]:
-        await self._wal._wait(self._group)
-        return list(range(self._first, self._first + self._count))
 
 
 # -- recovery (shared by the writer and the read-only tools) --------------------------------
@@ -445,14 +409,14 @@ class S3Wal:
         await self._wait(g)
         return list(range(first, first + len(items)))
 
-    async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> Submission:
+    async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> writer.Submission:
         if not items:
             self._check_open()
             empty = _Group(self._assign_lsn, 0.0)
             empty.done = True
-            return Submission(self, empty, empty.first_lsn, 0)
+            return writer.Submission(self, empty, empty.first_lsn, 0)  # type: ignore[arg-type]
         g, first = await self._queue(items)
-        return Submission(self, g, first, len(items))
+        return writer.Submission(self, g, first, len(items))  # type: ignore[arg-type]
 
     async def _queue(self, items: Sequence[tuple[int, Payload]]) -> tuple[_Group, int]:
         checked, rec = self._checked(items)
@@ -484,19 +448,7 @@ class S3Wal:
             self._writer_lot.unpark_all()
         return g, first
 
-    async def _wait(self, g: _Group) -> None:
-        if not g.done:
-            task = current_task()
-            waiters = g.waiters
-            waiters[task] = None
-
-            def abort(_: object) -> Abort:
-                waiters.pop(task, None)  # stays queued and may become durable, unacked
-                return Abort.SUCCEEDED
-
-            await wait_task_rescheduled(abort)
-        if g.error is not None:
-            raise g.error
+    _wait = writer.Wal._wait  # the same wake-up protocol as the file WAL's groups
 
     # ---------------------------------------------------------------------- writer
     async def _writer_loop(self) -> None:
@@ -833,8 +785,10 @@ class S3Wal:
             yield from batch
             cur = batch[-1].lsn + 1
 
-    def follow(self, lsn: int | None = None, *, batch_bytes: int = 4 << 20) -> _Follower:
-        return _Follower(self, self.first_lsn if lsn is None else lsn, batch_bytes)
+    def follow(self, lsn: int | None = None, *, batch_bytes: int = 4 << 20) -> writer._Follower:
+        """Async iterator over entries from `lsn`, waiting for new durable ones (the file
+        WAL's follower: it reads through `_read_batch`)."""
+        return writer._Follower(self, self.first_lsn if lsn is None else lsn, batch_bytes)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------------- close
     def _start(self, nursery: trio.Nursery) -> None:
@@ -859,33 +813,6 @@ class S3Wal:
         log.info("wal_closed", backend="s3", last_lsn=self._durable_lsn, epoch=self._epoch)
 
 
-class _Follower:
-    def __init__(self, wal: S3Wal, lsn: int, batch_bytes: int) -> None:
-        self._wal, self._lsn, self._batch_bytes = wal, lsn, batch_bytes
-        self._buf: collections.deque[Entry] = collections.deque()
-
-    def __aiter__(self) -> _Follower:
-        return self
-
-    async def __anext__(self) -> Entry:
-        w = self._wal
-        while not self._buf:
-            if self._lsn <= w._durable_lsn:
-                got = await trio.to_thread.run_sync(
-                    w._read_batch, self._lsn, w._durable_lsn, self._batch_bytes
-                )
-                self._buf.extend(got)
-                if got:
-                    self._lsn = got[-1].lsn + 1
-                continue
-            if w._fenced is not None:
-                raise WalFencedError(f"WAL is fenced: {w._fenced!r}")
-            if w._closed or (w._closing and w._writer_done.is_set()):
-                raise StopAsyncIteration
-            await w._durable_lot.park()
-        return self._buf.popleft()
-
-
 @asynccontextmanager
 async def open_s3_wal(
     store: ObjectStore, config: S3WalConfig | None = None, *, wal_class: type[S3Wal] = S3Wal
@@ -893,15 +820,5 @@ async def open_s3_wal(
     """Open and recover the S3 WAL under `store` (its prefix is the WAL's own)."""
     wal = wal_class(store, config or S3WalConfig())
     await wal._recover()
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        wal._start(nursery)
-        try:
-            yield wal
-        except BaseException as e:
-            body_error = e
-        finally:
-            with trio.CancelScope(shield=True):
-                await wal.aclose()
-    if body_error is not None:
-        raise body_error
+    async with writer.serving(wal) as served:
+        yield served

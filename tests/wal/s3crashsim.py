@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import trio
 
-from tests.wal.crashsim import Model, _appender, _janitor, check_log
+from tests.wal.crashsim import Model, check_log, workload
 from wal import WalCorruptionError, WalError
 from wal.config import S3WalConfig
 from wal.object_store import (
@@ -169,24 +169,7 @@ async def _run_writer(store, rng, model, wal_class, outer, crash_later) -> None:
         entries = await trio.to_thread.run_sync(lambda: list(wal.read_from()))
         model.violations += check_log(model, entries, wal.first_lsn)
         outer.start_soon(crash_later)
-        for _ in range(rng.randint(1, 6)):
-            if wal.fenced:
-                break
-            if rng.random() < 0.2 and wal.last_durable_lsn:
-                upto = rng.randint(wal.first_lsn - 1, wal.last_durable_lsn)
-                try:
-                    await wal.trim(upto)
-                    model.trimmed = max(model.trimmed, upto)
-                except (OSError, WalError):
-                    pass
-                continue
-            async with trio.open_nursery() as n:
-                async with trio.open_nursery() as appenders:
-                    n.start_soon(_janitor, wal, model)
-                    for _ in range(rng.randint(1, 8)):
-                        items = [model.new_payload(rng) for _ in range(rng.choice([1, 1, 2, 3]))]
-                        appenders.start_soon(_appender, wal, model, items)
-                n.cancel_scope.cancel()
+        await workload(wal, rng, model)
 
 
 def run_s3_scenario(
