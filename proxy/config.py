@@ -88,6 +88,38 @@ class WalSection:
     direct_io: str = _doc(
         "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
     )
+    backend: str = _doc(
+        "`file` (segments in `dir`, Direct IO) or `s3` (one object per group commit under "
+        "`s3_target`: no durable local state; docs/wal-format.md).",
+        default="file",
+    )
+    s3_target: str = _doc(
+        "S3 WAL: `s3://bucket/prefix`, this node's own prefix (one writer per prefix). The "
+        "endpoint and region are `offload.s3_endpoint_url` / `offload.s3_region`.",
+        default="",
+    )
+    s3_max_group_bytes: int = _doc(
+        "S3 WAL: largest group commit (one object); a bigger single entry is its own object.",
+        default=4 * 1024 * 1024,
+    )
+    s3_max_group_delay_ms: float = _doc(
+        "S3 WAL: hold a group this long for company before its upload (0: upload as soon "
+        "as an upload slot is free; a group is then what arrived during the previous ones).",
+        default=0.0,
+    )
+    s3_max_inflight: int = _doc(
+        "S3 WAL: uploads in flight at once (1..64); acknowledgements stay in order.",
+        default=8,
+    )
+    s3_request_timeout_s: float = _doc(
+        "S3 WAL: deadline of one request; a request past it is abandoned and retried.",
+        default=5.0,
+    )
+    s3_put_deadline_s: float = _doc(
+        "S3 WAL: a group not stored within this fences the WAL (nothing more is "
+        "acknowledged; restart to recover).",
+        default=10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -302,6 +334,13 @@ def _coerce(setting: str, typ: Any, value: Any) -> Any:
 
 def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
+    # A sub-table (``[wal.s3]`` with ``max_group_bytes``) spells the ``s3_*`` settings.
+    raw = dict(raw)
+    for key, value in list(raw.items()):
+        if isinstance(value, Mapping) and key not in known:
+            del raw[key]
+            for sub, v in value.items():
+                raw[f"{key}_{sub}"] = v
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown setting")
@@ -420,8 +459,12 @@ def validate(config: Config) -> None:
     if p.max_frame_bytes > 2**31 - 1:
         raise ConfigError("proxy.max_frame_bytes: must fit a Kafka int32 frame size")
     w = config.wal
-    if w.enabled and not w.dir:
+    if w.backend not in ("file", "s3"):
+        raise ConfigError(f"wal.backend: expected file or s3, got {w.backend!r}")
+    if w.enabled and w.backend == "file" and not w.dir:
         raise ConfigError("wal.dir: must name a directory when wal.enabled is true")
+    if w.enabled and w.backend == "s3":
+        _validate_s3_wal(w)
     if w.segment_bytes < 1024 * 1024 or w.segment_bytes % 4096:
         raise ConfigError(
             "wal.segment_bytes: must be a multiple of 4096 and at least 1 MiB, "
@@ -466,6 +509,32 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: expected debug/info/warning/error, got {config.log.level!r}")
+
+
+def _validate_s3_wal(w: WalSection) -> None:
+    from offload.layout import LayoutError, parse_target
+
+    try:
+        target = parse_target(w.s3_target, "wal.s3_target") if w.s3_target else None
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    if target is None or target.scheme != "s3":
+        raise ConfigError(
+            f"wal.s3_target: wal.backend = s3 needs s3://bucket/prefix, got {w.s3_target!r}"
+        )
+    if not 1 <= w.s3_max_inflight <= 64:
+        raise ConfigError(f"wal.s3_max_inflight: must be in 1..64, got {w.s3_max_inflight}")
+    if w.s3_max_group_bytes < 4096:
+        raise ConfigError(
+            f"wal.s3_max_group_bytes: must be at least 4096, got {w.s3_max_group_bytes}"
+        )
+    if w.s3_max_group_delay_ms < 0:
+        raise ConfigError(
+            f"wal.s3_max_group_delay_ms: must not be negative, got {w.s3_max_group_delay_ms}"
+        )
+    for name in ("s3_request_timeout_s", "s3_put_deadline_s"):
+        if getattr(w, name) <= 0:
+            raise ConfigError(f"wal.{name}: must be positive, got {getattr(w, name)}")
 
 
 def _validate_offload(o: OffloadSection) -> None:
