@@ -11,7 +11,6 @@ the commit protocol (:mod:`offload.commit`) makes every retry safe.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from .store import (
     PreconditionFailed,
     StoredObject,
     StoreError,
+    backoff_delays,
 )
 
 log = structlog.get_logger("walproxy.offload.s3")
@@ -94,7 +94,7 @@ class Retrying:
 
     async def __call__(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(store, *args)`` in a thread; retries StoreError and deadline overruns."""
-        delay = 0.1
+        delays = backoff_delays(0.1, self.max_backoff)
         attempt = 0
         while True:
             attempt += 1
@@ -118,6 +118,7 @@ class Retrying:
                     self.failing_since = trio.current_time()
                 if self.attempts is not None and attempt >= self.attempts:
                     raise StoreError(f"{what}: gave up after {attempt} attempts: {exc}") from exc
+                delay = next(delays)
                 log.warning(
                     "object store request failed; retrying",
                     op=what,
@@ -125,5 +126,4 @@ class Retrying:
                     attempt=attempt,
                     retry_in_s=round(delay, 2),
                 )
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.max_backoff)
+                await trio.sleep(delay)

@@ -1,4 +1,5 @@
-"""Operator commands: `verify` and `dump` a WAL directory that nobody has open.
+"""Operator commands: `verify` and `dump` a WAL directory (or an ``s3://bucket/prefix`` S3
+WAL) that nobody has open.
 
 Both are strictly read-only: they never take the writer lock, never truncate a
 torn tail and never finish an interrupted trim -- they only report what
@@ -13,8 +14,11 @@ from typing import TextIO
 
 from .errors import WalError
 from .file_backend import FileBackend
+from .object_store import ObjectStore, S3Store, StoreError
 from .record import TYPE_PAD, TYPE_SEAL, RecordError, RecordHeader
 from .recovery import Analysis, SegmentState, analyze
+from .s3_layout import object_name
+from .s3_wal import judge, list_slots, read_all, read_lease
 
 EXIT_OK = 0
 EXIT_CORRUPT = 1
@@ -58,9 +62,73 @@ def _check_dir(directory: str, out: TextIO) -> bool:
     return True
 
 
-def verify(directory: str, out: TextIO | None = None) -> int:
+# -- the S3 backend: the same two commands over s3://bucket/prefix ---------------------------
+def s3_store_of(url: str, endpoint_url: str | None = None) -> ObjectStore:
+    """The store of an ``s3://bucket/prefix`` WAL location (credentials, region and endpoint
+    from the standard AWS chain, ``AWS_ENDPOINT_URL`` included, unless `endpoint_url`)."""
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return S3Store(bucket, prefix + "/" if prefix else "", endpoint_url=endpoint_url)
+
+
+def _s3_report(store: ObjectStore, out: TextIO, listing: bool) -> int:
+    """Judge an S3 WAL the way open_s3_wal would (read-only: nothing is deleted or claimed)."""
+    lease, etag = read_lease(store)
+    sizes = list_slots(store)
+    print(f"WAL {store.describe()}", file=out)
+    if etag is None and not sizes:
+        print("status: EMPTY (no lease, no objects)", file=out)
+        return EXIT_OK
+    print(f"lease: epoch={lease.epoch} trim_slot={lease.trim_slot} "
+          f"trim_slot_lsn={lease.trim_slot_lsn} trim_lsn={lease.trim_lsn}", file=out)
+    objects = read_all(store, lease, sizes)
+    plan, decoded = judge(lease, sizes, objects)
+    if listing:
+        for slot in sorted(sizes):
+            name = object_name(slot)
+            d = decoded.get(slot)
+            if slot < lease.trim_slot:
+                print(f"object {name}: below the trim slot (would be deleted)", file=out)
+            elif d is None:
+                print(f"object {name}: size={sizes[slot]} BAD", file=out)
+            else:
+                h = d.header
+                last = h.first_lsn + h.count - 1
+                print(f"object {name}: epoch={h.epoch} lsn {h.first_lsn}..{last} "
+                      f"entries={h.count} back={h.back} bytes={sizes[slot]}", file=out)
+                for lsn, typ, payload in d.entries:
+                    print(f"  lsn={lsn:<8d} type={typ:<4d} length={len(payload)}", file=out)
+    first = max(lease.trim_lsn + 1, plan.run[0].first_lsn if plan.run else plan.next_lsn)
+    records = plan.next_lsn - first
+    print(f"objects: {len(plan.run)} live, {len(plan.obsolete)} below the trim slot, "
+          f"{len(plan.torn)} past the end", file=out)
+    print(f"records: {records}  next_lsn: {plan.next_lsn}  next_slot: {plan.next_slot}",
+          file=out)
+    if plan.corruption is not None:
+        print(f"status: CORRUPT: {plan.corruption}", file=out)
+        return EXIT_CORRUPT
+    if plan.torn:
+        print(f"status: OK with torn tail: {plan.torn_reason}; objects "
+              f"{', '.join(object_name(s) for s in plan.torn)} were never acknowledged and "
+              "would be deleted on next open", file=out)
+        return EXIT_OK
+    print("status: OK", file=out)
+    return EXIT_OK
+
+
+def _s3_command(url: str, out: TextIO, listing: bool, endpoint_url: str | None) -> int:
+    try:
+        return _s3_report(s3_store_of(url, endpoint_url), out, listing)
+    except (OSError, WalError, StoreError, ValueError) as e:
+        print(f"error: {e}", file=out)
+        return EXIT_ERROR
+
+
+def verify(directory: str, out: TextIO | None = None, *, endpoint_url: str | None = None) -> int:
     """Scan every record and print a summary; exit code 1 on corruption, 2 on error."""
     out = out or sys.stdout
+    if directory.startswith("s3://"):
+        return _s3_command(directory, out, False, endpoint_url)
     if not _check_dir(directory, out):
         return EXIT_ERROR
     try:
@@ -72,9 +140,11 @@ def verify(directory: str, out: TextIO | None = None) -> int:
     return _summary(a, out)
 
 
-def dump(directory: str, out: TextIO | None = None) -> int:
+def dump(directory: str, out: TextIO | None = None, *, endpoint_url: str | None = None) -> int:
     """List superblock, segments and every record (LSN, type, length, CRC status)."""
     out = out or sys.stdout
+    if directory.startswith("s3://"):
+        return _s3_command(directory, out, True, endpoint_url)
     if not _check_dir(directory, out):
         return EXIT_ERROR
     backend = FileBackend(directory, read_only=True)
@@ -132,6 +202,6 @@ def dump(directory: str, out: TextIO | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("verify", "dump"):
-        print("usage: python -m wal {verify|dump} DIRECTORY", file=sys.stderr)
+        print("usage: python -m wal {verify|dump} DIRECTORY|s3://BUCKET/PREFIX", file=sys.stderr)
         return EXIT_ERROR
     return verify(args[1]) if args[0] == "verify" else dump(args[1])

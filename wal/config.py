@@ -45,3 +45,35 @@ class WalConfig:
     prepare_spares: bool = True
     #: At most this many bytes cut from a torn tail are saved in torn-*.bin.
     torn_save_max: int = 32 * MiB
+
+
+@dataclass(frozen=True)
+class S3WalConfig:
+    """Knobs of the S3 WAL (``wal.backend = "s3"``, see wal.s3_wal and docs/wal-format.md)."""
+
+    #: Largest group (= one object); a single bigger entry is an object of its own.
+    max_group_bytes: int = 4 * MiB
+    #: Most entries per object.
+    max_group_entries: int = 8192
+    #: Wait this long after a group's first append before uploading it (0: upload as soon as
+    #: an upload slot is free; the group is then what arrived during the previous uploads).
+    max_group_delay_ms: float = 0.0
+    #: Uploads in flight at once (1..64).  One outstanding upload caps throughput at one
+    #: group per S3 round trip (Little's law); acknowledgements stay in LSN order.
+    max_inflight_groups: int = 8
+    #: Bound of the append queue (payload bytes / entries waiting for an upload slot).
+    max_pending_bytes: int = 64 * MiB
+    max_pending_entries: int = 65536
+    #: Size cap of live objects; when reached, uploads wait for `trim`.  None = unbounded.
+    max_bytes: int | None = None
+    #: Largest single entry.
+    max_entry_size: int = 64 * MiB
+    #: Deadline of one request (a request past it is abandoned and retried).
+    request_timeout_s: float = 5.0
+    #: A group whose object is not stored within this fences the WAL (never acked, and the
+    #: object, should the abandoned PUT still land, is judged by recovery like any other).
+    put_deadline_s: float = 10.0
+    #: Recently written objects kept in memory for readers (bytes).
+    read_cache_bytes: int = 64 * MiB
+    #: Objects fetched at once during recovery.
+    recovery_concurrency: int = 16

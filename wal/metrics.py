@@ -45,3 +45,24 @@ DIRECT_IO = Gauge("walproxy_wal_direct_io", "1 = O_DIRECT in use, 0 = buffered +
 TORN_TRUNCATIONS = Counter(
     "walproxy_wal_torn_tail_truncations", "Torn tails cut off during recovery"
 )
+
+# -- the S3 backend (wal.backend = "s3"); the metrics above describe it too (a "segment" is
+# an object, "sync" is one PUT)
+S3_PUT_LATENCY = Histogram(
+    "walproxy_wal_s3_put_latency_seconds",
+    "Time to store one group's object (retries included)",
+    buckets=_LATENCY_BUCKETS,
+)
+S3_OBJECT_BYTES = Histogram(
+    "walproxy_wal_s3_object_bytes",
+    "Bytes per WAL object (one group commit)",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20),
+)
+S3_OBJECTS = Counter("walproxy_wal_s3_objects", "WAL objects stored (rate: objects per second)")
+S3_RETRIES = Counter(
+    "walproxy_wal_s3_retries", "Object-store requests of the WAL retried", ["op"]
+)
+S3_STRAYS = Counter(
+    "walproxy_wal_s3_stray_objects_deleted",
+    "Late uploads of a superseded writer found in a slot and deleted (never acknowledged)",
+)

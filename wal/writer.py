@@ -33,7 +33,7 @@ import mmap
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 import trio
@@ -985,6 +985,22 @@ async def open_wal(
         backend = directory
     wal = wal_class(backend, cfg)
     await trio.to_thread.run_sync(wal._open_sync)
+    async with serving(wal) as served:
+        yield served
+
+
+class _Serving(Protocol):
+    def _start(self, nursery: trio.Nursery) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+W = TypeVar("W", bound=_Serving)
+
+
+@asynccontextmanager
+async def serving(wal: W) -> AsyncIterator[W]:
+    """Run an opened WAL's writer for the body; drain and close it on the way out (shared by
+    the file and the S3 backend)."""
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         wal._start(nursery)

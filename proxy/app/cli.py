@@ -76,15 +76,15 @@ def _repair(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
-    from proxy.app.server import ProxyServer, wal_config_of
+    from proxy.app.server import ProxyServer, open_configured_wal
     from proxy.client.upstream_client import UpstreamError
     from proxy.config import parse_address
     from proxy.durable.produce_path import DurableProduce
     from proxy.durable.reconciler import Reconciler
-    from wal import WalError, open_wal
+    from wal import WalError
 
     async def main() -> int:
-        async with open_wal(cfg.wal.dir, wal_config_of(cfg)) as wal, trio.open_nursery() as nursery:
+        async with open_configured_wal(cfg) as wal, trio.open_nursery() as nursery:
             durable = DurableProduce(wal)
             durable.attach(nursery)
             reconciler = Reconciler(
@@ -240,7 +240,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _wal(args: argparse.Namespace) -> int:
     from wal import cli as wal_cli
 
-    return getattr(wal_cli, args.wal_command)(args.directory)
+    return getattr(wal_cli, args.wal_command)(args.directory, endpoint_url=args.endpoint_url)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,14 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_rebuild_arguments(rebuild)
     rebuild.set_defaults(func=_rebuild)
 
-    wal = sub.add_parser("wal", help="inspect a write-ahead log directory")
+    wal = sub.add_parser("wal", help="inspect a write-ahead log (a directory or s3://bucket/prefix)")
     wal_sub = wal.add_subparsers(dest="wal_command", required=True)
     for name, text in (
         ("verify", "scan and report; non-zero exit on corruption"),
         ("dump", "human-readable listing"),
     ):
         p = wal_sub.add_parser(name, help=text)
-        p.add_argument("directory")
+        p.add_argument("directory", help="WAL directory, or s3://bucket/prefix of an S3 WAL")
+        p.add_argument(
+            "--endpoint-url", help="S3 endpoint (MinIO, moto); default: the AWS chain's"
+        )
         p.set_defaults(func=_wal)
     return parser
 

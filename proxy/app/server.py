@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.metadata
+from contextlib import AbstractAsyncContextManager
 
 import structlog
 import trio
@@ -25,6 +26,9 @@ from proxy.ops.admin import AdminServer
 from proxy.ops.health import UpstreamProbe
 from proxy.ops.status import offload_from_registry
 from wal import Backend, Wal, WalConfig, open_wal
+from wal.config import S3WalConfig
+from wal.object_store import S3Store
+from wal.s3_wal import S3Wal, open_s3_wal
 
 log = structlog.get_logger("walproxy.server")
 
@@ -93,6 +97,48 @@ def wal_config_of(config: Config) -> WalConfig:
         max_pending_bytes=16 * 1024 * 1024,
         direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
     )
+
+
+def s3_wal_config_of(config: Config) -> S3WalConfig:
+    w = config.wal
+    return S3WalConfig(
+        max_group_bytes=w.s3_max_group_bytes,
+        max_group_delay_ms=w.s3_max_group_delay_ms,
+        max_inflight_groups=w.s3_max_inflight,
+        max_pending_bytes=16 * 1024 * 1024,
+        max_bytes=w.max_bytes,
+        request_timeout_s=w.s3_request_timeout_s,
+        put_deadline_s=w.s3_put_deadline_s,
+    )
+
+
+def s3_wal_store(config: Config) -> S3Store:
+    """The S3 WAL's store: its own prefix; botocore does not retry (the WAL does, within
+    ``wal.s3_put_deadline_s``)."""
+    from offload.layout import parse_target
+
+    w, o = config.wal, config.offload
+    t = parse_target(w.s3_target, "wal.s3_target")
+    return S3Store(
+        t.bucket,
+        t.prefix,
+        endpoint_url=o.s3_endpoint_url or None,
+        region=o.s3_region or None,
+        connect_timeout_s=min(5.0, w.s3_request_timeout_s),
+        read_timeout_s=w.s3_request_timeout_s,
+        max_attempts=1,
+        max_pool_connections=max(16, 2 * w.s3_max_inflight),
+    )
+
+
+def open_configured_wal(
+    config: Config, backend: Backend | None = None
+) -> AbstractAsyncContextManager[Wal | S3Wal]:
+    """The WAL `config` names: the file backend in ``wal.dir`` (or `backend`, a test's
+    injected storage) or the S3 backend under ``wal.s3_target``."""
+    if config.wal.backend == "s3" and backend is None:
+        return open_s3_wal(s3_wal_store(config), s3_wal_config_of(config))
+    return open_wal(backend or config.wal.dir, wal_config_of(config))
 
 
 @functools.cache
@@ -219,10 +265,11 @@ class ProxyServer:
             )
             await self._serve(None, task_status)
             return
-        async with open_wal(self._wal_backend or w.dir, wal_config_of(self.config)) as wal:
+        async with open_configured_wal(self.config, self._wal_backend) as wal:
             log.info(
                 "WAL open",
-                dir=w.dir,
+                backend=w.backend,
+                dir=w.s3_target if w.backend == "s3" else w.dir,
                 direct_io=wal.direct_io,
                 epoch=wal.epoch,
                 first_lsn=wal.first_lsn,

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from offload import config as offload_config
+from offload.layout import LayoutError, parse_target
 from proxy.config.gateway import validate_gateway
-from proxy.config.settings import Config, ConfigError, parse_address, read
+from proxy.config.settings import Config, ConfigError, WalSection, parse_address, read
 from proxy.config.tls import validate_tls
 
 
@@ -85,8 +86,12 @@ def validate(config: Config) -> None:
     if p.max_frame_bytes > 2**31 - 1:
         raise ConfigError("proxy.max_frame_bytes: must fit a Kafka int32 frame size")
     w = config.wal
-    if w.enabled and not w.dir:
+    if w.backend not in ("file", "s3"):
+        raise ConfigError(f"wal.backend: expected file or s3, got {w.backend!r}")
+    if w.enabled and w.backend == "file" and not w.dir:
         raise ConfigError("wal.dir: must name a directory when wal.enabled is true")
+    if w.enabled and w.backend == "s3":
+        _validate_s3_wal(w)
     if w.segment_bytes < 1024 * 1024 or w.segment_bytes % 4096:
         raise ConfigError(
             "wal.segment_bytes: must be a multiple of 4096 and at least 1 MiB, "
@@ -142,3 +147,27 @@ def validate(config: Config) -> None:
         raise ConfigError(f"log.format: expected console or json, got {config.log.format!r}")
     if config.log.level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log.level: expected debug/info/warning/error, got {config.log.level!r}")
+
+
+def _validate_s3_wal(w: WalSection) -> None:
+    try:
+        target = parse_target(w.s3_target, "wal.s3_target") if w.s3_target else None
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    if target is None or target.scheme != "s3":
+        raise ConfigError(
+            f"wal.s3_target: wal.backend = s3 needs s3://bucket/prefix, got {w.s3_target!r}"
+        )
+    if not 1 <= w.s3_max_inflight <= 64:
+        raise ConfigError(f"wal.s3_max_inflight: must be in 1..64, got {w.s3_max_inflight}")
+    if w.s3_max_group_bytes < 4096:
+        raise ConfigError(
+            f"wal.s3_max_group_bytes: must be at least 4096, got {w.s3_max_group_bytes}"
+        )
+    if w.s3_max_group_delay_ms < 0:
+        raise ConfigError(
+            f"wal.s3_max_group_delay_ms: must not be negative, got {w.s3_max_group_delay_ms}"
+        )
+    for name in ("s3_request_timeout_s", "s3_put_deadline_s"):
+        if getattr(w, name) <= 0:
+            raise ConfigError(f"wal.{name}: must be positive, got {getattr(w, name)}")

@@ -92,6 +92,38 @@ class WalSection:
     direct_io: str = _doc(
         "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
     )
+    backend: str = _doc(
+        "`file` (segments in `dir`, Direct IO) or `s3` (one object per group commit under "
+        "`s3_target`: no durable local state; docs/wal-format.md).",
+        default="file",
+    )
+    s3_target: str = _doc(
+        "S3 WAL: `s3://bucket/prefix`, this node's own prefix (one writer per prefix). The "
+        "endpoint and region are `offload.s3_endpoint_url` / `offload.s3_region`.",
+        default="",
+    )
+    s3_max_group_bytes: int = _doc(
+        "S3 WAL: largest group commit (one object); a bigger single entry is its own object.",
+        default=4 * 1024 * 1024,
+    )
+    s3_max_group_delay_ms: float = _doc(
+        "S3 WAL: hold a group this long for company before its upload (0: upload as soon "
+        "as an upload slot is free; a group is then what arrived during the previous ones).",
+        default=0.0,
+    )
+    s3_max_inflight: int = _doc(
+        "S3 WAL: uploads in flight at once (1..64); acknowledgements stay in order.",
+        default=8,
+    )
+    s3_request_timeout_s: float = _doc(
+        "S3 WAL: deadline of one request; a request past it is abandoned and retried.",
+        default=5.0,
+    )
+    s3_put_deadline_s: float = _doc(
+        "S3 WAL: a group not stored within this fences the WAL (nothing more is "
+        "acknowledged; restart to recover).",
+        default=10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -253,6 +285,13 @@ def _coerce(setting: str, typ: Any, value: Any) -> Any:
 
 def _build_section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
+    # A sub-table (``[wal.s3]`` with ``max_group_bytes``) spells the ``s3_*`` settings.
+    raw = dict(raw)
+    for key, value in list(raw.items()):
+        if isinstance(value, Mapping) and key not in known:
+            del raw[key]
+            for sub, v in value.items():
+                raw[f"{key}_{sub}"] = v
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown setting")

@@ -3,6 +3,8 @@
 Modes: ``pass`` (forward), ``503`` (answer every request ``503 Slow Down``), ``reset``
 (accept, then reset the connection), ``stall`` (accept and read, never answer). Changing
 the mode drops every open connection, so pooled keep-alive connections see it too.
+``delay_s`` (any mode) holds every chunk the server sends back for that long: an injected
+round-trip time for benchmarks (one delay per response for responses that fit one read).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 
 class S3Relay:
@@ -22,6 +25,7 @@ class S3Relay:
         self._live: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.faults = 0
+        self.delay_s = 0.0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -78,7 +82,7 @@ class S3Relay:
             _close(client)
             return
         self._track(upstream)
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=_pump, args=(upstream, client, self), daemon=True).start()
         _pump(client, upstream)
 
     def close(self) -> None:
@@ -86,9 +90,11 @@ class S3Relay:
         self.set_mode("pass")
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, delayed: S3Relay | None = None) -> None:
     with contextlib.suppress(OSError):
         while data := src.recv(65536):
+            if delayed is not None and delayed.delay_s:
+                time.sleep(delayed.delay_s)
             dst.sendall(data)
     _close(src)
     _close(dst)

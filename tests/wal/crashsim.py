@@ -116,32 +116,35 @@ async def _round(
             model.violations += check_log(model, entries, wal.first_lsn)
             if backend.crash_after is None:
                 backend.crash_after = rng.randint(0, 40)
-            for _ in range(rng.randint(1, 6)):
-                if wal.fenced:
-                    break
-                if rng.random() < 0.2 and wal.last_durable_lsn:
-                    upto = rng.randint(wal.first_lsn - 1, wal.last_durable_lsn)
-                    try:
-                        await wal.trim(upto)
-                        model.trimmed = max(model.trimmed, upto)
-                    except (OSError, WalError):
-                        pass
-                    continue
-                async with trio.open_nursery() as n:
-                    async with trio.open_nursery() as appenders:
-                        n.start_soon(_janitor, wal, model)
-                        for _ in range(rng.randint(1, 8)):
-                            items = [
-                                model.new_payload(rng) for _ in range(rng.choice([1, 1, 2, 3]))
-                            ]
-                            appenders.start_soon(_appender, wal, model, items)
-                    n.cancel_scope.cancel()
+            await workload(wal, rng, model)
             if rng.random() < 0.5:
                 backend.crash_after = 0  # crash before the clean close
     except WalCorruptionError as e:
         model.violations.append(f"WAL refused to open after a crash: {e}")
     except (OSError, WalError):
         pass  # the crash hit during open or close
+
+
+async def workload(wal: Wal, rng: random.Random, model: Model) -> None:
+    """Random concurrent appends and trims (any WAL with the public API), recorded in model."""
+    for _ in range(rng.randint(1, 6)):
+        if wal.fenced:
+            break
+        if rng.random() < 0.2 and wal.last_durable_lsn:
+            upto = rng.randint(wal.first_lsn - 1, wal.last_durable_lsn)
+            try:
+                await wal.trim(upto)
+                model.trimmed = max(model.trimmed, upto)
+            except (OSError, WalError):
+                pass
+            continue
+        async with trio.open_nursery() as n:
+            async with trio.open_nursery() as appenders:
+                n.start_soon(_janitor, wal, model)
+                for _ in range(rng.randint(1, 8)):
+                    items = [model.new_payload(rng) for _ in range(rng.choice([1, 1, 2, 3]))]
+                    appenders.start_soon(_appender, wal, model, items)
+            n.cancel_scope.cancel()
 
 
 async def _janitor(wal: Wal, model: Model) -> None:
