@@ -133,7 +133,7 @@ class SimStore:
             self._tick()
             self.objects.pop(key, None)
 
-    def crash(self, rng: random.Random, p_land: float) -> SimStore:
+    def crash(self, rng: random.Random, p_land: float, race: bool = False) -> SimStore:
         """Freeze this store; the next one holds what landed (and lands some PUTs late)."""
         self.freeze()
         with self._lock:
@@ -141,7 +141,9 @@ class SimStore:
             nxt.late = list(self.late)
             for key, data in self.cut:
                 r = rng.random()
-                if r < p_land / 2:
+                if race:  # every PUT in flight lands just before someone else's on its key
+                    nxt.late.append(_Late(key, data, -1))
+                elif r < p_land / 2:
                     nxt.objects.setdefault(key, data)
                 elif r < p_land:
                     nxt.late.append(_Late(key, data, rng.choice([-1, rng.randint(0, 60)])))
@@ -174,7 +176,7 @@ async def _run_writer(store, rng, model, wal_class, outer, crash_later) -> None:
 
 def run_s3_scenario(
     rng: random.Random, rounds: int = 4, wal_class: type[S3Wal] = S3Wal,
-    p_land: float | None = None,
+    p_land: float | None = None, race: bool = False,
 ) -> list[str]:
     model = Model()
     store = SimStore(seed=rng.randrange(1 << 30))
@@ -183,7 +185,8 @@ def run_s3_scenario(
         nonlocal store
         for _ in range(rounds):
             await _round(store, rng, model, wal_class)
-            store = store.crash(rng, rng.choice([0.0, 0.5, 1.0]) if p_land is None else p_land)
+            p = rng.choice([0.0, 0.5, 1.0]) if p_land is None else p_land
+            store = store.crash(rng, p, race)
         try:
             async with open_s3_wal(store, CFG, wal_class=wal_class) as wal:
                 entries = await trio.to_thread.run_sync(lambda: list(wal.read_from()))

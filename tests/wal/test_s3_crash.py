@@ -14,8 +14,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.wal.s3crashsim import run_s3_scenario
-from wal.s3_wal import S3Wal
+from tests.wal.s3crashsim import CFG, SimStore, _Late, run_s3_scenario
+from wal.s3_layout import encode_object, object_name
+from wal.s3_wal import S3Wal, open_s3_wal
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
@@ -80,9 +81,33 @@ def test_negative_control_frontier_lie_is_detected() -> None:
     assert any("refused to open" in x for x in v), v
 
 
-def test_negative_control_taken_slot_as_success_is_detected() -> None:
-    v = _first_violation(TakenSlotIsOursWal, 60, p_land=1.0)
-    assert v, "a writer that ignores taken slots went unnoticed"
+async def _late_upload_race(wal_class: type[S3Wal]) -> tuple[list[int], list[int]]:
+    """Writer 1 leaves a PUT for slot k+1 stalled; writer 2 claims k and appends; the
+    stalled PUT lands just before writer 2's PUT of k+1 (the adversarial order). Returns
+    (LSNs writer 2 acknowledged, LSNs present after a reopen)."""
+    store = SimStore()
+    async with open_s3_wal(store, CFG) as first:
+        await first.append(b"one")
+        epoch, k = first.epoch, first._next_slot
+    stalled = encode_object(epoch=epoch, slot=k + 1, first_lsn=2, back=2,
+                            entries=[(0, b"never acknowledged")])
+    store.late.append(_Late(object_name(k + 1), stalled, -1))
+    async with open_s3_wal(store, CFG, wal_class=wal_class) as second:
+        assert second._next_slot == k + 1
+        acked = [await second.append(b"two")]
+    async with open_s3_wal(store, CFG) as check:
+        present = [e.lsn for e in await trio.to_thread.run_sync(lambda: list(check.read_from()))]
+    return acked, present
+
+
+async def test_a_superseded_writers_late_upload_in_our_slot_is_replaced() -> None:
+    acked, present = await _late_upload_race(S3Wal)
+    assert acked == [2] and present == [1, 2]
+
+
+async def test_negative_control_taken_slot_as_success_is_detected() -> None:
+    acked, present = await _late_upload_race(TakenSlotIsOursWal)
+    assert acked == [2] and 2 not in present  # acknowledged and lost: what the checks catch
 
 
 def test_correct_s3_wal_passes_the_controls_seeds() -> None:
