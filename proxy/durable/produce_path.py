@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -403,8 +402,3 @@ class DurableProduce:
                 await trio.sleep(0.01)
             return True
         return False
-
-
-def topic_label(key: PartitionKey) -> str:
-    name, tid, _ = key
-    return name if name is not None else str(tid or uuid.UUID(int=0))

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
+from kio.index import load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 
@@ -139,8 +139,3 @@ def response_with_errors(
         by_topic[(name, tid)].append(_partition_response(module, index, code))
     responses = tuple(_topic_response(module, n, t, by_topic[(n, t)]) for n, t in order)
     return encode(header, dataclasses.replace(body, responses=responses))
-
-
-def load_request_module(version: int) -> Any:
-    schema = load_request_schema(PRODUCE, version)
-    return schema, __import__(schema.__module__, fromlist=["x"])
