@@ -187,7 +187,7 @@ class DurableProduce:
         errors.update(req.refused)
         return error_response(req.version, req.correlation_id, errors)
 
-    async def ready(self, prepared: PreparedRequest) -> bytes | None:  # type: ignore[override]
+    async def ready(self, prepared: PreparedRequest) -> bytes | None:
         req = prepared
         try:
             req.lsns = await req.submission.wait()  # type: ignore[union-attr]
@@ -211,7 +211,7 @@ class DurableProduce:
             await self.gate.wait()
         return None
 
-    def forwarded(self, prepared: PreparedRequest) -> None:  # type: ignore[override]
+    def forwarded(self, prepared: PreparedRequest) -> None:
         prepared.forwarded = True
         prepared.forwarded_at = time.perf_counter()
 
@@ -221,7 +221,7 @@ class DurableProduce:
     async def answered(
         self,
         prepared: PreparedRequest,
-        version: int,  # type: ignore[override]
+        version: int,
         payload: memoryview,
     ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
         req = prepared
@@ -258,13 +258,13 @@ class DurableProduce:
             if meta is not None:
                 self.note_settled(o.batch_lsn, meta[0], o, meta[1])
 
-    def proven_processed(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+    def proven_processed(self, prepared: list[PreparedRequest]) -> None:
         outcomes = []
         for req in prepared:
             outcomes += [OutcomeEntry(lsn, Source.BROKER, 0, -1) for lsn in req.lsns]
         self._in_background(outcomes)
 
-    def abandoned(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+    def abandoned(self, prepared: list[PreparedRequest]) -> None:
         never_sent = []
         for req in prepared:
             if req.forwarded:
