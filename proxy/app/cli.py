@@ -77,7 +77,7 @@ def _repair(args: argparse.Namespace) -> int:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
     from proxy.app.wiring import open_configured_wal, own_clients
-    from proxy.client.upstream_client import UpstreamError
+    from proxy.client.errors import UpstreamError
     from proxy.config import parse_address
     from proxy.durable.produce_path import DurableProduce
     from proxy.durable.reconciler import Reconciler

@@ -12,12 +12,12 @@ from offload.offloader import Offloader, OffloadStartError
 from offload.store import StoreError, open_store
 from offload.verify import BrokerPartition, compare, scrub
 from proxy.app.wiring import own_clients
+from proxy.client.errors import UpstreamError
 from proxy.client.upstream_client import (
     EARLIEST,
     LATEST,
     ClusterClient,
     UpstreamClient,
-    UpstreamError,
 )
 from proxy.config import Config, parse_address
 

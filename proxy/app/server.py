@@ -33,6 +33,7 @@ from proxy.ops.admin import AdminServer
 from proxy.ops.health import UpstreamProbe
 from proxy.ops.status import offload_status
 from wal import Backend, Wal
+from wal.s3_wal import S3Wal
 
 __all__ = ["DECODED_APIS", "ProxyServer"]
 
@@ -195,7 +196,9 @@ class ProxyServer:
             )
             await self._serve(wal, task_status)
 
-    async def _serve(self, wal: Wal | None, task_status: trio.TaskStatus[ProxyServer]) -> None:
+    async def _serve(
+        self, wal: Wal | S3Wal | None, task_status: trio.TaskStatus[ProxyServer]
+    ) -> None:
         t = self.topology
         host, port = t.listen_address()
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -244,7 +247,7 @@ class ProxyServer:
             nursery.cancel_scope.cancel()
         log.info("walproxy stopped")
 
-    async def _start_durable(self, wal: Wal, nursery: trio.Nursery, covered: Any) -> None:
+    async def _start_durable(self, wal: Wal | S3Wal, nursery: trio.Nursery, covered: Any) -> None:
         """The produce path over ``wal``, its reconciler, and the WAL's trimming: by
         retention, or (offloading) once S3 covers each entry."""
         self.durable = durable = DurableProduce(wal)

@@ -17,11 +17,12 @@ from typing import Protocol
 
 import trio
 
-from offload.coverage import Coverage
-from offload.offloader import Offloader
+from offload.coverage import AnyCoverage, Coverage
+from offload.offloader import Connector, Offloader
 from proxy.app.supervise import run_offloader
 from proxy.client.dialer import Dialer
-from proxy.client.upstream_client import Address, ClusterClient, UpstreamClient, UpstreamError
+from proxy.client.errors import UpstreamError
+from proxy.client.upstream_client import Address, ClusterClient, UpstreamClient
 from proxy.config import Config, parse_address
 from proxy.gateway import Gateway, Targets
 from proxy.gateway.offload import GatewayOffload
@@ -46,7 +47,7 @@ class Topology(Protocol):
     def targets(self) -> list[Address]: ...
     def own_client(self) -> UpstreamClient | ClusterClient: ...
     async def preflight(self) -> None: ...
-    def start_offload(self, nursery: trio.Nursery) -> Coverage | None: ...
+    def start_offload(self, nursery: trio.Nursery) -> Coverage | AnyCoverage | None: ...
     def offloaders(self) -> Sequence[OffloadView]: ...
     def offload_fenced(self) -> str | None: ...
     def start(self, nursery: trio.Nursery, accepting: trio.Nursery, serve: Serve) -> None: ...
@@ -89,7 +90,7 @@ class Sidecar:
     async def preflight(self) -> None:
         return
 
-    def start_offload(self, nursery: trio.Nursery) -> Coverage | None:
+    def start_offload(self, nursery: trio.Nursery) -> Coverage | AnyCoverage | None:
         o = self.config.offload
         if not o.enabled:
             return None
@@ -145,7 +146,7 @@ class GatewayTopology:
         """Every broker's node id is in the ranges (a :class:`ConfigError` otherwise)."""
         self._initial_brokers = await self.refresh.fetch(startup=True)
 
-    def _connector_for(self, node_id: int):  # -> offload.offloader.Connector
+    def _connector_for(self, node_id: int) -> Connector:
         """Connects (TLS, SASL) to broker ``node_id`` at its address as last learned."""
         directory = self.gateway.directory
 
@@ -157,7 +158,7 @@ class GatewayTopology:
 
         return connect
 
-    def start_offload(self, nursery: trio.Nursery) -> Coverage | None:
+    def start_offload(self, nursery: trio.Nursery) -> Coverage | AnyCoverage | None:
         if not self.config.offload.enabled:
             return None
         self.offload = GatewayOffload(self.config.offload, self._connector_for, run_offloader)

@@ -51,6 +51,8 @@ from proxy.kafka.produce_skim import skim_produce
 from proxy.kafka.protocol import CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR
 from proxy.kafka.record_batch import BatchError, iter_batches
 from wal import Wal, WalError
+from wal.s3_wal import S3Wal
+from wal.writer import Submission
 
 log = structlog.get_logger("walproxy.produce")
 
@@ -67,7 +69,7 @@ class PreparedRequest:
     counts: list[int] = field(default_factory=list)  # offsets each entry takes in the log
     refused: dict[PartitionKey, int] = field(default_factory=dict)
     local_response: bytes | None = None
-    submission: object | None = None  # the WAL submission of the BATCH entries
+    submission: Submission | None = None  # the WAL submission of the BATCH entries
     lsns: list[int] = field(default_factory=list)
     forwarded: bool = False
     received_at: float = 0.0
@@ -96,7 +98,7 @@ class _Gate:
 
 
 class DurableProduce:
-    def __init__(self, wal: Wal) -> None:
+    def __init__(self, wal: Wal | S3Wal) -> None:
         self.wal = wal
         #: Entries below this LSN were written by an earlier process: without an outcome,
         #: they are in doubt. From it on they are this process's, tracked in memory.
@@ -190,7 +192,8 @@ class DurableProduce:
     async def ready(self, prepared: PreparedRequest) -> bytes | None:
         req = prepared
         try:
-            req.lsns = await req.submission.wait()  # type: ignore[union-attr]
+            assert req.submission is not None  # prepare() queued it, or answered locally
+            req.lsns = await req.submission.wait()
         except WalError as exc:
             log.error(
                 "WAL append failed; refusing produce",

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from proxy.client.upstream_client import Address, ClusterClient, UpstreamError
+from proxy.client.errors import UpstreamError
+from proxy.client.upstream_client import Address, ClusterClient
 from proxy.config import ConfigError
 from proxy.gateway.directory import Gateway
 from proxy.gateway.offload import GatewayOffload

@@ -32,7 +32,6 @@ import structlog
 import trio
 
 from proxy.kafka.apiversions import (
-    API_VERSIONS,
     api_versions_v0_request,
     unsupported_version_response,
 )
@@ -40,7 +39,7 @@ from proxy.kafka.codec import CodecError, kio_version_range
 from proxy.kafka.framing import FrameDecoder, FrameError, encode_frame, parse_request_header
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
 from proxy.kafka.produce_skim import SkimError, produce_acks
-from proxy.kafka.protocol import PRODUCE, api_name
+from proxy.kafka.protocol import API_VERSIONS, PRODUCE, api_name
 from proxy.net import metrics
 
 log = structlog.get_logger("walproxy.connection")
@@ -237,7 +236,7 @@ class ProxyConnection(Generic[P]):
         )
 
     # -- client -> upstream -------------------------------------------------------------
-    async def _receive(self, decoder: FrameDecoder) -> bytes | None:
+    async def _receive(self, decoder: FrameDecoder) -> bytes | bytearray | None:
         """Next chunk from the client; ``None`` on EOF, idle timeout or drain."""
         if decoder.pending:
             timeout = self._settings.partial_frame_timeout_s
@@ -365,7 +364,9 @@ class ProxyConnection(Generic[P]):
         acks=0 batches still to settle small however long the client floods.
         """
         self._barrier_ids -= 1
-        slot = _Slot(API_VERSIONS, 0, self._barrier_ids, time.perf_counter(), internal=True)
+        slot: _Slot[P] = _Slot(
+            API_VERSIONS, 0, self._barrier_ids, time.perf_counter(), internal=True
+        )
         slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
         self._awaiting.append(slot)
         await self._upstream.send_all(api_versions_v0_request(self._barrier_ids))

@@ -49,9 +49,12 @@ def offload_from_registry(families: Iterable[Metric] | None = None) -> dict[str,
 
 
 class PartitionView(Protocol):
-    topic: str
-    partition: int
-    committed_next: int
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def committed_next(self) -> int: ...
 
     def lag(self, now: float) -> tuple[int, int, float]: ...
 
@@ -68,7 +71,7 @@ class OffloadView(Protocol):
 
 def offload_status(offloaders: Iterable[OffloadView], now: float) -> dict[str, Any]:
     """Offload lag per partition (as its metrics name them) and whether any is fenced."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     fenced = False
     for off in offloaders:
         fenced = fenced or bool(off.fenced)
