@@ -55,6 +55,7 @@ demo: $(HOST) $(RUNTIME) $(JARS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: setup lint
 	WALPROXY_HELM=$(abspath $(HELM)) $(BIN)/pytest -ra

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from produce_bench import Result, create_topic, load_arguments, producer_perf
 
-from proxy.devcluster import REPO_ROOT, DevCluster
+from proxy.dev.cluster import DevCluster
 
-sys.path.insert(0, str(REPO_ROOT))  # the test suite's gateway process and CA helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers below
 from tests.integration.gateway_process import Gateway
 from tests.integration.tls_ca import TestCA
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException, Producer
 from produce_bench import Result, create_topic, plain_proxy, producer_perf
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.produce_bench import create_topic, producer_perf
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 from tests.s3server import S3_ENV, S3Server
 
 

@@ -1,6 +1,6 @@
 """Produce throughput and latency: through walproxy vs straight to Kafka, in one run.
 
-Starts a local single-broker KRaft cluster with a walproxy sidecar (``proxy.devcluster``),
+Starts a local single-broker KRaft cluster with a walproxy sidecar (``proxy.dev.cluster``),
 then runs Kafka's own ``ProducerPerformance`` (kafka-tools) against the broker's DIRECT
 listener and against walproxy, alternating, on fresh topics. Prints a table and the ratios.
 The sidecar's S3 offloader is off unless ``--offload on``: it copies every partition of the
@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.devcluster import DevCluster, ManagedProcess, free_port, libs_dir
+from proxy.dev.cluster import DevCluster, ManagedProcess, free_port, libs_dir
 
 _RESULT = re.compile(
     r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "

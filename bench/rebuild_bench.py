@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from offload.rebuild import RebuildOptions, rebuild
 from offload.store import FileStore, ObjectStore, S3Store
 from offload.wal_tail import patch_batch
-from proxy.record_batch import build_batch
+from proxy.kafka.record_batch import build_batch
 from tests.offload.seed import offload_partition, write_broker_info
 from tests.s3server import S3_ENV, S3Server
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wal.file_backend import _fsync_dir
+import wal
 
 from . import kafka_logdir as kl
 
@@ -40,7 +40,7 @@ class LogDirNotEmpty(RuntimeError):
 
 
 def fsync_dir(path: Path) -> None:
-    _fsync_dir(str(path))
+    wal.fsync_dir(str(path))
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:

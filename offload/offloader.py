@@ -26,12 +26,12 @@ from pathlib import Path
 import structlog
 import trio
 
-from proxy.config import OffloadSection
-from proxy.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
 
 from . import commit, layout
 from . import manifest as mf
 from . import metrics as m
+from .config import OffloadSection
 from .coverage import Coverage
 from .node_files import BrokerInfo, TopicEntry, encode_broker_info, parse_meta_properties
 from .partition import Diverged, PartitionState

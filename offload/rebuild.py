@@ -19,18 +19,17 @@ Downloads run on a small thread pool, a bounded window ahead of the writer (at m
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
-import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from proxy.record_batch import iter_batches
-from wal.errors import WalError
+import wal
+from proxy.kafka.record_batch import iter_batches
+from wal import WalError
 
 from . import kafka_logdir as kl
 from . import layout, segment_codec
@@ -38,7 +37,7 @@ from . import manifest as mf
 from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
 from .node_files import BrokerInfo, NodeFileError, decode_broker_info
 from .store import ObjectNotFound, ObjectStore, StoreError
-from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail, read_wal
+from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail
 
 EXIT_OK = 0
 EXIT_REFUSED = 1  # the data cannot be restored as it is: a human must look
@@ -308,7 +307,7 @@ def rebuild(
     facts = None
     if opts.wal_dir is not None:
         try:
-            facts = collect(read_wal(opts.wal_dir))
+            facts = collect(wal.read_directory(opts.wal_dir))
         except (WalError, TailError) as exc:
             hint = ""
             if not Path(opts.wal_dir).is_dir():
@@ -420,94 +419,3 @@ def _write_partition(
         ),
     )
     progress.add(0, partition_done=True)
-
-
-# -- the command line --------------------------------------------------------------------------
-def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-dir", required=True, help="the broker's (empty) log directory")
-    p.add_argument(
-        "--metadata-log-dir",
-        help="the broker's metadata.log.dir when it is not --log-dir (gets meta.properties)",
-    )
-    p.add_argument("--node-id", type=int, help="default: proxy.node_id")
-    p.add_argument("--cluster-id", help="default: the target's only cluster with this node")
-    p.add_argument("--wal-dir", help="default: wal.dir")
-    p.add_argument(
-        "--no-wal",
-        action="store_true",
-        help="rebuild from the target alone (acknowledged records not yet offloaded are lost)",
-    )
-    p.add_argument("--target", help="default: offload.target")
-    p.add_argument("--s3-endpoint-url", help="default: offload.s3_endpoint_url")
-    p.add_argument("--s3-region", help="default: offload.s3_region")
-    p.add_argument(
-        "--segment-bytes",
-        type=int,
-        default=kl.DEFAULT_SEGMENT_BYTES,
-        help="roll .log files at this size (the broker's log.segment.bytes; default 1 GiB)",
-    )
-    p.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="write the WAL tail even where offsets between it and the S3 copy are missing",
-    )
-    p.add_argument("--parallel", type=int, default=8, help="concurrent downloads")
-
-
-def _setting(cfg: Any, name: str, default: str = "") -> str:
-    section = getattr(cfg, "offload", None)
-    return str(getattr(section, name, default)) if section is not None else default
-
-
-def rebuild_command(cfg: Any, args: argparse.Namespace) -> int:
-    """``walproxy rebuild``: exit 0 done, 1 refused (data problem), 2 usage, 3 transient."""
-    from .store import open_store
-
-    node_id = args.node_id if args.node_id is not None else cfg.proxy.node_id
-    if node_id is None or node_id < 0:
-        print("walproxy rebuild: proxy.node_id: set it (or pass --node-id)", file=sys.stderr)
-        return 2
-    target = args.target or _setting(cfg, "target")
-    if not target:
-        print("walproxy rebuild: offload.target: set it (or pass --target)", file=sys.stderr)
-        return 2
-    wal_dir = None if args.no_wal else (args.wal_dir or cfg.wal.dir)
-    try:
-        store = open_store(
-            target,
-            endpoint_url=args.s3_endpoint_url or _setting(cfg, "s3_endpoint_url"),
-            region=args.s3_region or _setting(cfg, "s3_region"),
-        )
-    except layout.LayoutError as exc:
-        print(f"walproxy rebuild: {exc}", file=sys.stderr)
-        return 2
-    opts = RebuildOptions(
-        log_dir=Path(args.log_dir),
-        node_id=node_id,
-        cluster_id=args.cluster_id,
-        metadata_log_dir=Path(args.metadata_log_dir) if args.metadata_log_dir else None,
-        wal_dir=wal_dir,
-        segment_bytes=args.segment_bytes,
-        allow_gaps=args.allow_gaps,
-        parallel=args.parallel,
-    )
-    print(
-        f"rebuild: node {node_id} from {store.describe()} into {opts.log_dir}"
-        + (f" + WAL {wal_dir}" if wal_dir else " (no WAL)"),
-        flush=True,
-    )
-    try:
-        report = rebuild(store, opts)
-    except RebuildError as exc:
-        print(
-            f"walproxy rebuild: refused: {exc}"
-            if exc.exit_code == EXIT_REFUSED
-            else f"walproxy rebuild: {exc}; re-run to resume",
-            file=sys.stderr,
-        )
-        return exc.exit_code
-    except OSError as exc:
-        print(f"walproxy rebuild: {exc}; re-run to resume", file=sys.stderr)
-        return EXIT_TRANSIENT
-    print(json.dumps({**asdict(report), "mb_per_s": round(report.mb_per_s, 1)}, indent=1))
-    return EXIT_OK

@@ -4,7 +4,7 @@ A segment object is record batches exactly as Kafka stored them (what a Fetch re
 in offset order, optionally zstd-compressed as one frame. Its manifest entry
 (:class:`~offload.manifest.SegmentRef`) carries the CRC32C and size of the uncompressed
 bytes, so a reader verifies an object without trusting the store. Batch headers and CRCs
-are read with :mod:`proxy.record_batch`.
+are read with :mod:`proxy.kafka.record_batch`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import crc32c
 import zstandard
 
-from proxy.record_batch import HEADER_SIZE, BatchError, iter_batches
+from proxy.kafka.record_batch import HEADER_SIZE, BatchError, iter_batches
 
 from .manifest import SegmentRef
 

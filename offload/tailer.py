@@ -13,14 +13,14 @@ from __future__ import annotations
 import structlog
 import trio
 
-from proxy.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.kafka.protocol import OFFSET_OUT_OF_RANGE
 
 from . import metrics as m
 from .partition import Diverged, PartitionState
 
 log = structlog.get_logger("walproxy.offload.tailer")
 
-OFFSET_OUT_OF_RANGE = 1
 #: Leadership moved, topic deleted, metadata stale: look again.
 _REDISCOVER = {3, 5, 6, 74, 75, 100}
 

@@ -1,16 +1,15 @@
 """walproxy's Kafka-protocol proxy.
 
-What this package owns:
+Subpackages, from the bottom layer up (docs/architecture.md has the diagram and the rules):
 
-* the wire: :mod:`proxy.framing` (frame boundaries, fixed header fields), :mod:`proxy.codec`
-  (kio decode/encode for the few APIs the proxy changes), :mod:`proxy.produce_skim`
-  (zero-copy Produce request skimmer) — all sans-IO, plain functions over bytes;
-* the policies applied to responses: :mod:`proxy.apiversions` (version clamping, KIP-511)
-  and :mod:`proxy.endpoints` (no broker address that bypasses the proxy reaches a client);
-* the trio shell: :mod:`proxy.connection` (one client, one upstream, ordered slots, bounded
-  in-flight), :mod:`proxy.server` (accept, drain), :mod:`proxy.admin` (/metrics, /healthz,
-  /readyz);
-* operations: :mod:`proxy.config`, :mod:`proxy.logs`, :mod:`proxy.metrics`,
-  :mod:`proxy.cli` (the ``walproxy`` command) and :mod:`proxy.devcluster` (local Kafka
-  clusters from Maven Central jars for the demo, tests and benchmarks).
+* :mod:`proxy.kafka`: the wire, sans-IO: framing, the Produce skimmer, record batches, kio
+  glue, response rewrites (versions, endpoints), one table of API keys and error codes;
+* :mod:`proxy.config`: the configuration's schema, loading, validation and reference;
+* :mod:`proxy.client`: walproxy's own Kafka client (upstream, SASL, TLS);
+* :mod:`proxy.net`: one client connection paired with one upstream connection;
+* :mod:`proxy.durable`: the durable produce path (WAL entries, handler, reconciler);
+* :mod:`proxy.gateway`: one walproxy in front of a whole cluster;
+* :mod:`proxy.ops`: admin endpoint, health probe, status, metrics, logs;
+* :mod:`proxy.app`: the composition root and the ``walproxy`` command;
+* :mod:`proxy.dev`: the local Kafka cluster of ``walproxy dev up``, the tests and benches.
 """

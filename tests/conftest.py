@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka (KRaft) cluster behind a walproxy sidecar per test session.
 
-The broker comes from Maven Central jars (``proxy.devcluster``). Where a Docker engine exists,
+The broker comes from Maven Central jars (``proxy.dev.cluster``). Where a Docker engine exists,
 ``WALPROXY_TEST_KAFKA=testcontainers`` takes the broker from the ``apache/kafka`` image instead
 (see tests/kafka_container.py). Broker and proxy logs stay in ``test-artifacts/`` for
 post-mortems.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 from tests.s3server import S3_ENV, S3Server
 
 # The suite shares 2 cores with real brokers and JVM clients: a property test's example can

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from proxy.devcluster import DevCluster, KafkaNode, ManagedProcess, free_port
+from proxy.dev.cluster import DevCluster, KafkaNode, ManagedProcess, free_port
 
 IMAGE = "apache/kafka:4.1.1"
 

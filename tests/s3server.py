@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from proxy.devcluster import free_port
+from proxy.dev.cluster import free_port
 
 #: What boto3's default credential chain reads; moto accepts anything.
 S3_ENV = {

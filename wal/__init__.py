@@ -7,7 +7,8 @@ bytes with a small caller-chosen integer type (e.g. the produce path's
 
 Public API::
 
-    from wal import open_wal, WalConfig
+    from wal import open_wal
+    from wal import WalConfig
 
     async with open_wal("/var/lib/walproxy/wal", config=WalConfig()) as wal:
         lsn: int = await wal.append(payload, type=1)        # returns once durable
@@ -20,6 +21,10 @@ Public API::
             ...
         await wal.trim(upto_lsn)                            # frees whole segments
         wal.first_lsn, wal.last_durable_lsn, wal.fenced, wal.direct_io, wal.epoch
+
+    for entry in read_directory("/var/lib/walproxy/wal"):   # no writer holds it; read-only
+        ...
+    fsync_dir(path)                                         # a directory's entries durable
 
 * ``append`` payloads: bytes-like, up to ``wal.max_entry_size`` (segment_size
   minus two blocks and a 32-byte header: ~64 MiB by default, so 16 MiB
@@ -38,12 +43,14 @@ Public API::
 
 Modules: record/segment/superblock (sans-IO format), recovery (judging a
 directory), backend (storage protocol), file_backend (O_DIRECT files),
-memory_backend (crash simulator for tests), writer (trio group commit),
-reader, dio, metrics, config, cli.
+writer (trio group commit), reader, directory (read-only reading of a
+directory no writer holds), dio, metrics, config, cli; testing (MemoryBackend, the
+crash simulator the tests use: not imported by the product).
 """
 
 from .backend import Backend, SegmentHandle
 from .config import WalConfig
+from .directory import read_directory
 from .errors import (
     WalClosedError,
     WalCorruptionError,
@@ -53,7 +60,7 @@ from .errors import (
     WalLockedError,
     WalTrimmedError,
 )
-from .file_backend import FileBackend
+from .file_backend import FileBackend, fsync_dir
 from .reader import Entry
 from .record import MAX_USER_TYPE
 from .writer import Wal, open_wal
@@ -73,5 +80,7 @@ __all__ = [
     "WalFencedError",
     "WalLockedError",
     "WalTrimmedError",
+    "fsync_dir",
     "open_wal",
+    "read_directory",
 ]

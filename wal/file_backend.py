@@ -38,7 +38,8 @@ TMP_SUFFIX = ".tmp"
 ZERO_CHUNK = 1 << 20
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (created, renamed, removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -199,7 +200,7 @@ class FileBackend:
         finally:
             os.close(fd)
         os.rename(tmp, self._path(name))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def create_spare(self, name: str, size: int) -> None:
         tmp = self._path(name + TMP_SUFFIX)
@@ -211,7 +212,7 @@ class FileBackend:
         finally:
             os.close(fd)
         os.rename(tmp, self._path(name))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def recycle_segment(self, spare: str, name: str, header: bytes) -> None:
         # Write the new header first (while the file still has its spare name),
@@ -224,7 +225,7 @@ class FileBackend:
         finally:
             os.close(fd)
         os.rename(self._path(spare), self._path(name))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def open_segment(self, name: str, *, write: bool) -> FileSegment:
         path = self._path(name)
@@ -246,7 +247,7 @@ class FileBackend:
             os.unlink(self._path(name))
         else:
             os.rename(self._path(name), self._path(spare_name))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # -- superblock and misc --------------------------------------------------
     def read_superblock(self) -> bytes | None:
@@ -266,7 +267,7 @@ class FileBackend:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def save_aside(self, name: str, data: bytes) -> None:
         fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -275,10 +276,10 @@ class FileBackend:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def remove_temporaries(self) -> None:
         for n in os.listdir(self.directory):
             if n.endswith(TMP_SUFFIX):
                 os.unlink(self._path(n))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .file_backend import fsync_dir
+
 
 class StoreError(Exception):
     """A request failed in a way worth retrying (5xx, throttling, timeout, connection)."""
@@ -275,14 +277,6 @@ class FileStore:
             os.close(fd)
         return tmp
 
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def get(self, key: str) -> StoredObject:
         try:
             data = self._path(key).read_bytes()
@@ -321,7 +315,7 @@ class FileStore:
             else:
                 with self._locked():
                     os.replace(tmp, path)
-            self._fsync_dir(path.parent)
+            fsync_dir(str(path.parent))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -527,7 +527,7 @@ def test_kafka_accepts_the_rendered_server_properties(tmp_path: Path, role: str)
     """kafka-start.sh's server.properties, checked by Kafka 4.1.1's own StorageTool
     (``format`` builds and validates the full KafkaConfig: roles, listeners, advertised
     listeners, quorum voters). Only log.dirs is pointed at a scratch directory."""
-    from proxy.devcluster import _java, ensure_jars
+    from proxy.dev.cluster import _java, ensure_jars
 
     values = ROOT / "tests" / "helm" / "values-minio-secret.yaml"
     data = tmp_path / "data"

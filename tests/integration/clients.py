@@ -38,7 +38,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from proxy.devcluster import libs_dir
+from proxy.dev.cluster import libs_dir
 
 JAVA_CLASSPATH = f"{libs_dir()}/*"
 
@@ -370,7 +370,7 @@ def stored_batches(direct_bootstrap: str, topic: str, timeout: float = 30.0) -> 
     from kio.schema.request_header.v2.header import RequestHeader
     from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
 
-    from proxy.kafka_probe import request
+    from proxy.dev.kafka_probe import request
 
     admin = AdminClient({"bootstrap.servers": direct_bootstrap})
     md = admin.list_topics(topic, timeout=10)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 from tests.faultfs import LossyMount, mounted, unmount
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from proxy.devcluster import DevCluster, ManagedProcess, free_port
+from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
 
 from .scrape import metric
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from proxy.devcluster import DevCluster, ManagedProcess, free_port
+from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
 
 from .scrape import metric
 

@@ -11,8 +11,8 @@ from typing import Any
 from kio.index import load_request_schema
 from kio.static.primitive import i16, i32
 
-from proxy.codec import decode_response, encode
-from proxy.record_batch import build_batch
+from proxy.kafka.codec import decode_response, encode
+from proxy.kafka.record_batch import build_batch
 
 
 def now_ms() -> int:

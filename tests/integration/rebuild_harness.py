@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.store import ObjectStore
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 from . import clients as c
 from .durability import Acked

@@ -23,7 +23,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 from . import clients as c
 

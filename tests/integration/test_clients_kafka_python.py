@@ -16,7 +16,7 @@ from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, Ka
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 from . import clients as c
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 from . import clients as c
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.devcluster import free_port
+from proxy.dev.cluster import free_port
 
 from . import clients as c
 

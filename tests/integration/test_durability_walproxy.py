@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 
 from . import scrape
 from .durability import (

@@ -36,7 +36,7 @@ from offload import layout
 from offload.node_files import decode_broker_info, decode_lease
 from offload.store import S3Store, open_store
 from offload.verify import ScrubResult, scrub
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 from tests.s3server import S3Server, quick_offload_env
 
 from . import clients as c
@@ -412,7 +412,7 @@ def _tls_round_trip(ctx: ssl.SSLContext, port: int) -> ssl.SSLSocket:
     """Connect, handshake, and send an ApiVersions v0 request; return the socket."""
     import socket
 
-    from proxy.apiversions import api_versions_v0_request
+    from proxy.kafka.apiversions import api_versions_v0_request
 
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
@@ -442,7 +442,7 @@ def test_tls_certificates_are_reloaded_without_restart(env: Env) -> None:
 
     c.wait_until(serial_now, 15, "the gateway to serve the renewed certificate", 0.3)
     # the connection opened before the reload is still served
-    from proxy.apiversions import api_versions_v0_request
+    from proxy.kafka.apiversions import api_versions_v0_request
 
     before.sendall(api_versions_v0_request(2))
     assert before.recv(4)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.devcluster import DevCluster, ManagedProcess, free_port
-from proxy.record_batch import build_batch
+from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
+from proxy.kafka.record_batch import build_batch
 
 from .proxy_process import OwnProxy
 from .rawkafka import RawConnection, metadata_frame, now_ms, produce_frame

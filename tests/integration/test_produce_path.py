@@ -12,10 +12,10 @@ import trio
 from confluent_kafka import Consumer, TopicPartition
 
 from proxy import config as config_mod
-from proxy.devcluster import DevCluster
-from proxy.record_batch import build_batch
-from proxy.server import ProxyServer
-from wal.memory_backend import MemoryBackend
+from proxy.app.server import ProxyServer
+from proxy.dev.cluster import DevCluster
+from proxy.kafka.record_batch import build_batch
+from wal.testing import MemoryBackend
 
 from .proxy_process import OwnProxy
 from .rawkafka import RawConnection, metadata_frame, produce_frame, produce_frame_multi

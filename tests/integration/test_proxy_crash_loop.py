@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from proxy.devcluster import DevCluster, libs_dir
+from proxy.dev.cluster import DevCluster, libs_dir
 
 from .durability import Acked, compare, consume_all
 from .proxy_process import OwnProxy

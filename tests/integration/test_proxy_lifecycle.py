@@ -15,7 +15,7 @@ import pytest
 from kio.index import load_request_schema
 from kio.static.primitive import i32, i64
 
-from proxy.devcluster import DevCluster, ManagedProcess, free_port
+from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
 
 from .rawkafka import RawConnection, metadata_frame, request_frame
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from proxy.codec import kio_version_range
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
+from proxy.kafka.codec import kio_version_range
 
 from .rawkafka import (
     RawConnection,

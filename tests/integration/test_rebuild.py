@@ -24,7 +24,7 @@ import pytest
 from offload import layout
 from offload.node_files import decode_broker_info
 from offload.store import S3Store
-from proxy.devcluster import DevCluster
+from proxy.dev.cluster import DevCluster
 from tests.offload.s3relay import S3Relay
 from tests.s3server import S3Server, quick_offload_env
 

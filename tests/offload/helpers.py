@@ -6,7 +6,7 @@ import uuid
 
 from offload import layout, segment_codec
 from offload.manifest import SegmentRef
-from proxy.record_batch import build_batch
+from proxy.kafka.record_batch import build_batch
 
 TOPIC_ID = uuid.UUID("6c1f6b3e-8f3a-4d5e-9b7a-0123456789ab")
 

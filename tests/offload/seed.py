@@ -14,7 +14,7 @@ from offload import commit, layout, segment_codec
 from offload import manifest as mf
 from offload.node_files import BrokerInfo, TopicEntry, encode_broker_info
 from offload.store import ObjectStore
-from proxy.record_batch import build_batch, iter_batches
+from proxy.kafka.record_batch import build_batch, iter_batches
 
 
 def make_batches(

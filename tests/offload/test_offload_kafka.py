@@ -21,9 +21,9 @@ from offload import commit, layout, segment_codec
 from offload import manifest as mf
 from offload.offloader import Offloader
 from offload.store import S3Store
+from proxy.client.upstream_client import UpstreamClient
 from proxy.config import OffloadSection
-from proxy.devcluster import DevCluster
-from proxy.upstream_client import UpstreamClient
+from proxy.dev.cluster import DevCluster
 from tests.integration.scrape import metric
 from tests.s3server import S3Server, quick_offload_env
 
@@ -207,7 +207,7 @@ async def test_byte_exact_copy_with_transactions_and_committed_offsets(env: Env)
     m = manifest_of(env, parts[(topic, 0)][0], 0)
     assert m is not None
     log = s3_log(env.store, m)
-    from proxy.record_batch import iter_batches
+    from proxy.kafka.record_batch import iter_batches
 
     headers = list(iter_batches(log))
     assert len([h for h in headers if h.is_control]) == 2  # commit and abort markers

@@ -21,10 +21,10 @@ from offload import layout
 from offload.logdir_writer import STATE_FILE
 from offload.rebuild import RebuildError, RebuildOptions, RebuildTransient, rebuild
 from offload.store import FileStore, ObjectStore, S3Store, StoredObject, StoreError
-from proxy.record_batch import build_batch, iter_batches
-from proxy.wal_entries import BATCH, OUTCOME, BatchEntry, OutcomeEntry, Source
-from proxy.wal_entries import encode_batch as enc_batch
-from proxy.wal_entries import encode_outcome as enc_outcome
+from proxy.durable.wal_entries import BATCH, OUTCOME, BatchEntry, OutcomeEntry, Source
+from proxy.durable.wal_entries import encode_batch as enc_batch
+from proxy.durable.wal_entries import encode_outcome as enc_outcome
+from proxy.kafka.record_batch import build_batch, iter_batches
 from tests.offload.seed import make_batches, offload_partition, write_broker_info
 from wal import WalConfig, open_wal
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy import cli, config
-from proxy.config_doc import render_toml
+from proxy import config
+from proxy.app import cli
+from proxy.config.doc import render_toml
 
 #: (file text, extra environment, the exact start of the error after "configuration error: ")
 BAD_CONFIGS = [
@@ -161,8 +162,8 @@ def test_config_check_prints_the_effective_config_as_toml(
 
 @dataclasses.dataclass(frozen=True)
 class _Credentials:
-    user: str = config._doc("user", default="")
-    password: str = config._doc("password", secret=True, default="")
+    user: str = config.setting("user", default="")
+    password: str = config.setting("password", secret=True, default="")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ class _ConfigWithSecret:
 
 
 def test_secret_settings_are_masked() -> None:
-    """Any field declared ``_doc(..., secret=True)`` prints as *** when set."""
+    """Any field declared ``setting(..., secret=True)`` prints as *** when set."""
     shown = config.masked(_ConfigWithSecret(_Credentials(user="u", password="hunter2")))  # type: ignore[arg-type]
     assert shown == {"sasl": {"user": "u", "password": "***"}}
     empty = config.masked(_ConfigWithSecret())  # type: ignore[arg-type]

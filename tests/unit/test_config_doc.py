@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from proxy import config, config_doc
+from proxy import config
+from proxy.config import doc as config_doc
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -13,7 +14,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 def test_committed_reference_is_up_to_date() -> None:
     assert REFERENCE.read_text() == config_doc.markdown(), (
         "docs/configuration.md is out of date: run "
-        "`.venv/bin/python -m proxy.config_doc > docs/configuration.md`"
+        "`.venv/bin/python -m proxy.config.doc > docs/configuration.md`"
     )
 
 

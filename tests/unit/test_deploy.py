@@ -66,8 +66,13 @@ def test_the_wheel_the_image_installs_builds_with_the_entry_point(tmp_path: Path
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "walproxy = proxy.cli:main" in zf.read(entry_points).decode()
-    for module in ("proxy/cli.py", "proxy/server.py", "wal/writer.py", "offload/__init__.py"):
+        assert "walproxy = proxy.app.cli:main" in zf.read(entry_points).decode()
+    for module in (
+        "proxy/app/cli.py",
+        "proxy/app/server.py",
+        "wal/writer.py",
+        "offload/__init__.py",
+    ):
         assert module in names
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.framing import (
+from proxy.kafka.framing import (
     FrameDecoder,
     FrameError,
     encode_frame,

@@ -14,10 +14,10 @@ from kio.schema.produce.v12 import response as produce12
 from kio.schema.types import BrokerId, TopicName
 from kio.static.primitive import i32, i64
 
-from proxy import node_endpoints
-from proxy.codec import decode_response, encode
 from proxy.config import ConfigError, load
 from proxy.gateway import BrokerDirectory, NodePorts, parse_node_id_ranges
+from proxy.kafka import node_endpoints
+from proxy.kafka.codec import decode_response, encode
 
 ZERO = datetime.timedelta(0)
 
@@ -207,14 +207,14 @@ def test_node_endpoints_are_rewritten_and_unknown_ones_dropped(
 def test_old_versions_and_truncated_responses() -> None:
     frame = _produce_response(((2, "h", 1),))
     assert node_endpoints.rewrite_response(0, 9, frame, _resolve) is frame  # v9: no endpoints
-    from proxy.codec import CodecError
+    from proxy.kafka.codec import CodecError
 
     with pytest.raises(CodecError):
         node_endpoints.has_top_level_tags(0, 12, frame[:20])
 
 
 def test_scram_sha256_rfc7677_vector() -> None:
-    from proxy.sasl_client import SaslError, ScramClient
+    from proxy.client.sasl_client import SaslError, ScramClient
 
     scram = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
     assert scram.first() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"

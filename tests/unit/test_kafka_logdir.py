@@ -22,7 +22,7 @@ from offload.logdir_writer import (
     LogDirNotEmpty,
     LogDirWriter,
 )
-from proxy.record_batch import build_batch, iter_batches
+from proxy.kafka.record_batch import build_batch, iter_batches
 
 # From a real broker's files (4.1.1).
 KAFKA_TOPIC_ID = "Zh_PRhsnSJih5G3wtfXZ-g"

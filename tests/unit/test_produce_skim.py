@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from kio.index import load_request_schema
 from kio.static.primitive import i16, i32
 
-from proxy.codec import decode_request, encode, kio_version_range
-from proxy.produce_skim import SkimError, produce_acks, skim_produce
+from proxy.kafka.codec import decode_request, encode, kio_version_range
+from proxy.kafka.produce_skim import SkimError, produce_acks, skim_produce
 
 KIO_MIN, KIO_MAX = kio_version_range(0) or (3, 13)
 VERSIONS = list(range(KIO_MIN, KIO_MAX + 1))

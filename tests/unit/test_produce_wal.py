@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.produce_codec import error_response, response_outcomes, response_with_errors
-from proxy.record_batch import TRANSACTIONAL_FLAG, build_batch, iter_batches
-from proxy.repair_plan import (
+from proxy.durable.repair_plan import (
     Abandon,
     Found,
     LogBatch,
@@ -19,7 +17,7 @@ from proxy.repair_plan import (
     WalBatch,
     plan_partition,
 )
-from proxy.wal_entries import (
+from proxy.durable.wal_entries import (
     BatchEntry,
     EntryError,
     OutcomeEntry,
@@ -29,6 +27,8 @@ from proxy.wal_entries import (
     encode_batch,
     encode_outcome,
 )
+from proxy.kafka.produce_codec import error_response, response_outcomes, response_with_errors
+from proxy.kafka.record_batch import TRANSACTIONAL_FLAG, build_batch, iter_batches
 
 names = st.one_of(st.none(), st.text(min_size=1, max_size=30))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from proxy.status import offload_from_registry, render
+from proxy.ops.status import offload_from_registry, render
 
 
 def test_no_offloader_metrics_means_no_offload_section() -> None:

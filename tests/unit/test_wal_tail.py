@@ -15,10 +15,8 @@ from offload.wal_tail import (
     collect,
     patch_batch,
     plan_tail,
-    read_wal,
 )
-from proxy.record_batch import TRANSACTIONAL_FLAG, build_batch, iter_batches, parse_header
-from proxy.wal_entries import (
+from proxy.durable.wal_entries import (
     BATCH,
     OUTCOME,
     BatchEntry,
@@ -27,8 +25,10 @@ from proxy.wal_entries import (
     encode_batch,
     encode_outcome,
 )
+from proxy.kafka.record_batch import TRANSACTIONAL_FLAG, build_batch, iter_batches, parse_header
 from tests.wal.helpers import new_dir
 from wal import Entry, WalConfig, WalError, open_wal
+from wal import read_directory as read_wal
 
 TID = uuid.UUID(int=0x1234_5678_9ABC_DEF0_1234_5678_9ABC_DEF0)
 

@@ -31,7 +31,7 @@ from wal import (
     WalError,
     open_wal,
 )
-from wal.memory_backend import MemoryBackend
+from wal.testing import MemoryBackend
 
 CFG = WalConfig(
     segment_size=16 * 4096,

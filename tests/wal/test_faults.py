@@ -20,8 +20,8 @@ from wal import (
 )
 from wal.cli import verify
 from wal.file_backend import FileBackend
-from wal.memory_backend import MemFile, MemoryBackend
 from wal.recovery import analyze
+from wal.testing import MemFile, MemoryBackend
 
 CFG = WalConfig(segment_size=64 * 1024, prepare_spares=False, zero_fill=False)
 PAYLOADS = [bytes([i]) * (150 + 10 * i) for i in range(1, 6)]

@@ -265,7 +265,7 @@ async def test_cancelled_waiters_in_queued_and_in_flight_groups() -> None:
     import random
     import time
 
-    from wal.memory_backend import MemoryBackend
+    from wal.testing import MemoryBackend
 
     class SlowDisk(MemoryBackend):
         def open_segment(self, name, *, write):  # type: ignore[no-untyped-def]

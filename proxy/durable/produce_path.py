@@ -1,0 +1,410 @@
+"""The durable produce path: WAL before forward, acknowledgement after both.
+
+:class:`DurableProduce` is the :class:`~proxy.net.connection.ProduceHandler` every connection
+shares. For each Produce request it
+
+1. skims the request (no copy of record bytes) and checks every record batch (magic 2,
+   length, CRC32C): a bad batch is refused with CORRUPT_MESSAGE and reaches neither the WAL
+   nor the broker, while the request's other partitions go on;
+2. queues one BATCH entry per partition in the WAL, in request order, so group commit shares
+   one write and one sync among every connection's appends;
+3. lets the connection forward the request once its entries are durable (and no repair is
+   running: a repair must finish before new data reaches the broker);
+4. records each partition's outcome (OUTCOME entry) when the broker answers, and lets the
+   response go to the client only once that outcome is durable.
+
+Whatever a connection sends upstream but never learns the fate of is *in doubt*; the
+reconciler (``proxy.durable.reconciler``) settles it. Produce with ``acks=0`` is persisted like any
+other and is known to have landed once a later response arrives on the same connection
+(Kafka closes the connection on an acks=0 error instead of answering).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from itertools import chain
+
+import structlog
+import trio
+
+from proxy.durable import metrics as pm
+from proxy.durable.wal_entries import (
+    BATCH,
+    OUTCOME,
+    OutcomeEntry,
+    Source,
+    encode_batch_header,
+    encode_outcome,
+)
+from proxy.kafka.produce_codec import (
+    PartitionKey,
+    error_response,
+    request_without,
+    response_outcomes,
+    response_with_errors,
+)
+from proxy.kafka.produce_skim import skim_produce
+from proxy.kafka.protocol import CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR
+from proxy.kafka.record_batch import BatchError, iter_batches
+from wal import Wal, WalError
+
+log = structlog.get_logger("walproxy.produce")
+
+
+@dataclass(eq=False, slots=True)
+class PreparedRequest:
+    """One Produce request between the client reader and its acknowledgement."""
+
+    version: int
+    correlation_id: int
+    acks: int
+    frame: bytes
+    keys: list[PartitionKey] = field(default_factory=list)  # one per WAL entry
+    counts: list[int] = field(default_factory=list)  # offsets each entry takes in the log
+    refused: dict[PartitionKey, int] = field(default_factory=dict)
+    local_response: bytes | None = None
+    submission: object | None = None  # the WAL submission of the BATCH entries
+    lsns: list[int] = field(default_factory=list)
+    forwarded: bool = False
+    received_at: float = 0.0
+    forwarded_at: float = 0.0
+
+
+class _Gate:
+    """Closed while a repair runs; produce requests wait at it before being forwarded."""
+
+    def __init__(self) -> None:
+        self._open = trio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        if self._open.is_set():
+            self._open = trio.Event()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+
+class DurableProduce:
+    def __init__(self, wal: Wal) -> None:
+        self.wal = wal
+        #: Entries below this LSN were written by an earlier process: without an outcome,
+        #: they are in doubt. From it on they are this process's, tracked in memory.
+        self.session_start_lsn = wal.last_durable_lsn + 1
+        self.gate = _Gate()  # opened by the first reconciliation
+        #: LSN -> partition of every BATCH entry forwarded (or about to be) whose outcome
+        #: is not durable yet. The WAL is never trimmed past the smallest of them.
+        self.unresolved: dict[int, PartitionKey] = {}
+        #: LSNs whose connection died without learning their fate.
+        self.in_doubt: set[int] = set()
+        self.forwarded_unanswered = 0
+        self.in_doubt_changed = trio.Event()
+        #: partition -> end offset of the highest batch acknowledged to a client. A broker
+        #: whose log ends below it has lost acknowledged records.
+        self.acked_end: dict[PartitionKey, int] = {}
+        self._nursery: trio.Nursery | None = None
+        #: With the S3 offloader trimming: LSN -> (partition, record count) of BATCH entries
+        #: between persistence and their outcome, and the ordered index of settled ones,
+        #: (LSN, partition, last offset or None if unknown, settled at), until S3 covers them.
+        self.track_settled = False
+        self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
+        self._settled: list[tuple[int, PartitionKey, int | None, float]] = []
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Where background outcome writes run (those a dying connection cannot await)."""
+        self._nursery = nursery
+
+    # -- ProduceHandler ------------------------------------------------------------------
+    async def prepare(
+        self, version: int, correlation_id: int, frame: bytes, payload: memoryview
+    ) -> PreparedRequest:
+        skim = skim_produce(payload)
+        req = PreparedRequest(
+            version, correlation_id, skim.acks, frame, received_at=time.perf_counter()
+        )
+        entries: list[tuple[int, bytes]] = []
+        for part in skim.partitions:
+            key: PartitionKey = (part.topic, part.topic_id, part.partition)
+            records = payload[part.start : part.end]
+            try:
+                count = sum(h.last_offset_delta + 1 for h in iter_batches(records))
+                if count == 0:
+                    raise BatchError("no record batch")
+            except BatchError as exc:
+                req.refused[key] = CORRUPT_MESSAGE
+                pm.REFUSED.labels("corrupt").inc()
+                log.warning(
+                    "refusing corrupt record batch",
+                    api="Produce",
+                    correlation_id=correlation_id,
+                    topic=part.topic or str(part.topic_id),
+                    partition=part.partition,
+                    error=str(exc),
+                )
+                continue
+            header = encode_batch_header(
+                acks=skim.acks,
+                partition=part.partition,
+                topic=part.topic,
+                topic_id=part.topic_id,
+                transactional_id=skim.transactional_id,
+            )
+            entries.append((BATCH, header + records))
+            req.keys.append(key)
+            req.counts.append(count)
+        if req.refused:
+            if skim.acks == 0:
+                from proxy.net.connection import ClientRefused
+
+                raise ClientRefused("corrupt record batch in an acks=0 produce request")
+            if not entries:
+                req.local_response = error_response(version, correlation_id, req.refused)
+                return req
+            rewritten = request_without(version, payload, req.refused)
+            req.frame = len(rewritten).to_bytes(4, "big") + rewritten
+        if self.wal.fenced:
+            req.local_response = self._storage_error(req)
+            return req
+        try:
+            req.submission = await self.wal.submit_many(entries)
+        except WalError:
+            req.local_response = self._storage_error(req)
+        return req
+
+    def _storage_error(self, req: PreparedRequest) -> bytes:
+        pm.REFUSED.labels("wal_unavailable").inc(len(req.keys))
+        errors = dict.fromkeys(req.keys, KAFKA_STORAGE_ERROR)
+        errors.update(req.refused)
+        return error_response(req.version, req.correlation_id, errors)
+
+    async def ready(self, prepared: PreparedRequest) -> bytes | None:  # type: ignore[override]
+        req = prepared
+        try:
+            req.lsns = await req.submission.wait()  # type: ignore[union-attr]
+        except WalError as exc:
+            log.error(
+                "WAL append failed; refusing produce",
+                api="Produce",
+                correlation_id=req.correlation_id,
+                error=str(exc),
+            )
+            if req.acks == 0:
+                return b""  # the connection refuses it (no response possible)
+            return self._storage_error(req)
+        pm.WAL_SECONDS.observe(time.perf_counter() - req.received_at)
+        pm.PERSISTED.inc(len(req.lsns))
+        for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
+            self.unresolved[lsn] = key
+            if self.track_settled:
+                self._batch_meta[lsn] = (key, count)
+        if not self.gate.is_open:
+            await self.gate.wait()
+        return None
+
+    def forwarded(self, prepared: PreparedRequest) -> None:  # type: ignore[override]
+        prepared.forwarded = True
+        prepared.forwarded_at = time.perf_counter()
+
+        if prepared.acks != 0:  # acks=0 is settled by barriers, never waited for
+            self.forwarded_unanswered += 1
+
+    async def answered(
+        self,
+        prepared: PreparedRequest,
+        version: int,  # type: ignore[override]
+        payload: memoryview,
+    ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
+        req = prepared
+        self.forwarded_unanswered -= 1
+        pm.UPSTREAM_SECONDS.observe(time.perf_counter() - req.forwarded_at)
+        by_key = {o.key: o for o in response_outcomes(version, payload)}
+        outcomes = []
+        for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
+            o = by_key.get(key)
+            if o is None:  # the broker did not answer for it: treat as failed, never replayed
+                outcome = OutcomeEntry(lsn, Source.BROKER, -1, -1, reason="missing in response")
+            else:
+                outcome = OutcomeEntry(
+                    lsn,
+                    Source.BROKER,
+                    o.error_code,
+                    o.base_offset if o.error_code == 0 else -1,
+                    o.log_append_time,
+                )
+                if o.error_code == 0 and o.base_offset >= 0:
+                    self.note_acked(key, o.base_offset + count)
+            outcomes.append(outcome)
+        if req.refused:
+            payload = memoryview(response_with_errors(version, payload, req.refused))
+        return payload, self._record(outcomes)
+
+    async def _record(self, outcomes: list[OutcomeEntry]) -> None:
+        """Queue OUTCOME entries now; the returned coroutine waits for their durability."""
+        submission = await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
+        await submission.wait()  # WalError propagates: the client is not answered
+        for o in outcomes:
+            self.unresolved.pop(o.batch_lsn, None)
+            meta = self._batch_meta.pop(o.batch_lsn, None)
+            if meta is not None:
+                self.note_settled(o.batch_lsn, meta[0], o, meta[1])
+
+    def proven_processed(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+        outcomes = []
+        for req in prepared:
+            outcomes += [OutcomeEntry(lsn, Source.BROKER, 0, -1) for lsn in req.lsns]
+        self._in_background(outcomes)
+
+    def abandoned(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+        never_sent = []
+        for req in prepared:
+            if req.forwarded:
+                if req.acks != 0:
+                    self.forwarded_unanswered -= 1
+                self.in_doubt.update(req.lsns)
+            elif req.acks != 0:
+                # Never reached the broker and never acknowledged: the client retries it.
+                never_sent += [
+                    OutcomeEntry(
+                        lsn, Source.ABANDONED, -1, -1, reason="connection closed before forwarding"
+                    )
+                    for lsn in req.lsns
+                ]
+            else:
+                self.in_doubt.update(req.lsns)  # acks=0: nobody retries, so replay it
+        if never_sent:
+            self._in_background(never_sent)
+        if self.in_doubt:
+            pm.IN_DOUBT.set(len(self.in_doubt))
+            self.in_doubt_changed.set()
+
+    def _in_background(self, outcomes: list[OutcomeEntry]) -> None:
+        if not outcomes:
+            return
+        if self._nursery is None:
+            raise RuntimeError("DurableProduce.attach() was not called")
+        self._nursery.start_soon(self._record_quietly, outcomes)
+
+    async def _record_quietly(self, outcomes: list[OutcomeEntry]) -> None:
+        try:
+            await self._record(outcomes)
+        except WalError as exc:
+            log.error("cannot record outcomes; they stay in doubt", error=str(exc))
+            self.in_doubt.update(o.batch_lsn for o in outcomes)
+
+    # -- WAL life cycle ---------------------------------------------------------------------
+    async def trim_loop(
+        self,
+        retention_s: float,
+        interval_s: float = 1.0,
+        hold: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Trim entries older than ``retention_s`` whose fate is settled.
+
+        Only with ``offload.enabled = false`` (otherwise the WAL is trimmed after the S3
+        commit): it assumes the broker's page cache reaches its disk within ``retention_s``
+        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while the
+        gate is closed or ``hold()`` says so (the broker is unreachable): a broker that comes
+        back without its page cache must find the acknowledged batches still in the WAL.
+        """
+        checkpoints: deque[tuple[float, int]] = deque()
+        trimmed = 0
+        while True:
+            await trio.sleep(interval_s)
+            now = trio.current_time()
+            checkpoints.append((now, self.wal.last_durable_lsn))
+            if hold() or not self.gate.is_open:
+                continue
+            target = 0
+            while checkpoints and checkpoints[0][0] <= now - retention_s:
+                target = checkpoints.popleft()[1]
+            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
+            if unsettled is not None:
+                target = min(target, unsettled - 1)
+            if target > trimmed:
+                await self.wal.trim(target)
+                trimmed = target
+
+    def note_settled(
+        self, lsn: int, key: PartitionKey, outcome: OutcomeEntry, record_count: int
+    ) -> None:
+        """A BATCH entry's outcome is durable. Failed ones are done with; landed ones wait in
+        the index until the S3 copy covers their last offset."""
+        self._batch_meta.pop(lsn, None)
+        if not self.track_settled or outcome.error_code != 0:
+            return
+        last = outcome.base_offset + record_count - 1 if outcome.base_offset >= 0 else None
+        heapq.heappush(self._settled, (lsn, key, last, trio.current_time()))
+
+    async def trim_after_offload(
+        self,
+        covers: Callable[[PartitionKey, int | None, float], bool],
+        interval_s: float = 0.5,
+        progress: Callable[[int, int], None] = lambda trimmed, last: None,
+    ) -> None:
+        """Trim the WAL up to the first entry S3 does not cover yet (replaces
+        :meth:`trim_loop` when the offloader runs; needs ``track_settled``).
+
+        An entry is trimmable once its outcome is durable and either it failed or a committed
+        manifest covers its last offset (``covers``). The LSN bound is sampled one round
+        earlier, so a batch made durable is registered before it can be considered.
+        ``progress(trimmed_lsn, last_durable_lsn)`` is told each round (the offloader's
+        metrics).
+        """
+        trimmed = 0
+        await self.gate.wait()  # the first reconciliation has indexed the older entries
+        bound = self.wal.last_durable_lsn
+        while True:
+            await trio.sleep(interval_s)
+            target = bound
+            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
+            if unsettled is not None:
+                target = min(target, unsettled - 1)
+            heap = self._settled
+            while heap and heap[0][0] <= target and covers(heap[0][1], heap[0][2], heap[0][3]):
+                heapq.heappop(heap)
+            if heap and heap[0][0] <= target:
+                target = heap[0][0] - 1
+            if target > trimmed and target >= self.wal.first_lsn:
+                await self.wal.trim(target)
+                trimmed = target
+            bound = self.wal.last_durable_lsn
+            progress(trimmed, bound)
+
+    # -- for the reconciler ----------------------------------------------------------------
+    def note_acked(self, key: PartitionKey, end_offset: int) -> None:
+        if end_offset > self.acked_end.get(key, 0):
+            self.acked_end[key] = end_offset
+
+    def take_in_doubt(self) -> set[int]:
+        taken, self.in_doubt = self.in_doubt, set()
+        self.in_doubt_changed = trio.Event()
+        return taken
+
+    async def quiesce(self, timeout: float) -> bool:
+        """Wait until no acks!=0 request forwarded is unanswered (the gate must be closed).
+
+        acks=0 requests are not waited for: their confirmation needs a later request on
+        their connection. One landing during a repair can only shift a restored batch's
+        offset, which the repair then reports as a mismatch.
+        """
+        with trio.move_on_after(timeout):
+            while self.forwarded_unanswered > 0:
+                await trio.sleep(0.01)
+            return True
+        return False
+
+
+def topic_label(key: PartitionKey) -> str:
+    name, tid, _ = key
+    return name if name is not None else str(tid or uuid.UUID(int=0))

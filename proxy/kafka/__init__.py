@@ -1,0 +1,37 @@
+"""The Kafka wire, sans-IO: plain functions over bytes and kio values, no sockets, no trio.
+
+What this package owns: frame boundaries and fixed header fields (:mod:`.framing`), the
+zero-copy Produce skimmer (:mod:`.produce_skim`), record batch headers and the batch
+patching offload needs (:mod:`.record_batch`), kio decode/encode for the few APIs the proxy
+changes (:mod:`.codec`, :mod:`.produce_codec`), the response rewrites (:mod:`.apiversions`:
+version clamping; :mod:`.endpoints`, :mod:`.node_endpoints`: no broker address that
+bypasses the proxy reaches a client).
+"""
+
+from .codec import CodecError, decode_request, decode_response, encode, kio_version_range
+from .framing import FrameDecoder, FrameError, RequestHeader, encode_frame, parse_request_header
+from .produce_skim import PartitionRecords, SkimError, SkimmedProduce, produce_acks, skim_produce
+from .record_batch import BatchError, BatchHeader, build_batch, iter_batches, parse_header
+
+__all__ = [
+    "BatchError",
+    "BatchHeader",
+    "CodecError",
+    "FrameDecoder",
+    "FrameError",
+    "PartitionRecords",
+    "RequestHeader",
+    "SkimError",
+    "SkimmedProduce",
+    "build_batch",
+    "decode_request",
+    "decode_response",
+    "encode",
+    "encode_frame",
+    "iter_batches",
+    "kio_version_range",
+    "parse_header",
+    "parse_request_header",
+    "produce_acks",
+    "skim_produce",
+]

@@ -1,0 +1,146 @@
+"""Produce responses and rewritten requests, sans-IO (kio underneath).
+
+The hot path forwards Produce requests as they are; these functions serve the rest: reading
+each partition's outcome from a response, answering a request locally with an error for
+every partition, and the rare request that must be forwarded without some partitions (a
+corrupt batch is refused with Kafka's CORRUPT_MESSAGE while the others go on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kio.index import load_request_schema, load_response_schema
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32, i64
+
+from proxy.kafka.codec import decode_request, decode_response, encode
+from proxy.kafka.protocol import PRODUCE
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+#: A partition key as the request names it: (topic name or None, topic id or None, index).
+PartitionKey = tuple[str | None, uuid.UUID | None, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOutcome:
+    key: PartitionKey
+    error_code: int
+    base_offset: int
+    log_append_time: int  # ms since the epoch, -1 when the topic uses CreateTime
+
+
+def _time_ms(value: Any) -> int:
+    if value is None:
+        return -1
+    if isinstance(value, datetime.datetime):
+        return int((value - _EPOCH) / datetime.timedelta(milliseconds=1))
+    return int(value)
+
+
+def _topic_key(topic: Any) -> tuple[str | None, uuid.UUID | None]:
+    return getattr(topic, "name", None), getattr(topic, "topic_id", None)
+
+
+def response_outcomes(version: int, payload: bytes | memoryview) -> list[PartitionOutcome]:
+    _, body = decode_response(PRODUCE, version, payload)
+    out = []
+    for topic in body.responses:
+        name, tid = _topic_key(topic)
+        for p in topic.partition_responses:
+            out.append(
+                PartitionOutcome(
+                    (name, tid, int(p.index)),
+                    int(p.error_code),
+                    int(p.base_offset),
+                    _time_ms(p.log_append_time),
+                )
+            )
+    return out
+
+
+def _response_module(version: int) -> Any:
+    schema = load_response_schema(PRODUCE, version)
+    return schema, __import__(schema.__module__, fromlist=["x"])
+
+
+def _partition_response(module: Any, index: int, error_code: int) -> Any:
+    fields = {f.name for f in dataclasses.fields(module.PartitionProduceResponse)}
+    kwargs: dict[str, Any] = {
+        "index": i32(index),
+        "error_code": ErrorCode(error_code),
+        "base_offset": i64(-1),
+    }
+    if "record_errors" in fields:
+        kwargs["record_errors"] = ()
+    return module.PartitionProduceResponse(**kwargs)
+
+
+def _topic_response(module: Any, name: str | None, tid: uuid.UUID | None, parts: list) -> Any:
+    fields = {f.name for f in dataclasses.fields(module.TopicProduceResponse)}
+    key = {"topic_id": tid} if "topic_id" in fields else {"name": name}
+    return module.TopicProduceResponse(**key, partition_responses=tuple(parts))
+
+
+def error_response(version: int, correlation_id: int, errors: dict[PartitionKey, int]) -> bytes:
+    """A complete ProduceResponse payload (header included) with one error per partition."""
+    schema, module = _response_module(version)
+    topics: dict[tuple[str | None, uuid.UUID | None], list] = {}
+    for (name, tid, index), code in errors.items():
+        topics.setdefault((name, tid), []).append(_partition_response(module, index, code))
+    body_fields = {f.name for f in dataclasses.fields(schema)}
+    kwargs: dict[str, Any] = {
+        "responses": tuple(_topic_response(module, n, t, ps) for (n, t), ps in topics.items()),
+        "throttle_time": datetime.timedelta(0),
+    }
+    if "node_endpoints" in body_fields:
+        kwargs["node_endpoints"] = ()
+    header = schema.__header_schema__(correlation_id=i32(correlation_id))
+    return encode(header, schema(**kwargs))
+
+
+def request_without(
+    version: int, payload: bytes | memoryview, dropped: Iterable[PartitionKey]
+) -> bytes:
+    """The request payload re-encoded without the ``dropped`` partitions."""
+    drop = set(dropped)
+    header, body = decode_request(PRODUCE, version, payload)
+    topics = []
+    for topic in body.topic_data:
+        name, tid = _topic_key(topic)
+        parts = tuple(p for p in topic.partition_data if (name, tid, int(p.index)) not in drop)
+        if parts:
+            topics.append(dataclasses.replace(topic, partition_data=parts))
+    return encode(header, dataclasses.replace(body, topic_data=tuple(topics)))
+
+
+def response_with_errors(
+    version: int, payload: bytes | memoryview, errors: dict[PartitionKey, int]
+) -> bytes:
+    """The broker's response payload plus an error entry for each partition in ``errors``."""
+    header, body = decode_response(PRODUCE, version, payload)
+    _, module = _response_module(version)
+    by_topic: dict[tuple[str | None, uuid.UUID | None], list] = {}
+    order: list[tuple[str | None, uuid.UUID | None]] = []
+    for topic in body.responses:
+        key = _topic_key(topic)
+        order.append(key)
+        by_topic[key] = list(topic.partition_responses)
+    for (name, tid, index), code in errors.items():
+        if (name, tid) not in by_topic:
+            order.append((name, tid))
+            by_topic[(name, tid)] = []
+        by_topic[(name, tid)].append(_partition_response(module, index, code))
+    responses = tuple(_topic_response(module, n, t, by_topic[(n, t)]) for n, t in order)
+    return encode(header, dataclasses.replace(body, responses=responses))
+
+
+def load_request_module(version: int) -> Any:
+    schema = load_request_schema(PRODUCE, version)
+    return schema, __import__(schema.__module__, fromlist=["x"])
