@@ -56,6 +56,7 @@ demo: $(HOST) $(RUNTIME) $(JARS)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: setup lint
 	WALPROXY_HELM=$(abspath $(HELM)) $(BIN)/pytest -ra

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,12 +288,3 @@ class LogDirWriter:
         write_file_atomic(self.root / kl.META_PROPERTIES, meta.encode())
         self.complete = True
         self._save_state()
-
-
-def offsets_by_partition(
-    finished: Mapping[tuple[str, int], FinishedPartition],
-) -> dict[str, dict[int, int]]:
-    out: dict[str, dict[int, int]] = {}
-    for (t, p), fp in finished.items():
-        out.setdefault(t, {})[p] = fp.next_offset
-    return out

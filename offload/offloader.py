@@ -26,14 +26,21 @@ from pathlib import Path
 import structlog
 import trio
 
-from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.client.errors import UpstreamError
+from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient
 
 from . import commit, layout
 from . import manifest as mf
 from . import metrics as m
 from .config import OffloadSection
 from .coverage import Coverage
-from .node_files import BrokerInfo, TopicEntry, encode_broker_info, parse_meta_properties
+from .node_files import (
+    BrokerInfo,
+    Lease,
+    TopicEntry,
+    encode_broker_info,
+    parse_meta_properties,
+)
 from .partition import Diverged, PartitionState
 from .s3_calls import InstrumentedStore, Retrying
 from .store import ObjectStore, PreconditionFailed, open_store
@@ -75,7 +82,7 @@ class Offloader:
         self.coverage = coverage if coverage is not None else Coverage()
         self.partitions: dict[TP, PartitionState] = {}
         self.cluster_id = ""
-        self.lease = None
+        self.lease: Lease | None = None
         self.fenced = ""  # why, once fenced
         self.work = trio.Event()  # something changed: buffers, partitions
         self.space = trio.Event()  # buffer space was freed
@@ -268,7 +275,7 @@ class Offloader:
                     self.discover_now.set()
         for tp in [tp for tp in self.partitions if tp not in mine]:
             self._release(tp, deleted=tp[0] not in info.topics)
-        hosted = {}
+        hosted: dict[str, TopicEntry] = {}
         for (name, p), topic_id in sorted(mine.items()):
             entry = hosted.get(name)
             hosted[name] = TopicEntry(topic_id, (*(entry.partitions if entry else ()), p))

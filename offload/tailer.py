@@ -13,7 +13,8 @@ from __future__ import annotations
 import structlog
 import trio
 
-from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient, UpstreamError
+from proxy.client.errors import UpstreamError
+from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient
 from proxy.kafka.protocol import OFFSET_OUT_OF_RANGE
 
 from . import metrics as m

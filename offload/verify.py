@@ -114,12 +114,14 @@ def scrub(store: ObjectStore, cluster_id: str, *, read_objects: bool = True) -> 
             except (NodeFileError, ObjectNotFound) as exc:
                 res.add(True, node.key, str(exc))
                 continue
-            for name, t in info.topics.items():
+            for topic_name, t in info.topics.items():
                 for p in t.partitions:
-                    m = res.manifests.get((name, p))
-                    if m is not None and m.topic_id != t.topic_id:
+                    found = res.manifests.get((topic_name, p))
+                    if found is not None and found.topic_id != t.topic_id:
                         res.add(
-                            True, f"{name}-{p}", "broker.json and manifest disagree on topic id"
+                            True,
+                            f"{topic_name}-{p}",
+                            "broker.json and manifest disagree on topic id",
                         )
     return res
 

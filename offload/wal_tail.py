@@ -121,8 +121,8 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
             if entry.type == BATCH:
                 batches[entry.lsn] = decode_batch(entry.payload)
             elif entry.type == OUTCOME:
-                o = decode_outcome(entry.payload)
-                outcomes[o.batch_lsn] = o
+                decoded = decode_outcome(entry.payload)
+                outcomes[decoded.batch_lsn] = decoded
         except EntryError as exc:
             raise TailError(f"WAL entry at LSN {entry.lsn} does not decode: {exc}") from exc
     for lsn, b in sorted(batches.items()):

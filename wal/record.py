@@ -94,42 +94,6 @@ class RecordHeader:
         return record_size(self.length)
 
 
-def encode_record(
-    buf: memoryview | bytearray,
-    pos: int,
-    *,
-    salt_crc: int,
-    lsn: int,
-    type: int,
-    payload: bytes | bytearray | memoryview,
-    flags: int = 0,
-    group_len: int = 0,
-    back: int = 0,
-) -> int:
-    """Write one record into `buf` at `pos`; return the position after it.
-
-    The payload is copied exactly once (into `buf`); its CRC is computed from the
-    source while the header CRC chains from the precomputed salt CRC.
-    """
-    n = len(payload)
-    body_crc = 0 if type == TYPE_PAD else crc(payload)
-    RECORD_HEADER.pack_into(
-        buf, pos, RECORD_MAGIC, type, flags, back, n, body_crc, lsn, group_len, 0
-    )
-    hcrc = crc(memoryview(buf)[pos : pos + 28], salt_crc)
-    struct.pack_into("<I", buf, pos + 28, hcrc)
-    start = pos + HEADER_SIZE
-    if type != TYPE_PAD:
-        buf[start : start + n] = payload
-    else:
-        buf[start : start + n] = bytes(n)
-    end = start + n
-    padded = align_up(end, RECORD_ALIGN)
-    if padded != end:
-        buf[end:padded] = bytes(padded - end)
-    return padded
-
-
 def encode_group(
     buf: memoryview | bytearray,
     *,
@@ -195,11 +159,6 @@ def _zeros(n: int) -> memoryview:
     if len(_ZEROS) < n:
         _ZEROS = memoryview(bytes(n))
     return _ZEROS
-
-
-def group_size(payload_lens: list[int], block: int) -> int:
-    """Bytes a group with these payload lengths occupies (see encode_group)."""
-    return align_up(sum(record_size(n) for n in payload_lens), block)
 
 
 class RecordError(Enum):

@@ -406,7 +406,7 @@ class S3Wal:
         if not items:
             return []
         g, first = await self._queue(items)
-        await self._wait(g)
+        await self._wait(g)  # type: ignore[misc]  # Wal's shared method, duck-typed
         return list(range(first, first + len(items)))
 
     async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> writer.Submission:

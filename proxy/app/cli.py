@@ -76,8 +76,8 @@ def _repair(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     logs.configure(cfg.log.format, cfg.log.level)
-    from proxy.app.server import ProxyServer, open_configured_wal
-    from proxy.client.upstream_client import UpstreamError
+    from proxy.app.wiring import open_configured_wal, own_clients
+    from proxy.client.errors import UpstreamError
     from proxy.config import parse_address
     from proxy.durable.produce_path import DurableProduce
     from proxy.durable.reconciler import Reconciler
@@ -90,7 +90,7 @@ def _repair(args: argparse.Namespace) -> int:
             reconciler = Reconciler(
                 durable,
                 parse_address(cfg.proxy.upstream, "proxy.upstream"),
-                client=ProxyServer(cfg).upstream_client,  # the whole cluster in gateway mode
+                client=own_clients(cfg),  # the whole cluster in gateway mode
             )
             report = await reconciler.reconcile(startup=True)
         print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))

@@ -11,12 +11,13 @@ from offload.manifest import FencedError
 from offload.offloader import Offloader, OffloadStartError
 from offload.store import StoreError, open_store
 from offload.verify import BrokerPartition, compare, scrub
+from proxy.app.wiring import own_clients
+from proxy.client.errors import UpstreamError
 from proxy.client.upstream_client import (
     EARLIEST,
     LATEST,
     ClusterClient,
     UpstreamClient,
-    UpstreamError,
 )
 from proxy.config import Config, parse_address
 
@@ -65,9 +66,7 @@ def verify(cfg: Config, *, read_objects: bool = True) -> int:
 
     async def broker_view() -> tuple[str, int | None, dict]:
         if cfg.gateway.enabled:  # the whole cluster, reached as the gateway reaches it
-            from proxy.app.server import ProxyServer
-
-            client: UpstreamClient | ClusterClient = ProxyServer(cfg).upstream_client()
+            client: UpstreamClient | ClusterClient = own_clients(cfg)()
         else:
             client = await UpstreamClient.connect(*_upstream(cfg))
         async with client:

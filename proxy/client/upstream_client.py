@@ -172,6 +172,7 @@ class UpstreamClient:
                         frame = bytes(view[4 : 4 + size])
                     del self._buf[: 4 + size]
                     return frame
+            assert self._stream is not None  # entered
             data = await self._stream.receive_some(1 << 20)
             if not data:
                 raise trio.BrokenResourceError("broker closed the connection")
@@ -182,7 +183,7 @@ class UpstreamClient:
     ) -> dict[str, TopicInfo]:
         """Topics by name (or id; ``None`` for both: every topic)."""
         schema, m = _module(METADATA)
-        wanted: tuple | None = None
+        wanted: tuple[Any, ...] | None = None
         if topics is not None or topic_ids is not None:
             wanted = tuple(
                 [m.MetadataRequestTopic(topic_id=None, name=n) for n in topics or ()]

@@ -333,7 +333,7 @@ def read(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         section_raw = raw.get(name, {})
         if not isinstance(section_raw, Mapping):
             raise ConfigError(f"{name}: expected a table")
-        built[name] = _build_section(name, f.default_factory, section_raw)  # type: ignore[misc]
+        built[name] = _build_section(name, f.default_factory, section_raw)  # type: ignore[arg-type]
     return Config(**built)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,8 @@ from proxy.kafka.produce_skim import skim_produce
 from proxy.kafka.protocol import CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR
 from proxy.kafka.record_batch import BatchError, iter_batches
 from wal import Wal, WalError
+from wal.s3_wal import S3Wal
+from wal.writer import Submission
 
 log = structlog.get_logger("walproxy.produce")
 
@@ -68,7 +69,7 @@ class PreparedRequest:
     counts: list[int] = field(default_factory=list)  # offsets each entry takes in the log
     refused: dict[PartitionKey, int] = field(default_factory=dict)
     local_response: bytes | None = None
-    submission: object | None = None  # the WAL submission of the BATCH entries
+    submission: Submission | None = None  # the WAL submission of the BATCH entries
     lsns: list[int] = field(default_factory=list)
     forwarded: bool = False
     received_at: float = 0.0
@@ -97,7 +98,7 @@ class _Gate:
 
 
 class DurableProduce:
-    def __init__(self, wal: Wal) -> None:
+    def __init__(self, wal: Wal | S3Wal) -> None:
         self.wal = wal
         #: Entries below this LSN were written by an earlier process: without an outcome,
         #: they are in doubt. From it on they are this process's, tracked in memory.
@@ -188,10 +189,11 @@ class DurableProduce:
         errors.update(req.refused)
         return error_response(req.version, req.correlation_id, errors)
 
-    async def ready(self, prepared: PreparedRequest) -> bytes | None:  # type: ignore[override]
+    async def ready(self, prepared: PreparedRequest) -> bytes | None:
         req = prepared
         try:
-            req.lsns = await req.submission.wait()  # type: ignore[union-attr]
+            assert req.submission is not None  # prepare() queued it, or answered locally
+            req.lsns = await req.submission.wait()
         except WalError as exc:
             log.error(
                 "WAL append failed; refusing produce",
@@ -212,7 +214,7 @@ class DurableProduce:
             await self.gate.wait()
         return None
 
-    def forwarded(self, prepared: PreparedRequest) -> None:  # type: ignore[override]
+    def forwarded(self, prepared: PreparedRequest) -> None:
         prepared.forwarded = True
         prepared.forwarded_at = time.perf_counter()
 
@@ -222,7 +224,7 @@ class DurableProduce:
     async def answered(
         self,
         prepared: PreparedRequest,
-        version: int,  # type: ignore[override]
+        version: int,
         payload: memoryview,
     ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
         req = prepared
@@ -259,13 +261,13 @@ class DurableProduce:
             if meta is not None:
                 self.note_settled(o.batch_lsn, meta[0], o, meta[1])
 
-    def proven_processed(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+    def proven_processed(self, prepared: list[PreparedRequest]) -> None:
         outcomes = []
         for req in prepared:
             outcomes += [OutcomeEntry(lsn, Source.BROKER, 0, -1) for lsn in req.lsns]
         self._in_background(outcomes)
 
-    def abandoned(self, prepared: list[PreparedRequest]) -> None:  # type: ignore[override]
+    def abandoned(self, prepared: list[PreparedRequest]) -> None:
         never_sent = []
         for req in prepared:
             if req.forwarded:
@@ -403,8 +405,3 @@ class DurableProduce:
                 await trio.sleep(0.01)
             return True
         return False
-
-
-def topic_label(key: PartitionKey) -> str:
-    name, tid, _ = key
-    return name if name is not None else str(tid or uuid.UUID(int=0))

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
+from proxy.client.errors import UpstreamError
 from proxy.client.upstream_client import (
     EARLIEST,
     LATEST,
     ClusterClient,
     UpstreamClient,
-    UpstreamError,
     plain_dial,
 )
 from proxy.durable import metrics as pm
@@ -48,6 +48,7 @@ from proxy.kafka.produce_codec import PartitionKey
 from proxy.kafka.protocol import DUPLICATE_SEQUENCE_NUMBER
 from proxy.kafka.record_batch import HEADER_SIZE, BatchError, iter_batches, parse_header
 from wal import Wal
+from wal.s3_wal import S3Wal
 
 log = structlog.get_logger("walproxy.reconcile")
 
@@ -83,7 +84,7 @@ class _PartitionState:
 
 
 def scan_wal(
-    wal: Wal, from_lsn: int | None = None
+    wal: Wal | S3Wal, from_lsn: int | None = None
 ) -> tuple[dict[int, BatchEntry], dict[int, OutcomeEntry]]:
     """Every BATCH and the latest OUTCOME per batch, from ``from_lsn`` (default: the start)."""
     batches: dict[int, BatchEntry] = {}
@@ -194,7 +195,8 @@ class Reconciler:
         def resolve(key: PartitionKey) -> str | None:
             """The topic's name, or None when the broker does not know it (deleted)."""
             name, tid, index = key
-            name = name if name is not None else by_id.get(tid)
+            if name is None and tid is not None:
+                name = by_id.get(tid)
             info = topics.get(name) if name is not None else None
             return name if info is not None and index in info.partitions else None
 
@@ -257,13 +259,13 @@ class Reconciler:
         outcomes: dict[int, OutcomeEntry],
         in_doubt: set[int],
         lost: set[tuple[str, int]],
-        resolve,
+        resolve: Callable[[PartitionKey], str | None],
         report: Report,
-    ) -> Report:  # type: ignore[no-untyped-def]
+    ) -> Report:
         parts: dict[tuple[str, int], _PartitionState] = {}
         new_outcomes: list[OutcomeEntry] = []
         names: dict[int, str | None] = {}
-        affected = set(lost)
+        affected: set[tuple[str | None, int]] = set(lost)
         for lsn, b in batches.items():
             names[lsn] = resolve((b.topic, b.topic_id, b.partition))
             if lsn in in_doubt:

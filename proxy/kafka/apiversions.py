@@ -80,7 +80,9 @@ def api_versions_v0_request(correlation_id: int) -> bytes:
     return struct.pack(">i", len(payload)) + payload
 
 
-def rewrite_response(version: int, frame: bytes, limits: dict[int, tuple[int, int]]) -> bytes:
+def rewrite_response(
+    version: int, frame: bytes | memoryview, limits: dict[int, tuple[int, int]]
+) -> bytes | memoryview:
     """Clamp a broker's ApiVersions response; returns the frame unchanged when nothing moved.
 
     The response header is always v0 (correlation id only). A broker that does not know the

@@ -33,7 +33,8 @@ def kio_version_range(api_key: int) -> tuple[int, int] | None:
 
 def _decode(kind: str, schema: type, frame: bytes | memoryview, what: str) -> tuple[Any, Any]:
     try:
-        header, offset = entity_reader(schema.__header_schema__)(frame, 0)
+        header, offset = entity_reader(getattr(schema, "__header_schema__"))(frame, 0)  # noqa: B009
+        body: Any
         body, size = entity_reader(schema)(frame, offset)  # kio returns the size read
     except Exception as exc:  # kio raises a variety of errors on bad bytes
         raise CodecError(f"cannot decode {kind} {what}: {exc}") from exc
@@ -44,7 +45,8 @@ def _decode(kind: str, schema: type, frame: bytes | memoryview, what: str) -> tu
 
 def _schema(load: Any, api_key: int, version: int) -> type:
     try:
-        return load(api_key, version)
+        schema: type = load(api_key, version)
+        return schema
     except Exception as exc:
         raise CodecError(f"no schema for api_key={api_key} v{version}: {exc}") from exc
 

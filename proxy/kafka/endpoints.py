@@ -124,7 +124,9 @@ _REWRITERS: dict[int, Callable[[Any, Resolver], Any]] = {
 }
 
 
-def rewrite_response(api_key: int, version: int, frame: bytes, resolve: Resolver) -> bytes:
+def rewrite_response(
+    api_key: int, version: int, frame: bytes | memoryview, resolve: Resolver
+) -> bytes | memoryview:
     """Return ``frame`` with every broker endpoint resolved; the same object if none moved."""
     header, body = decode_response(api_key, version, frame)
     new_body = _REWRITERS[api_key](body, resolve)

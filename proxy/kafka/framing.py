@@ -44,7 +44,8 @@ def parse_request_header(frame: bytes | memoryview) -> RequestHeader:
 def parse_response_correlation_id(frame: bytes | memoryview) -> int:
     if len(frame) < _CORRELATION.size:
         raise FrameError(f"response frame of {len(frame)} bytes has no correlation id")
-    return _CORRELATION.unpack_from(frame, 0)[0]
+    correlation_id: int = _CORRELATION.unpack_from(frame, 0)[0]
+    return correlation_id
 
 
 def encode_frame(payload: bytes | bytearray | memoryview) -> bytes:

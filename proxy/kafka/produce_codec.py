@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
+from kio.index import load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 
@@ -82,7 +82,7 @@ def _partition_response(module: Any, index: int, error_code: int) -> Any:
     return module.PartitionProduceResponse(**kwargs)
 
 
-def _topic_response(module: Any, name: str | None, tid: uuid.UUID | None, parts: list) -> Any:
+def _topic_response(module: Any, name: str | None, tid: uuid.UUID | None, parts: list[Any]) -> Any:
     fields = {f.name for f in dataclasses.fields(module.TopicProduceResponse)}
     key = {"topic_id": tid} if "topic_id" in fields else {"name": name}
     return module.TopicProduceResponse(**key, partition_responses=tuple(parts))
@@ -91,7 +91,7 @@ def _topic_response(module: Any, name: str | None, tid: uuid.UUID | None, parts:
 def error_response(version: int, correlation_id: int, errors: dict[PartitionKey, int]) -> bytes:
     """A complete ProduceResponse payload (header included) with one error per partition."""
     schema, module = _response_module(version)
-    topics: dict[tuple[str | None, uuid.UUID | None], list] = {}
+    topics: dict[tuple[str | None, uuid.UUID | None], list[Any]] = {}
     for (name, tid, index), code in errors.items():
         topics.setdefault((name, tid), []).append(_partition_response(module, index, code))
     body_fields = {f.name for f in dataclasses.fields(schema)}
@@ -126,7 +126,7 @@ def response_with_errors(
     """The broker's response payload plus an error entry for each partition in ``errors``."""
     header, body = decode_response(PRODUCE, version, payload)
     _, module = _response_module(version)
-    by_topic: dict[tuple[str | None, uuid.UUID | None], list] = {}
+    by_topic: dict[tuple[str | None, uuid.UUID | None], list[Any]] = {}
     order: list[tuple[str | None, uuid.UUID | None]] = []
     for topic in body.responses:
         key = _topic_key(topic)
@@ -139,8 +139,3 @@ def response_with_errors(
         by_topic[(name, tid)].append(_partition_response(module, index, code))
     responses = tuple(_topic_response(module, n, t, by_topic[(n, t)]) for n, t in order)
     return encode(header, dataclasses.replace(body, responses=responses))
-
-
-def load_request_module(version: int) -> Any:
-    schema = load_request_schema(PRODUCE, version)
-    return schema, __import__(schema.__module__, fromlist=["x"])

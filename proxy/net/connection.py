@@ -26,13 +26,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 import trio
 
 from proxy.kafka.apiversions import (
-    API_VERSIONS,
     api_versions_v0_request,
     unsupported_version_response,
 )
@@ -40,7 +39,7 @@ from proxy.kafka.codec import CodecError, kio_version_range
 from proxy.kafka.framing import FrameDecoder, FrameError, encode_frame, parse_request_header
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
 from proxy.kafka.produce_skim import SkimError, produce_acks
-from proxy.kafka.protocol import PRODUCE, api_name
+from proxy.kafka.protocol import API_VERSIONS, PRODUCE, api_name
 from proxy.net import metrics
 
 log = structlog.get_logger("walproxy.connection")
@@ -81,26 +80,30 @@ class PreparedProduce(Protocol):
     frame: bytes
 
 
-class ProduceHandler(Protocol):
+#: The handler's own type of prepared request: what ``prepare`` returns comes back to it.
+P = TypeVar("P", bound=PreparedProduce)
+
+
+class ProduceHandler(Protocol[P]):
     async def prepare(
         self, version: int, correlation_id: int, frame: bytes, payload: memoryview
-    ) -> PreparedProduce: ...
+    ) -> P: ...
 
-    async def ready(self, prepared: PreparedProduce) -> bytes | None:
+    async def ready(self, prepared: P) -> bytes | None:
         """Wait until ``prepared`` may be forwarded; or return a local error response."""
 
-    def forwarded(self, prepared: PreparedProduce) -> None:
+    def forwarded(self, prepared: P) -> None:
         """``prepared`` was sent upstream (so it may be in the log)."""
 
     async def answered(
-        self, prepared: PreparedProduce, version: int, payload: memoryview
+        self, prepared: P, version: int, payload: memoryview
     ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
         """The payload to answer with, and the wait for the outcome's durability."""
 
-    def proven_processed(self, prepared: list[PreparedProduce]) -> None:
+    def proven_processed(self, prepared: list[P]) -> None:
         """acks=0 requests the broker has processed: a later response on this connection."""
 
-    def abandoned(self, prepared: list[PreparedProduce]) -> None:
+    def abandoned(self, prepared: list[P]) -> None:
         """Requests sent upstream whose fate this connection will never learn."""
 
 
@@ -114,16 +117,16 @@ class ConnectionSettings:
 
 
 @dataclass(slots=True, eq=False)
-class _Slot:
+class _Slot(Generic[P]):
     api_key: int
     api_version: int
     correlation_id: int
     received_at: float
     done: trio.Event = field(default_factory=trio.Event)
     response: bytes | None = None
-    produce: PreparedProduce | None = None
+    produce: P | None = None
     outcome: Awaitable[None] | None = None  # the produce outcome's WAL write
-    acks0_before: list[PreparedProduce] = field(default_factory=list)
+    acks0_before: list[P] = field(default_factory=list)
     internal: bool = False  # the proxy's own request: the answer is not the client's
     unwritten: bool = False  # answered by upstream, not yet written to the client
 
@@ -133,20 +136,20 @@ class _Slot:
 
 
 @dataclass(slots=True)
-class _Forward:
+class _Forward(Generic[P]):
     frame: bytes
-    slot: _Slot | None
-    produce: PreparedProduce | None
+    slot: _Slot[P] | None
+    produce: P | None
 
 
-class ProxyConnection:
+class ProxyConnection(Generic[P]):
     def __init__(
         self,
         client: trio.abc.Stream,
         upstream: trio.abc.Stream,
         settings: ConnectionSettings,
         *,
-        produce: ProduceHandler | None = None,
+        produce: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
         peer: str = "?",
     ) -> None:
@@ -155,10 +158,10 @@ class ProxyConnection:
         self._upstream = upstream
         self._settings = settings
         self._produce = produce
-        self._awaiting: deque[_Slot] = deque()
-        self._acks0_forwarded: list[PreparedProduce] = []
+        self._awaiting: deque[_Slot[P]] = deque()
+        self._acks0_forwarded: list[P] = []
         self._barrier_ids = 0  # the proxy's own requests use negative correlation ids
-        self._unfinished: set[PreparedProduce] = set()  # in the WAL, outcome not yet known
+        self._unfinished: set[P] = set()  # in the WAL, outcome not yet known
         self._outstanding = 0
         self._draining = False
         self._client_gone = False
@@ -180,8 +183,8 @@ class ProxyConnection:
 
     async def run(self) -> None:
         capacity = self._settings.max_in_flight
-        fwd_send, fwd_recv = trio.open_memory_channel[_Forward](capacity)
-        out_send, out_recv = trio.open_memory_channel[_Slot](capacity)
+        fwd_send, fwd_recv = trio.open_memory_channel[_Forward[P]](capacity)
+        out_send, out_recv = trio.open_memory_channel[_Slot[P]](capacity)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._client_reader, fwd_send)
@@ -233,7 +236,7 @@ class ProxyConnection:
         )
 
     # -- client -> upstream -------------------------------------------------------------
-    async def _receive(self, decoder: FrameDecoder) -> bytes | None:
+    async def _receive(self, decoder: FrameDecoder) -> bytes | bytearray | None:
         """Next chunk from the client; ``None`` on EOF, idle timeout or drain."""
         if decoder.pending:
             timeout = self._settings.partial_frame_timeout_s
@@ -258,7 +261,7 @@ class ProxyConnection:
         self._log.info("closing idle connection", idle_s=self._settings.idle_timeout_s)
         return None
 
-    async def _client_reader(self, fwd: trio.MemorySendChannel[_Forward]) -> None:
+    async def _client_reader(self, fwd: trio.MemorySendChannel[_Forward[P]]) -> None:
         decoder = FrameDecoder(self._settings.max_frame_bytes, check_tls=True)
         async with fwd:
             while True:
@@ -274,7 +277,7 @@ class ProxyConnection:
                 while (frame := decoder.next_frame()) is not None:
                     await self._handle_request(frame, fwd)
 
-    async def _handle_request(self, frame: bytes, fwd: trio.MemorySendChannel[_Forward]) -> None:
+    async def _handle_request(self, frame: bytes, fwd: trio.MemorySendChannel[_Forward[P]]) -> None:
         payload = memoryview(frame)[4:]
         header = parse_request_header(payload)
         api = api_name(header.api_key)
@@ -307,13 +310,13 @@ class ProxyConnection:
             slot.answer(unsupported_version_response(header.correlation_id))
         await fwd.send(_Forward(frame, slot, None))
 
-    def _new_slot(self, api_key: int, version: int, correlation_id: int, now: float) -> _Slot:
+    def _new_slot(self, api_key: int, version: int, correlation_id: int, now: float) -> _Slot[P]:
         self._outstanding += 1
         metrics.IN_FLIGHT.inc()
         return _Slot(api_key, version, correlation_id, now)
 
     async def _forwarder(
-        self, fwd: trio.MemoryReceiveChannel[_Forward], out: trio.MemorySendChannel[_Slot]
+        self, fwd: trio.MemoryReceiveChannel[_Forward[P]], out: trio.MemorySendChannel[_Slot[P]]
     ) -> None:
         async with fwd, out:
             async for item in fwd:
@@ -361,7 +364,9 @@ class ProxyConnection:
         acks=0 batches still to settle small however long the client floods.
         """
         self._barrier_ids -= 1
-        slot = _Slot(API_VERSIONS, 0, self._barrier_ids, time.perf_counter(), internal=True)
+        slot: _Slot[P] = _Slot(
+            API_VERSIONS, 0, self._barrier_ids, time.perf_counter(), internal=True
+        )
         slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
         self._awaiting.append(slot)
         await self._upstream.send_all(api_versions_v0_request(self._barrier_ids))
@@ -418,7 +423,7 @@ class ProxyConnection:
                 slot.unwritten = True
                 slot.done.set()
 
-    async def _client_writer(self, out: trio.MemoryReceiveChannel[_Slot]) -> None:
+    async def _client_writer(self, out: trio.MemoryReceiveChannel[_Slot[P]]) -> None:
         async with out:
             async for slot in out:
                 if self._client_gone:
@@ -441,7 +446,7 @@ class ProxyConnection:
                     response = b""
                 self._finish(slot, len(response))
 
-    def _finish(self, slot: _Slot, sent: int) -> None:
+    def _finish(self, slot: _Slot[P], sent: int) -> None:
         if slot.unwritten:
             slot.unwritten = False
             self._unwritten -= 1

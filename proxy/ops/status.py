@@ -1,19 +1,19 @@
 """What ``/status`` reports and how ``walproxy status`` prints it.
 
 ``/status`` is a JSON document beside ``/metrics``: readiness and why, the WAL's usage and
-fenced state, and, once the offloader registers its metrics, its lag per partition. The
-offload part is read from the Prometheus registry by metric name
-(``walproxy_offload_lag_{offsets,bytes,seconds}{topic,partition}``,
-``walproxy_offload_offloaded_offset{topic,partition}``,
-``walproxy_offload_fenced``), so this module needs no import of the offloader.
-Both functions here are plain: :func:`offload_from_registry` over metric families,
-:func:`render` over the JSON, so they are tested without a server.
+fenced state, and the offloaders' lag per partition. The offload part is read from the
+offloaders themselves (:func:`offload_status`, over anything shaped like
+:class:`OffloadView`, so this module imports nothing of the offloader), or, for a process
+seen only through its metrics, from the Prometheus registry by metric name
+(:func:`offload_from_registry`: ``walproxy_offload_lag_{offsets,bytes,seconds}``,
+``walproxy_offload_offloaded_offset``, ``walproxy_offload_fenced``). All functions here are
+plain, so they are tested without a server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
@@ -45,6 +45,50 @@ def offload_from_registry(families: Iterable[Metric] | None = None) -> dict[str,
         return None
     rows = sorted(partitions.values(), key=lambda r: (r["topic"], _int_or_str(r["partition"])))
     worst = max((r.get("lag_seconds", 0.0) for r in rows), default=0.0)
+    return {"fenced": fenced, "max_lag_seconds": worst, "partitions": rows}
+
+
+class PartitionView(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def committed_next(self) -> int: ...
+
+    def lag(self, now: float) -> tuple[int, int, float]: ...
+
+
+class OffloadView(Protocol):
+    """What ``/status`` reads of one offloader."""
+
+    @property
+    def fenced(self) -> str: ...
+
+    @property
+    def partitions(self) -> Mapping[Any, PartitionView]: ...
+
+
+def offload_status(offloaders: Iterable[OffloadView], now: float) -> dict[str, Any]:
+    """Offload lag per partition (as its metrics name them) and whether any is fenced."""
+    rows: list[dict[str, Any]] = []
+    fenced = False
+    for off in offloaders:
+        fenced = fenced or bool(off.fenced)
+        for s in off.partitions.values():
+            offsets, nbytes, seconds = s.lag(now)
+            rows.append(
+                {
+                    "topic": s.topic,
+                    "partition": str(s.partition),
+                    "lag_offsets": float(offsets),
+                    "lag_bytes": float(nbytes),
+                    "lag_seconds": float(seconds),
+                    "offloaded_offset": float(s.committed_next),
+                }
+            )
+    rows.sort(key=lambda r: (r["topic"], _int_or_str(r["partition"])))
+    worst = max((r["lag_seconds"] for r in rows), default=0.0)
     return {"fenced": fenced, "max_lag_seconds": worst, "partitions": rows}
 
 

@@ -16,9 +16,9 @@ from kio.schema.response_header.v1.header import ResponseHeader as Header1
 from kio.schema.types import BrokerId
 from kio.static.primitive import i16, i32
 
-from proxy.app.server import DECODED_APIS
 from proxy.kafka import apiversions, endpoints
 from proxy.kafka.codec import decode_response, encode
+from proxy.net.filters import DECODED_APIS
 
 ZERO = datetime.timedelta(0)
 

@@ -1,0 +1,75 @@
+"""The response filters: which APIs the proxy looks inside, and what it changes in them.
+
+Every API key registered here gets its responses decoded (only that one API, only where
+needed) and rewritten; :data:`DECODED_APIS` is derived from the registry, so ApiVersions
+advertises only versions the proxy can decode for exactly the APIs it filters:
+
+* ApiVersions: versions clamped to what kio and the skimmer cover (KIP-511 both ways);
+* Metadata, FindCoordinator, DescribeCluster: broker endpoints resolved to walproxy's;
+* Produce, Fetch: KIP-951 node endpoints resolved likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from proxy.kafka import apiversions, endpoints, node_endpoints
+from proxy.kafka.protocol import API_VERSIONS, FETCH, PRODUCE
+from proxy.net import metrics
+from proxy.net.connection import ResponseFilter
+
+log = structlog.get_logger("walproxy.server")
+
+Limits = dict[int, tuple[int, int]]
+#: api key -> the filter, built from the endpoint resolver and the version limits.
+FilterFactory = Callable[[int, endpoints.Resolver, Limits], ResponseFilter]
+
+
+def _clamp_versions(key: int, resolve: endpoints.Resolver, limits: Limits) -> ResponseFilter:
+    return lambda version, payload: apiversions.rewrite_response(version, payload, limits)
+
+
+def _broker_endpoints(key: int, resolve: endpoints.Resolver, limits: Limits) -> ResponseFilter:
+    return lambda version, payload: endpoints.rewrite_response(key, version, payload, resolve)
+
+
+def _node_endpoints(key: int, resolve: endpoints.Resolver, limits: Limits) -> ResponseFilter:
+    return lambda version, payload: node_endpoints.rewrite_response(key, version, payload, resolve)
+
+
+FILTERS: dict[int, FilterFactory] = {
+    API_VERSIONS: _clamp_versions,
+    **dict.fromkeys(endpoints.REWRITTEN_APIS, _broker_endpoints),
+    PRODUCE: _node_endpoints,
+    FETCH: _node_endpoints,
+}
+
+#: The APIs the proxy looks inside; ApiVersions advertises only versions it can decode.
+DECODED_APIS = frozenset(FILTERS)
+
+
+def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFilter]:
+    limits = apiversions.decoded_api_limits(DECODED_APIS)
+    # Fetch is decoded only as far as the KIP-951 walker knows its layout.
+    lo, hi = limits[FETCH]
+    limits[FETCH] = (lo, min(hi, node_endpoints.LAST_VERSION[FETCH]))
+    resolve = _counting(resolver)
+    return {key: factory(key, resolve, limits) for key, factory in FILTERS.items()}
+
+
+def _counting(resolver: endpoints.Resolver) -> endpoints.Resolver:
+    def resolve(node_id: int, host: str, port: int) -> endpoints.Address | None:
+        target = resolver(node_id, host, port)
+        if target is None:
+            metrics.ENDPOINTS_WITHHELD.inc()
+            log.warning(
+                "withholding broker endpoint with no walproxy address",
+                node_id=node_id,
+                host=host,
+                port=port,
+            )
+        return target
+
+    return resolve
