@@ -63,6 +63,15 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
     if not target:
         print("walproxy rebuild: offload.target: set it (or pass --target)", file=sys.stderr)
         return 2
+    if cfg.wal.backend == "s3" and not (args.no_wal or args.wal_dir):
+        # Reading wal.dir here would find no WAL and rebuild without the acknowledged tail.
+        print(
+            "walproxy rebuild: wal.backend = s3: rebuild does not read an S3 WAL yet, so the "
+            "acknowledged records not yet offloaded would be missing; pass --no-wal to "
+            "rebuild from the offload target alone (and lose them), or --wal-dir DIR",
+            file=sys.stderr,
+        )
+        return 2
     wal_dir = None if args.no_wal else (args.wal_dir or cfg.wal.dir)
     try:
         store = open_store(

@@ -208,6 +208,36 @@ def test_corrupt_object_is_refused_by_the_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "meta.properties").exists()
 
 
+def test_an_s3_wal_is_not_silently_left_out_by_the_cli(tmp_path: Path) -> None:
+    # wal.dir of an S3-WAL node holds no WAL: rebuilding from it would drop the WAL's tail.
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    cfg = tmp_path / "walproxy.toml"
+    cfg.write_text(
+        '[proxy]\nnode_id = 1\n[wal]\nbackend = "s3"\ns3_target = "s3://wal/node-1/"\n'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "rebuild",
+            "--config",
+            str(cfg),
+            "--log-dir",
+            str(tmp_path / "data"),
+            "--target",
+            f"file://{tmp_path / 'target'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "wal.backend = s3" in proc.stderr and "--no-wal" in proc.stderr, proc.stderr
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
 def test_missing_wal_dir_is_refused(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "target")
     seed(store)
