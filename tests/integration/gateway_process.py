@@ -107,6 +107,9 @@ class Gateway:
         self.process.stop(15)
 
 
+_MIN_SAMPLES = 10
+
+
 @dataclass
 class SocketWatch:
     """Samples every TCP socket of this process and its children (minus ``exclude``).
@@ -163,8 +166,16 @@ class SocketWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
         assert self._thread is not None
+        # A fast round trip can end within a few samples (each walks every child process's
+        # sockets): keep watching a little, so the sample floor of assert_clean measures the
+        # watch, not the client's speed. Live traffic must still have been seen (the ports).
+        deadline = time.monotonic() + 10
+        while self.samples <= _MIN_SAMPLES and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(self.interval_s)
+        self._stop.set()
         self._thread.join(10)
 
     def assert_clean(self, must_have_seen: set[int]) -> None:
@@ -173,7 +184,7 @@ class SocketWatch:
             f"{sorted(set(self.violations))[:10]}"
         )
         ports = {port for _, port in self.seen}
-        assert self.samples > 10 and ports & must_have_seen, (
+        assert self.samples > _MIN_SAMPLES and ports & must_have_seen, (
             f"the watch saw no connection to the gateway ({self.samples} samples, "
             f"ports {sorted(ports)[:20]})"
         )
