@@ -28,8 +28,10 @@ S3_ENV = {
 
 def quick_offload_env(endpoint_url: str) -> dict[str, str]:
     """walproxy settings for an offloader that copies to ``endpoint_url`` within a second
-    (tests wait for the copy) and notices new partitions within one."""
+    (tests wait for the copy) and notices new partitions within one; its WAL is trimmed as
+    soon as S3 covers an entry (no ``wal.retention_s``: tests wait for the trim)."""
     return {
+        "WALPROXY_WAL_RETENTION_S": "0",
         "WALPROXY_OFFLOAD_S3_ENDPOINT_URL": endpoint_url,
         "WALPROXY_OFFLOAD_S3_REGION": S3_ENV["AWS_DEFAULT_REGION"],
         "WALPROXY_OFFLOAD_MAX_LAG_S": "0.3",

@@ -261,7 +261,16 @@ class ProxyServer:
         )
         await nursery.start(self.reconciler.run)
         if covered is not None:
-            nursery.start_soon(durable.trim_after_offload, covered.covers, 0.5, trim_metrics)
+            nursery.start_soon(
+                functools.partial(
+                    durable.trim_after_offload,
+                    covered.covers,
+                    0.5,
+                    trim_metrics,
+                    retention_s=self.config.wal.retention_s,
+                    hold=lambda: self.probe.reachable is False,
+                )
+            )
         else:
             nursery.start_soon(
                 functools.partial(

@@ -86,7 +86,8 @@ class WalSection:
     )
     retention_s: float = _doc(
         "Keep acknowledged entries this long (the broker's page cache is written back well "
-        "within it); the S3 offloader will trim after upload instead.",
+        "within it); with the offloader on, an entry is trimmed once S3 covers it and it is "
+        "this old (S3 does not put a batch back into a broker that lost its page cache).",
         default=60.0,
     )
     direct_io: str = _doc(

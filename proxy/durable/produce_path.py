@@ -353,34 +353,56 @@ class DurableProduce:
         covers: Callable[[PartitionKey, int | None, float], bool],
         interval_s: float = 0.5,
         progress: Callable[[int, int], None] = lambda trimmed, last: None,
+        retention_s: float = 0.0,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
         """Trim the WAL up to the first entry S3 does not cover yet (replaces
         :meth:`trim_loop` when the offloader runs; needs ``track_settled``).
 
-        An entry is trimmable once its outcome is durable and either it failed or a committed
-        manifest covers its last offset (``covers``). The LSN bound is sampled one round
-        earlier, so a batch made durable is registered before it can be considered.
-        ``progress(trimmed_lsn, last_durable_lsn)`` is told each round (the offloader's
-        metrics).
+        An entry is trimmable once its outcome is durable, it has been durable (and, if it
+        landed, settled) for ``retention_s``, and either it failed or a committed manifest
+        covers its last offset (``covers``). S3 having a batch does not put it back into the
+        broker's log: a broker that loses its page cache within the write-back window is
+        repaired from the WAL, so the entry must outlive that window even once offloaded.
+        Nothing is trimmed while the gate is closed or ``hold()`` says so (the broker is
+        unreachable). The LSN bound is sampled one round earlier, so a batch made durable is
+        registered before it can be considered. ``progress(trimmed_lsn, last_durable_lsn)``
+        is told each round (the offloader's metrics).
         """
         trimmed = 0
         await self.gate.wait()  # the first reconciliation has indexed the older entries
+        checkpoints: deque[tuple[float, int]] = deque([(trio.current_time(), 0)])
         bound = self.wal.last_durable_lsn
         while True:
             await trio.sleep(interval_s)
-            target = bound
+            now = trio.current_time()
+            checkpoints.append((now, bound))
+            bound = self.wal.last_durable_lsn
+            if hold() or not self.gate.is_open:
+                progress(trimmed, bound)
+                continue
+            old_enough = 0
+            while len(checkpoints) > 1 and checkpoints[1][0] <= now - retention_s:
+                checkpoints.popleft()
+            if checkpoints[0][0] <= now - retention_s:
+                old_enough = checkpoints[0][1]
+            target = old_enough
             unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
             if unsettled is not None:
                 target = min(target, unsettled - 1)
             heap = self._settled
-            while heap and heap[0][0] <= target and covers(heap[0][1], heap[0][2], heap[0][3]):
+            while (
+                heap
+                and heap[0][0] <= target
+                and heap[0][3] <= now - retention_s
+                and covers(heap[0][1], heap[0][2], heap[0][3])
+            ):
                 heapq.heappop(heap)
             if heap and heap[0][0] <= target:
                 target = heap[0][0] - 1
             if target > trimmed and target >= self.wal.first_lsn:
                 await self.wal.trim(target)
                 trimmed = target
-            bound = self.wal.last_durable_lsn
             progress(trimmed, bound)
 
     # -- for the reconciler ----------------------------------------------------------------
