@@ -4,7 +4,9 @@ For a broker whose disk is gone: read ``broker.json`` and every hosted partition
 download and verify each segment object (size, CRC32C of the Kafka bytes, whole batches
 with valid CRCs, the offsets the manifest claims, continuity with the segment before, leader
 epochs never going back), append the acknowledged batches the WAL holds past each
-manifest's ``next_offset`` (:mod:`offload.wal_tail`), and write a Kafka 4.1 log directory
+manifest's ``next_offset`` (:mod:`offload.wal_tail`; the WAL is a directory or, for
+``wal.backend = "s3"``, the node's S3 WAL prefix, read through :mod:`wal`'s read-only
+readers), and write a Kafka 4.1 log directory
 (:mod:`offload.logdir_writer`) that the unmodified broker starts on with the same node id.
 
 It refuses (:class:`RebuildError`, nothing half-served) when an object is missing or fails
@@ -63,6 +65,8 @@ class RebuildOptions:
     cluster_id: str | None = None  # None: found in the target (exactly one may match)
     metadata_log_dir: Path | None = None
     wal_dir: str | None = None  # None: S3 only (acknowledged records not yet offloaded lost)
+    #: An S3 WAL (``wal.backend = "s3"``) under its own prefix, read instead of ``wal_dir``.
+    wal_store: ObjectStore | None = None
     segment_bytes: int = kl.DEFAULT_SEGMENT_BYTES
     allow_gaps: bool = False
     parallel: int = 8
@@ -294,6 +298,20 @@ def _meta(info: BrokerInfo, node_id: int) -> kl.MetaProperties:
     return kl.MetaProperties(info.cluster_id, node_id, directory_id)
 
 
+def _read_s3_wal(wal_store: ObjectStore, parallel: int) -> WalFacts:
+    """The S3 WAL's entries, folded. A store that stays unreachable is transient (re-run);
+    no WAL there, corruption or an undecodable entry refuses, as for a WAL directory."""
+    try:
+        return collect(wal.read_s3_wal(wal_store, parallel=max(1, parallel)))
+    except (WalError, TailError) as exc:
+        raise RebuildError(
+            f"WAL {wal_store.describe()}: {exc}; if the WAL is lost, --no-wal rebuilds from "
+            "the offload target alone (acknowledged records not yet offloaded are then lost)"
+        ) from None
+    except (StoreError, OSError) as exc:
+        raise RebuildTransient(f"WAL {wal_store.describe()}: {exc}") from None
+
+
 def rebuild(
     store: ObjectStore,
     opts: RebuildOptions,
@@ -305,7 +323,9 @@ def rebuild(
     report = Report()
     t0 = time.monotonic()
     facts = None
-    if opts.wal_dir is not None:
+    if opts.wal_store is not None:
+        facts = _read_s3_wal(opts.wal_store, opts.parallel)
+    elif opts.wal_dir is not None:
         try:
             facts = collect(wal.read_directory(opts.wal_dir))
         except (WalError, TailError) as exc:
@@ -316,6 +336,7 @@ def rebuild(
                     "alone (acknowledged records not yet offloaded are then lost)"
                 )
             raise RebuildError(f"WAL {opts.wal_dir}: {exc}{hint}") from None
+    if facts is not None:
         report.wal_in_doubt = len(facts.in_doubt)
     info, plans = plan(store, opts, report, facts)
     writer = LogDirWriter(opts.log_dir, cluster_id=info.cluster_id, node_id=opts.node_id)

@@ -20,7 +20,8 @@ re-compressed by the broker; its tail batches are written as the client compress
 the same records at the same offsets, in other bytes.
 
 Everything here is sans-IO: the entries come from :func:`wal.read_directory` (a WAL
-directory that no writer holds, read without modifying it).
+directory that no writer holds, read without modifying it) or :func:`wal.read_s3_wal` (the
+same for an S3 WAL's prefix).
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ Public API::
 
     for entry in read_directory("/var/lib/walproxy/wal"):   # no writer holds it; read-only
         ...
+    for entry in read_s3_wal(S3Store(bucket, prefix)):      # the same for an S3 WAL
+        ...
     fsync_dir(path)                                         # a directory's entries durable
 
 * ``append`` payloads: bytes-like, up to ``wal.max_entry_size`` (segment_size
@@ -50,7 +52,7 @@ crash simulator the tests use: not imported by the product).
 
 from .backend import Backend, SegmentHandle
 from .config import WalConfig
-from .directory import read_directory
+from .directory import read_directory, read_s3_wal
 from .errors import (
     WalClosedError,
     WalCorruptionError,
@@ -61,6 +63,7 @@ from .errors import (
     WalTrimmedError,
 )
 from .file_backend import FileBackend, fsync_dir
+from .object_store import ObjectStore, S3Store
 from .reader import Entry
 from .record import MAX_USER_TYPE
 from .writer import Wal, open_wal
@@ -70,6 +73,8 @@ __all__ = [
     "Backend",
     "Entry",
     "FileBackend",
+    "ObjectStore",
+    "S3Store",
     "SegmentHandle",
     "Wal",
     "WalClosedError",
@@ -83,4 +88,5 @@ __all__ = [
     "fsync_dir",
     "open_wal",
     "read_directory",
+    "read_s3_wal",
 ]

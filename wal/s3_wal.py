@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures as cf
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -150,9 +151,18 @@ def judge(
     return plan_recovery(lease, listing), decoded
 
 
-def read_all(store: ObjectStore, lease: Lease, sizes: dict[int, int]) -> dict[int, bytes | None]:
-    """Every object at or past the trim slot (blocking, sequential: the tools' path)."""
-    return {s: _get_retrying(store, object_name(s)) for s in sorted(sizes) if s >= lease.trim_slot}
+def read_all(
+    store: ObjectStore, lease: Lease, sizes: dict[int, int], parallel: int = 1
+) -> dict[int, bytes | None]:
+    """Every object at or past the trim slot (blocking: the tools' path). ``parallel`` > 1
+    fetches on that many threads: a rebuild may read thousands of small objects, one S3
+    round trip each."""
+    slots = [s for s in sorted(sizes) if s >= lease.trim_slot]
+    if parallel <= 1 or len(slots) <= 1:
+        return {s: _get_retrying(store, object_name(s)) for s in slots}
+    with cf.ThreadPoolExecutor(min(parallel, len(slots)), thread_name_prefix="wal-read") as pool:
+        bodies = pool.map(lambda s: _get_retrying(store, object_name(s)), slots)
+        return dict(zip(slots, bodies, strict=True))
 
 
 # -- the writer -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import wal
 from offload.kafka_logdir import DEFAULT_SEGMENT_BYTES
-from offload.layout import LayoutError
+from offload.layout import LayoutError, parse_target
 from offload.rebuild import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -30,7 +31,11 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--node-id", type=int, help="default: proxy.node_id")
     p.add_argument("--cluster-id", help="default: the target's only cluster with this node")
-    p.add_argument("--wal-dir", help="default: wal.dir")
+    p.add_argument(
+        "--wal-dir",
+        help="a WAL directory or an S3 WAL's s3://bucket/prefix; default: wal.dir, or "
+        "wal.s3_target with wal.backend = s3",
+    )
     p.add_argument(
         "--no-wal",
         action="store_true",
@@ -53,6 +58,19 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=8, help="concurrent downloads")
 
 
+def _configured_wal(cfg: Config) -> str:
+    """Where the node's WAL is: ``wal.dir``, or the S3 WAL's prefix (a node with
+    ``wal.backend = "s3"`` keeps no WAL on local disk)."""
+    return cfg.wal.s3_target if cfg.wal.backend == "s3" else cfg.wal.dir
+
+
+def _s3_wal_store(url: str, endpoint_url: str, region: str) -> wal.ObjectStore:
+    """The S3 WAL at `url` (the endpoint and region are the offload target's, as for
+    ``walproxy run``); botocore retries each GET, the reader retries on top."""
+    t = parse_target(url, "--wal-dir")
+    return wal.S3Store(t.bucket, t.prefix, endpoint_url=endpoint_url or None, region=region or None)
+
+
 def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
     """``walproxy rebuild``: exit 0 done, 1 refused (data problem), 2 usage, 3 transient."""
     node_id = args.node_id if args.node_id is not None else cfg.proxy.node_id
@@ -63,21 +81,19 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
     if not target:
         print("walproxy rebuild: offload.target: set it (or pass --target)", file=sys.stderr)
         return 2
-    if cfg.wal.backend == "s3" and not (args.no_wal or args.wal_dir):
-        # Reading wal.dir here would find no WAL and rebuild without the acknowledged tail.
-        print(
-            "walproxy rebuild: wal.backend = s3: rebuild does not read an S3 WAL yet, so the "
-            "acknowledged records not yet offloaded would be missing; pass --no-wal to "
-            "rebuild from the offload target alone (and lose them), or --wal-dir DIR",
-            file=sys.stderr,
-        )
+    wal_dir = None if args.no_wal else (args.wal_dir or _configured_wal(cfg))
+    if not (args.no_wal or wal_dir):
+        print("walproxy rebuild: wal.s3_target: set it (or pass --wal-dir, or --no-wal)",
+              file=sys.stderr)
         return 2
-    wal_dir = None if args.no_wal else (args.wal_dir or cfg.wal.dir)
+    endpoint_url = args.s3_endpoint_url or cfg.offload.s3_endpoint_url
+    region = args.s3_region or cfg.offload.s3_region
     try:
-        store = open_store(
-            target,
-            endpoint_url=args.s3_endpoint_url or cfg.offload.s3_endpoint_url,
-            region=args.s3_region or cfg.offload.s3_region,
+        store = open_store(target, endpoint_url=endpoint_url, region=region)
+        wal_store = (
+            _s3_wal_store(wal_dir, endpoint_url, region)
+            if wal_dir and wal_dir.startswith("s3://")
+            else None
         )
     except LayoutError as exc:
         print(f"walproxy rebuild: {exc}", file=sys.stderr)
@@ -87,7 +103,8 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
         node_id=node_id,
         cluster_id=args.cluster_id,
         metadata_log_dir=Path(args.metadata_log_dir) if args.metadata_log_dir else None,
-        wal_dir=wal_dir,
+        wal_dir=None if wal_store is not None else wal_dir,
+        wal_store=wal_store,
         segment_bytes=args.segment_bytes,
         allow_gaps=args.allow_gaps,
         parallel=args.parallel,

@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import sys
 import uuid
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -98,11 +100,15 @@ def test_rebuild_from_moto_s3(tmp_path: Path, s3_server, s3_bucket: str) -> None
 
 
 # -- the WAL tail --------------------------------------------------------------------------
-def wal_with(directory: Path, items: list[tuple[str, int, bytes, int | None]]) -> None:
-    """A WAL holding BATCH entries and, where the offset is not None, their OUTCOME."""
+Items = list[tuple[str, int, bytes, int | None]]
+
+
+def fill_wal(opener: AbstractAsyncContextManager[Any], items: Items) -> None:
+    """Write BATCH entries and, where the offset is not None, their OUTCOME into the WAL
+    `opener` opens (either backend)."""
 
     async def main() -> None:
-        async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
+        async with opener as wal:
             for topic, p, records, offset in items:
                 lsn = await wal.append(
                     enc_batch(BatchEntry(-1, p, topic, None, None, records)), type=BATCH
@@ -115,37 +121,46 @@ def wal_with(directory: Path, items: list[tuple[str, int, bytes, int | None]]) -
     trio.run(main)
 
 
+def wal_with(directory: Path, items: Items) -> None:
+    """A WAL directory holding BATCH entries and, where the offset is not None, their OUTCOME."""
+    fill_wal(open_wal(str(directory), WalConfig(segment_size=1 << 20)), items)
+
+
 def client(n: int, tag: str) -> bytes:
     return build_batch([b"%s-%d" % (tag.encode(), i) for i in range(n)], timestamp_ms=5)
 
 
-def test_wal_tail_lands_after_the_s3_copy(tmp_path: Path) -> None:
-    store = FileStore(tmp_path / "target")
-    logs = seed(store)
-    wal = tmp_path / "wal"
-    wal_with(
-        wal,
-        [
-            ("orders", 0, client(10, "old"), 390),  # already in S3
-            ("orders", 0, client(5, "a"), 400),
-            ("orders", 0, client(3, "b"), 405),
-            ("orders", 0, client(2, "doubt"), None),  # never acknowledged: not written
-            ("__consumer_offsets", 0, client(1, "c"), 0),
-        ],
-    )
-    report = rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
-    got = read_partition(tmp_path / "data", "orders", 0)
+#: The tail test's WAL: one batch S3 already covers, two past it, one never acknowledged.
+TAIL_ITEMS: Items = [
+    ("orders", 0, client(10, "old"), 390),  # already in S3
+    ("orders", 0, client(5, "a"), 400),
+    ("orders", 0, client(3, "b"), 405),
+    ("orders", 0, client(2, "doubt"), None),  # never acknowledged: not written
+    ("__consumer_offsets", 0, client(1, "c"), 0),
+]
+
+
+def check_tail(root: Path, logs: dict[tuple[str, int], bytes]) -> None:
+    """The log directory `root` holds the S3 copy and then TAIL_ITEMS' acknowledged tail."""
+    got = read_partition(root, "orders", 0)
     assert got.startswith(logs[("orders", 0)])
     tail = list(iter_batches(got[len(logs[("orders", 0)]) :]))  # CRCs valid
     assert [(h.base_offset, h.record_count, h.partition_leader_epoch) for h in tail] == [
         (400, 5, 0),
         (405, 3, 0),
     ]
-    assert (report.tail_batches, report.wal_in_doubt) == (3, 1)
-    hw = kl.parse_offset_checkpoint(
-        (tmp_path / "data" / kl.REPLICATION_OFFSET_CHECKPOINT).read_text()
-    )
+    hw = kl.parse_offset_checkpoint((root / kl.REPLICATION_OFFSET_CHECKPOINT).read_text())
     assert hw[("orders", 0)] == 408 and hw[("__consumer_offsets", 0)] == 1
+
+
+def test_wal_tail_lands_after_the_s3_copy(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "target")
+    logs = seed(store)
+    wal = tmp_path / "wal"
+    wal_with(wal, TAIL_ITEMS)
+    report = rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    check_tail(tmp_path / "data", logs)
+    assert (report.tail_batches, report.wal_in_doubt) == (3, 1)
     assert kl.parse_leader_epoch_checkpoint(
         (tmp_path / "data/__consumer_offsets-0" / kl.LEADER_EPOCH_CHECKPOINT).read_text()
     ) == [(0, 0)]
@@ -176,6 +191,30 @@ def test_missing_object_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "meta.properties").exists()
 
 
+def rebuild_cli(cfg: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``walproxy rebuild`` of node 1 from the file:// target in `tmp_path` into its data/."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "rebuild",
+            "--config",
+            str(cfg),
+            "--log-dir",
+            str(tmp_path / "data"),
+            "--metadata-log-dir",
+            str(tmp_path / "meta"),
+            "--target",
+            f"file://{tmp_path / 'target'}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_corrupt_object_is_refused_by_the_cli(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "target")
     seed(store)
@@ -185,56 +224,9 @@ def test_corrupt_object_is_refused_by_the_cli(tmp_path: Path) -> None:
     victim.write_bytes(bytes(data))
     cfg = tmp_path / "walproxy.toml"
     cfg.write_text(f'[proxy]\nnode_id = 1\n[wal]\ndir = "{tmp_path / "nowal"}"\n')
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "rebuild",
-            "--config",
-            str(cfg),
-            "--log-dir",
-            str(tmp_path / "data"),
-            "--target",
-            f"file://{tmp_path / 'target'}",
-            "--no-wal",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = rebuild_cli(cfg, tmp_path, "--no-wal")
     assert proc.returncode == 1, proc.stderr
     assert "refused" in proc.stderr and "CRC32C" in proc.stderr, proc.stderr
-    assert not (tmp_path / "data" / "meta.properties").exists()
-
-
-def test_an_s3_wal_is_not_silently_left_out_by_the_cli(tmp_path: Path) -> None:
-    # wal.dir of an S3-WAL node holds no WAL: rebuilding from it would drop the WAL's tail.
-    store = FileStore(tmp_path / "target")
-    seed(store)
-    cfg = tmp_path / "walproxy.toml"
-    cfg.write_text(
-        '[proxy]\nnode_id = 1\n[wal]\nbackend = "s3"\ns3_target = "s3://wal/node-1/"\n'
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "rebuild",
-            "--config",
-            str(cfg),
-            "--log-dir",
-            str(tmp_path / "data"),
-            "--target",
-            f"file://{tmp_path / 'target'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "wal.backend = s3" in proc.stderr and "--no-wal" in proc.stderr, proc.stderr
     assert not (tmp_path / "data" / "meta.properties").exists()
 
 

@@ -13,7 +13,7 @@ import trio
 from tests.offload.s3relay import S3Relay
 from tests.s3server import S3Server
 from tests.wal.helpers import metric
-from wal import WalCorruptionError, WalFencedError, WalLockedError
+from wal import WalCorruptionError, WalFencedError, WalLockedError, read_s3_wal
 from wal import cli as wal_cli
 from wal.config import S3WalConfig
 from wal.object_store import S3Store
@@ -98,6 +98,9 @@ async def test_append_reopen_trim_follow(store: S3Store) -> None:
                           out := io.StringIO(), endpoint_url=store._endpoint) == 0
     assert "status: OK" in out.getvalue() and "records: 55" in out.getvalue()
     assert metric("walproxy_wal_s3_objects_total") > 0
+    # the read-only reader (rebuild's) sees what the writer recovered: trimmed entries gone
+    got = [(e.lsn, e.payload) for e in read_s3_wal(store, parallel=4)]
+    assert [lsn for lsn, _ in got] == list(range(151, 206)) and got[-1] == (205, b"y")
 
 
 async def test_zombie_writer_is_fenced_by_the_next_writers_marker(store: S3Store) -> None:
@@ -188,6 +191,8 @@ async def test_hole_behind_the_window_refuses_to_start_naming_the_key(store: S3S
     victim = slots(store)[3]
     store.delete(object_name(victim))
     with pytest.raises(WalCorruptionError, match=object_name(victim)):
+        list(read_s3_wal(store))
+    with pytest.raises(WalCorruptionError, match=object_name(victim)):
         async with open_s3_wal(store, cfg):
             pass
     out = io.StringIO()
@@ -226,6 +231,11 @@ async def test_torn_tail_in_the_window_is_dropped_and_verify_reports_it(store: S
     url = f"s3://{store.bucket}/{store.prefix}"
     assert wal_cli.verify(url, out, endpoint_url=store._endpoint) == 0
     assert "torn tail" in out.getvalue()
+    # read-only: the torn object is left out but left in place, and no epoch is taken
+    lease_before = store.get(LEASE_NAME).data
+    assert [e.payload for e in read_s3_wal(store)] == [b"kept"]
+    assert object_name(n + 2) in {o.key for o in store.list("")}
+    assert store.get(LEASE_NAME).data == lease_before
     async with open_s3_wal(store, FAST) as wal:
         assert [p for _, _, p in await read_all(wal)] == [b"kept"]
         assert object_name(n + 2) not in {o.key for o in store.list("")}
