@@ -7,7 +7,8 @@ SIGKILLed and its whole state deleted (``log.dirs`` and ``metadata.log.dir``), `
 rebuild`` runs with the sidecar's config, and the unmodified broker starts again: every
 acknowledged record must be read back at its original offset, no duplicates, the group's
 committed offsets intact. The tests share the cluster and run in order (each one leaves it
-rebuilt and running).
+rebuilt and running). The last one loses the whole node with the sidecar's WAL on S3
+(``wal.backend = "s3"``): nothing local survives, the WAL tail comes from S3.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from offload import kafka_logdir as kl
 from offload import layout
 from offload.node_files import decode_broker_info
 from offload.store import S3Store
@@ -185,3 +187,59 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
     assert report["tail_batches"] > 0  # the records S3 never saw came from the WAL
     h.start_again(env.cluster)
     _check_restored(env, topic, acked, group, committed)
+
+
+def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:
+    """The node is lost with everything on it (broker disk, WAL, instance): with
+    ``wal.backend = "s3"`` the sidecar kept no durable local state, so the acknowledged
+    records the offloader had not copied yet are in the S3 WAL, and the rebuild puts them
+    back. Broker and sidecar are SIGKILLed under load and every local byte of both is
+    deleted; a rebuild with ``--no-wal`` first shows what S3's segments alone would lose.
+    Runs last: it leaves the sidecar on the S3 WAL."""
+    node = env.cluster.node(1)
+    assert node.proxy is not None
+    node.proxy.stop(15)  # the same node, reconfigured: its WAL on S3 from now on
+    env.cluster.proxy_env.update(
+        WALPROXY_WAL_BACKEND="s3", WALPROXY_WAL_S3_TARGET=f"s3://{env.bucket}/wal/node-1"
+    )
+    env.cluster.start_proxy(1)
+    h.wait_proxy_ready(env.cluster)
+    topic = _create_topic(env.cluster)
+    group = c.unique_tag("grp")
+    first = h.verifiable_produce(env.cluster, topic, 500, tmp_path)
+    committed = _ends(first)
+    h.commit_offsets(env.cluster.bootstrap, group, topic, committed)
+    h.wait_offloaded(env.cluster, env.store, [topic])  # group commits are not in the WAL
+    producer = h.BackgroundProducer(env.cluster, topic, tmp_path, throughput=2000)
+    c.wait_until(lambda: len(producer.acked()) >= 3000, 90, "3000 acks under load")
+    assert node.process is not None and node.proxy is not None
+    node.process.kill()  # the whole node at once: SIGKILL both, then every local byte goes
+    node.proxy.kill()
+    acked = first + producer.stop()
+    for local in (*h.broker_dirs(env.cluster), node.directory / "walproxy-wal"):
+        shutil.rmtree(local, ignore_errors=True)
+
+    s3_only = _rebuilt(h.run_rebuild(env.cluster, "--no-wal"))
+    data, _ = h.broker_dirs(env.cluster)
+    hw = kl.parse_offset_checkpoint((data / kl.REPLICATION_OFFSET_CHECKPOINT).read_text())
+    short = sum(e - min(e, hw.get((topic, p), 0)) for p, e in _ends(acked).items())
+    assert short > 0, "the offloader had copied everything: no tail for the S3 WAL to carry"
+    for d in h.broker_dirs(env.cluster):
+        shutil.rmtree(d)
+
+    run = h.run_rebuild(env.cluster)
+    assert f"+ WAL s3://{env.bucket}/wal/node-1" in run.stdout, run.stdout
+    report = _rebuilt(run)
+    assert report["tail_batches"] > 0
+    h.start_again(env.cluster)
+    consumed = consume_all(env.cluster.direct_bootstrap, topic, PARTITIONS, timeout=120)
+    result = compare(acked, consumed)
+    recovered = len(acked) - len(result.lost) - len(result.moved)
+    print(
+        f"whole node lost (WAL on S3): {len(acked)} records acknowledged, {recovered} "
+        f"recovered at their offsets; S3 segments alone were {short} records short; WAL tail "
+        f"{report['tail_batches']} batches ({s3_only['s3_bytes']} bytes from segments), "
+        f"{report['wal_in_doubt']} in doubt"
+    )
+    assert result.intact, result.summary()
+    assert c.committed_offsets(env.cluster.bootstrap, group, topic, PARTITIONS) == committed
