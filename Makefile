@@ -20,7 +20,7 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34
 
-.PHONY: setup demo test test-unit test-integration test-helm helm lint clean
+.PHONY: setup demo test test-unit test-integration test-helm helm lint clean fuzz
 
 setup: $(HOST) $(STAMP) $(JARS) $(HELM)
 
@@ -63,6 +63,13 @@ test: setup lint
 
 test-helm: $(STAMP) $(HELM)
 	WALPROXY_HELM=$(abspath $(HELM)) $(BIN)/pytest -ra tests/helm
+
+# The parser fuzz targets (tests/fuzz), each SECONDS long, from the committed seeds plus the
+# corpus kept in .cache/fuzz; findings land in test-artifacts/fuzz. `make test` runs each
+# for a bounded number of executions instead (tests/fuzz/test_fuzz.py).
+SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --all --seconds $(SECONDS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -ra tests/unit tests/wal

@@ -27,6 +27,7 @@ BROKER = "broker.json"
 MANIFEST = "manifest.json"
 SEGMENT_DIR = "seg"
 
+_TOPIC_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _SEGMENT_NAME = re.compile(r"^(\d{20})-(\d{20})-e(\d+)\.log(\.zst)?$")
 
 
@@ -41,14 +42,18 @@ def topic_id_text(topic_id: uuid.UUID) -> str:
 
 
 def parse_topic_id(text: str) -> uuid.UUID:
-    """The inverse of :func:`topic_id_text`."""
-    if len(text) != 22:
-        raise LayoutError(f"topic id {text!r} is not 22 base64 characters")
-    try:
-        raw = base64.urlsafe_b64decode(text + "==")
-    except ValueError as exc:
-        raise LayoutError(f"topic id {text!r} is not base64: {exc}") from None
-    return uuid.UUID(bytes=raw)
+    """The inverse of :func:`topic_id_text`; only its canonical form is accepted.
+
+    ``base64.urlsafe_b64decode`` alone drops characters outside the alphabet and ignores
+    the unused low bits of the last character, so 22 characters could decode to fewer than
+    16 bytes (a ``ValueError`` from ``uuid``) or two texts to one id (two keys, one topic).
+    """
+    if not isinstance(text, str) or not _TOPIC_ID.fullmatch(text):
+        raise LayoutError(f"topic id {text!r} is not 22 URL-safe base64 characters")
+    value = uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=="))
+    if topic_id_text(value) != text:
+        raise LayoutError(f"topic id {text!r} is not in canonical form")
+    return value
 
 
 # -- keys ------------------------------------------------------------------------------------

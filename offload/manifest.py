@@ -147,7 +147,7 @@ def decode(data: bytes) -> Manifest:
     """Parse and validate; raises :class:`ManifestError` naming the bad field."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also: deep nesting, a 5000-digit integer
         raise ManifestError(f"manifest is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestError("manifest: expected a JSON object")

@@ -46,7 +46,7 @@ def _now() -> str:
 def _load(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also: deep nesting, a 5000-digit integer
         raise NodeFileError(f"{what} is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise NodeFileError(f"{what}: expected a JSON object with format {FORMAT}")

@@ -136,6 +136,13 @@ def decode(stored: bytes, ref: SegmentRef) -> bytes:
         )
     if ref.compression == "zstd":
         try:
+            # python-zstandard allocates what the frame header announces (max_output_size
+            # only bounds frames without a size): a garbled 1 TiB claim was a MemoryError.
+            announced = zstandard.frame_content_size(stored)
+            if announced not in (-1, ref.size):
+                raise SegmentError(
+                    f"{ref.key}: zstd frame announces {announced} bytes, manifest says {ref.size}"
+                )
             log = zstandard.ZstdDecompressor().decompress(stored, max_output_size=ref.size)
         except zstandard.ZstdError as exc:
             raise SegmentError(f"{ref.key}: zstd: {exc}") from None

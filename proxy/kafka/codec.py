@@ -16,6 +16,9 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from proxy.kafka.cursor import WireError
+from proxy.kafka.wire_guard import check
+
 
 class CodecError(Exception):
     """A message could not be decoded with the schema its header names."""
@@ -32,9 +35,15 @@ def kio_version_range(api_key: int) -> tuple[int, int] | None:
 
 
 def _decode(kind: str, schema: type, frame: bytes | memoryview, what: str) -> tuple[Any, Any]:
+    header_schema: type = getattr(schema, "__header_schema__")  # noqa: B009
+    try:  # before kio: its native reader aborts the process on a huge array length
+        check(schema, frame, check(header_schema, frame, 0))
+    except WireError as exc:
+        raise CodecError(f"cannot decode {kind} {what}: {exc}") from exc
+    header: Any
+    body: Any
     try:
-        header, offset = entity_reader(getattr(schema, "__header_schema__"))(frame, 0)  # noqa: B009
-        body: Any
+        header, offset = entity_reader(header_schema)(frame, 0)
         body, size = entity_reader(schema)(frame, offset)  # kio returns the size read
     except Exception as exc:  # kio raises a variety of errors on bad bytes
         raise CodecError(f"cannot decode {kind} {what}: {exc}") from exc

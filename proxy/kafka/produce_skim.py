@@ -107,6 +107,8 @@ def skim_produce(frame: bytes | memoryview) -> SkimmedProduce:
 
 def produce_acks(frame: bytes | memoryview) -> int:
     """Just the ``acks`` field, for the forward-only path: reads the header and one string."""
+    if len(frame) < 10:
+        raise SkimError("produce request shorter than its header")
     version = _I16.unpack_from(frame, 2)[0]
     cur = Cursor(frame, 8, flexible=False)
     try:
