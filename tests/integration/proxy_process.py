@@ -11,13 +11,11 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
 
-from .scrape import metric
+from .scrape import admin_get, metric
 
 
 class OwnProxy:
@@ -68,12 +66,7 @@ class OwnProxy:
         self.process.stop(15)
 
     def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.admin_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return admin_get(self.admin_port, path)
 
     def metric(self, name: str) -> float:
         return metric(self.admin_port, name)

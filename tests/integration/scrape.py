@@ -14,3 +14,13 @@ def metric(admin_port: int, name: str, host: str = "127.0.0.1") -> float:
         for line in text.splitlines()
         if line.startswith(name) and not line.startswith("#")
     )
+
+
+def admin_get(admin_port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+    """Status and body of one admin endpoint (``/readyz`` answers 503 when not ready)."""
+    url = f"http://{host}:{admin_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
