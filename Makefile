@@ -20,10 +20,18 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34
 
-.PHONY: setup demo test test-unit test-integration test-helm helm lint clean fuzz containers \
-	containers-down test-containers
+.PHONY: setup demo test test-unit test-integration test-helm helm franz-go lint clean fuzz \
+	containers containers-down test-containers
 
-setup: $(HOST) $(STAMP) $(JARS) $(HELM)
+# franz-go's own kgo integration tests, run through walproxy by
+# tests/integration/test_franz_go_suite.py. The version is pinned in the stub module's go.mod
+# (deploy/franz-go-suite); the test binary and Go's test2json (which turns its -test.v output
+# into events) are built once into .cache, and the suite runs there. Cold about 30 s.
+FRANZ_GO_VERSION := v1.22.3
+FRANZ_GO := .cache/franz-go-$(FRANZ_GO_VERSION)
+KGO_TEST := $(FRANZ_GO)/kgo.test
+
+setup: $(HOST) $(STAMP) $(JARS) $(HELM) $(KGO_TEST)
 
 $(HOST): deploy/setup-host.sh
 	bash deploy/setup-host.sh
@@ -50,6 +58,17 @@ $(HELM):
 	cd /tmp && GOBIN=$(abspath $(dir $(HELM))) GOFLAGS=-modcacherw $(GO) install \
 		-ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
+franz-go: $(KGO_TEST)
+
+$(KGO_TEST): deploy/franz-go-suite/go.mod deploy/franz-go-suite/go.sum
+	mkdir -p $(FRANZ_GO) && cd /tmp && $(GO) build -o $(abspath $(FRANZ_GO))/test2json cmd/test2json
+	@# TestOptValuesCoversEveryOption parses config.go from its working directory.
+	cd deploy/franz-go-suite && GOFLAGS=-modcacherw $(GO) mod download github.com/twmb/franz-go
+	cp "$$(cd deploy/franz-go-suite && $(GO) list -m -f '{{.Dir}}' github.com/twmb/franz-go)/pkg/kgo/config.go" $(FRANZ_GO)/
+	chmod u+w $(FRANZ_GO)/config.go
+	cd deploy/franz-go-suite && GOFLAGS=-modcacherw $(GO) test -c \
+		github.com/twmb/franz-go/pkg/kgo -o $(abspath $(KGO_TEST))
+
 # The demo runs Kafka and walproxy only: no test extras, no helm (the tests' part of setup).
 demo: $(HOST) $(RUNTIME) $(JARS)
 	$(BIN)/walproxy dev up --port 9092 --admin-port 9644 --data-dir .demo
@@ -64,7 +83,8 @@ lint: $(STAMP)
 # images (cached) and stops the engine it started once pytest is done. Without an engine those
 # tests are skipped with the reason (CI=true: they fail).
 test: setup lint
-	WALPROXY_HELM=$(abspath $(HELM)) bash deploy/containers.sh run $(BIN)/pytest -ra
+	WALPROXY_HELM=$(abspath $(HELM)) WALPROXY_FRANZ_GO=$(abspath $(FRANZ_GO)) \
+		bash deploy/containers.sh run $(BIN)/pytest -ra
 
 containers: $(STAMP) $(JARS)
 	bash deploy/containers.sh up

@@ -53,6 +53,7 @@ class Gateway:
         **env: str,
     ) -> None:
         ids = sorted(n.node_id for n in cluster.broker_nodes)
+        self.cluster = cluster
         self.host = host
         base = _free_run(host, len(ids) + 1)
         self.port = base

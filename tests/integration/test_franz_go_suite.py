@@ -1,0 +1,161 @@
+"""franz-go's own kgo integration suite, unchanged, through walproxy (issue 15, item 1).
+
+Someone else's tests of a Kafka client, run three times with the same settings: against the
+shared broker directly, through a walproxy sidecar in front of it (``OwnProxy``, its own WAL),
+and through walproxy in gateway mode in front of 3 brokers. Every test that passes directly
+must pass through walproxy (a test skipped through walproxy but not directly counts as not
+passing); tests that cannot run against this Kafka (share groups need 4.2, SCRAM and OAUTH
+need a second listener the suite is not given) are listed with franz-go's own reason.
+Per-test durations are printed; a run through walproxy taking more than 3x the direct one
+fails (a regression guard, not a benchmark). Afterwards every batch walproxy acknowledged
+must be in the brokers' log at its acknowledged offset, once (``wal_vs_log``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.dev.cluster import DevCluster
+
+from . import franz_go, wal_vs_log
+from .gateway_process import Gateway
+from .proxy_process import OwnProxy
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
+
+MAX_SLOWDOWN = 3.0
+#: v1.22.3 against Kafka 4.1.1: 147 pass, 9 skip (share groups, SCRAM, OAUTH, produce v2).
+MIN_PASSED_DIRECTLY = 140
+#: WAL entries must outlive the run and the check (the default trims after 60 s).
+KEEP_WAL = {"WALPROXY_WAL_RETENTION_S": "86400"}
+
+
+def _dev(kafka: object) -> DevCluster:
+    if not isinstance(kafka, DevCluster):
+        pytest.skip("needs the jar-based cluster: the check reads the brokers' log dirs")
+    return kafka
+
+
+def _ids(cluster: DevCluster) -> list[int]:
+    return [n.node_id for n in cluster.broker_nodes]
+
+
+@pytest.fixture(scope="module")
+def workdir(artifacts_dir: Path) -> Path:
+    path = artifacts_dir / "franz-go"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_broker(kafka: object) -> Iterator[DevCluster]:
+    cluster = _dev(kafka)
+    with wal_vs_log.keep_deleted_logs(cluster.direct_bootstrap, _ids(cluster)):
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def direct(one_broker: DevCluster, workdir: Path) -> franz_go.SuiteRun:
+    run = franz_go.run_suite("direct", one_broker.direct_bootstrap, workdir)
+    print(f"\nfranz-go direct: {run.counts()} in {run.wall_s:.1f}s")
+    return run
+
+
+@pytest.fixture(scope="module")
+def three_brokers(workdir: Path) -> Iterator[DevCluster]:
+    cluster = DevCluster(workdir / "three-brokers", brokers=3, with_proxy=False, heap="512m")
+    cluster.start()
+    try:
+        with wal_vs_log.keep_deleted_logs(cluster.direct_bootstrap, _ids(cluster)):
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+def _status(run: franz_go.SuiteRun, name: str) -> str:
+    test = run.tests.get(name)
+    return test.status if test else "missing"
+
+
+def _durations(direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun) -> str:
+    rows = [f"{'test':60s} {'direct':>8s} {proxied.mode:>8s}  status"]
+    for name in sorted(direct.tests, key=lambda n: -direct.tests[n].elapsed):
+        d = direct.tests[name]
+        p = proxied.tests.get(name)
+        rows.append(
+            f"{name:60s} {d.elapsed:8.2f} {p.elapsed if p else float('nan'):8.2f}  "
+            f"{d.status}/{p.status if p else 'missing'}"
+        )
+    rows.append(
+        f"{'whole suite (wall clock)':60s} {direct.wall_s:8.1f} {proxied.wall_s:8.1f}  "
+        f"{proxied.wall_s / direct.wall_s:.2f}x"
+    )
+    return "\n".join(rows)
+
+
+def _judge(
+    direct: franz_go.SuiteRun,
+    proxied: franz_go.SuiteRun,
+    wal_dir: Path,
+    log_dirs: list[Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    table = _durations(direct, proxied)
+    (direct.log.parent / f"durations-{proxied.mode}.txt").write_text(table + "\n")
+    skipped = {n: direct.tests[n].skip_reason for n in direct.named("skip")}
+    with capsys.disabled():
+        print(f"\nfranz-go direct:  {direct.counts()} in {direct.wall_s:.1f}s")
+        print(f"franz-go {proxied.mode}: {proxied.counts()} in {proxied.wall_s:.1f}s")
+        print("skipped directly (franz-go's reason):")
+        for name, reason in sorted(skipped.items()):
+            print(f"  {name}: {reason}")
+        print(table)
+        if direct.named("fail"):
+            print(f"failed directly (not judged): {direct.named('fail')}")
+    # A test that fails directly (a flaky one, or this broker) says nothing about walproxy:
+    # it is printed, not judged. The suite must still have run for real.
+    assert len(direct.named("pass")) >= MIN_PASSED_DIRECTLY, f"direct run: see {direct.log}"
+    lost = [n for n in direct.named("pass") if _status(proxied, n) != "pass"]
+    assert not lost, (
+        f"passed directly, not through walproxy ({proxied.mode}): "
+        + ", ".join(f"{n} ({_status(proxied, n)})" for n in lost)
+        + f"; events in {proxied.log}"
+    )
+    ratio = proxied.wall_s / direct.wall_s
+    assert ratio <= MAX_SLOWDOWN, f"{proxied.mode} took {ratio:.2f}x the direct run:\n{table}"
+    result = wal_vs_log.check(wal_dir, log_dirs)
+    with capsys.disabled():
+        print(f"WAL vs log ({proxied.mode}): {result.summary()}")
+    assert result.acked_batches > 1000, result.summary()  # the suite really went through it
+    assert not result.missing_topics, result.summary()
+    assert not result.bad, result.summary()
+
+
+def _start(mode: str, request: pytest.FixtureRequest, workdir: Path) -> OwnProxy | Gateway:
+    if mode == "sidecar":  # its own sidecar in front of the shared broker: its own WAL
+        proxy = OwnProxy(request.getfixturevalue("one_broker"), workdir / mode, **KEEP_WAL)
+        proxy.start().wait_ready()
+        return proxy
+    return Gateway(request.getfixturevalue("three_brokers"), workdir / mode, **KEEP_WAL).start()
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "gateway"])
+def test_suite_through_walproxy(
+    mode: str,
+    direct: franz_go.SuiteRun,
+    workdir: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proxy = _start(mode, request, workdir)
+    try:
+        run = franz_go.run_suite(mode, proxy.bootstrap, workdir)
+    finally:
+        proxy.stop()  # the WAL is read after, as a rebuild would
+    log_dirs = [n.directory / "data" for n in proxy.cluster.broker_nodes]
+    _judge(direct, run, proxy.wal_dir, log_dirs, capsys)
