@@ -21,8 +21,8 @@ from typing import Any
 import crc32c
 
 from offload import kafka_logdir as kl
+from offload import logdir_writer, node_files, segment_codec
 from offload import manifest as mf
-from offload import node_files, segment_codec
 from offload.layout import LayoutError, parse_topic_id
 from proxy.durable import wal_entries
 from proxy.kafka import apiversions, endpoints, node_endpoints, produce_codec, record_batch
@@ -35,9 +35,9 @@ from proxy.kafka.framing import (
 )
 from proxy.kafka.produce_skim import SkimError, produce_acks, skim_produce
 from proxy.kafka.protocol import DESCRIBE_CLUSTER, FETCH, FIND_COORDINATOR, METADATA, PRODUCE
-from wal import WalError, read_directory
+from wal import WalError, read_directory, s3_layout
 from wal.file_backend import FileBackend
-from wal.record import RECORD_HEADER, crc
+from wal.record import RECORD_HEADER, crc, make_salt
 from wal.recovery import analyze, repair
 from wal.segment import SegmentHeader, decode_segment_header, scan_segment
 from wal.superblock import SLOT_SIZE
@@ -144,7 +144,8 @@ def fix_batch_crcs(blob: bytearray) -> None:
 
 @target
 def fuzz_record_batch(data: bytes) -> None:
-    """iter_batches yields batches that tile the blob exactly, or raises BatchError."""
+    """iter_batches yields batches that tile the blob exactly, or raises BatchError; the
+    produce path's header checks name a problem or pass one consistent batch."""
     if not data:
         return
     blob = bytearray(data[1:])
@@ -157,6 +158,9 @@ def fuzz_record_batch(data: bytes) -> None:
     assert sum(h.length for h in headers) == len(blob)
     for h in headers:
         assert h.magic == 2 and h.length >= record_batch.HEADER_SIZE
+    problem = record_batch.produce_batch_problem(headers)
+    if problem is None:  # what the produce path takes: one batch, a consistent count
+        assert len(headers) == 1 and headers[0].record_count == headers[0].last_offset_delta + 1
 
 
 # -- response walkers ------------------------------------------------------------------------
@@ -302,6 +306,40 @@ def fuzz_wal_records(data: bytes) -> None:
             decode(data[1:])
         except wal_entries.EntryError:
             pass
+
+
+@target
+def fuzz_s3_wal_objects(data: bytes) -> None:
+    """The S3 WAL's objects and lease as S3 hands them back: ObjectFormatError or entries
+    in LSN order inside the object."""
+    if not data:
+        return
+    obj = bytearray(data[1:])
+    if data[0] & 1 and len(obj) >= s3_layout.OBJECT_HEADER_SIZE:  # let mutations past CRCs
+        end = s3_layout.OBJECT_HEADER_SIZE - 4
+        struct.pack_into("<I", obj, end, crc(bytes(obj[:end])))
+        try:
+            h = s3_layout.decode_object_header(bytes(obj))
+        except s3_layout.ObjectFormatError:
+            pass
+        else:
+            body = obj[s3_layout.OBJECT_HEADER_SIZE :]
+            fix_record_crcs(body, crc(make_salt(h.epoch, h.slot)))
+            obj[s3_layout.OBJECT_HEADER_SIZE :] = body
+    try:
+        slot = s3_layout.decode_object_header(bytes(obj)).slot
+        decoded = s3_layout.decode_object(bytes(obj), slot)
+    except s3_layout.ObjectFormatError:
+        pass
+    else:
+        lsns = [lsn for lsn, _, _ in decoded.entries]
+        assert lsns == list(range(decoded.header.first_lsn, decoded.header.next_lsn))
+    try:
+        lease = s3_layout.Lease.decode(bytes(data[1:]))
+    except s3_layout.ObjectFormatError:
+        pass
+    else:
+        assert s3_layout.Lease.decode(lease.encode()) == lease
 
 
 _TEMPLATE: dict[str, object] = {}
@@ -482,3 +520,9 @@ def fuzz_kafka_logdir(data: bytes) -> None:
     _round_trip(kl.parse_partition_metadata, kl.encode_partition_metadata, text, err)
     _round_trip(kl.parse_leader_epoch_checkpoint, kl.encode_leader_epoch_checkpoint, text, err)
     _round_trip(kl.parse_offset_checkpoint, kl.encode_offset_checkpoint, text, err)
+    try:  # the rebuild's own state file in the log directory
+        state = logdir_writer.decode_state(data)
+    except err:
+        pass
+    else:
+        assert all(isinstance(fp.partition, int) for fp in state.partitions)
