@@ -167,3 +167,10 @@ def test_s3_wal_lease_nested_too_deep_is_a_format_error() -> None:
     # json.loads' RecursionError was not among the errors Lease.decode turned into its own.
     with pytest.raises(s3_layout.ObjectFormatError):
         s3_layout.Lease.decode(b"[" * 100_000)
+
+
+def test_segment_batch_at_a_negative_offset_is_a_segment_error() -> None:
+    # describe() took it; the segment key then raised LayoutError in the uploader.
+    log = build_batch([b"a"], base_offset=-(2**48))
+    with pytest.raises(segment_codec.SegmentError, match="negative offset"):
+        segment_codec.describe(log, 0)
