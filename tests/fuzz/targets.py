@@ -11,6 +11,7 @@ and the mutations stay meaningful.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import shutil
 import struct
@@ -261,17 +262,37 @@ def fuzz_node_endpoints(data: bytes) -> None:
 
 @target
 def fuzz_produce_outcomes(data: bytes) -> None:
-    """The durable path's reading of a Produce response: CodecError or one outcome per
-    partition that kio sees."""
+    """The durable path's reading of a Produce response: CodecError or outcomes; whatever
+    kio decodes, the same outcomes as kio's."""
     if not data:
         return
     version = 3 + data[0] % 11
+    payload = data[1:]
     try:
-        outcomes = produce_codec.response_outcomes(version, data[1:])
+        outcomes: object = produce_codec.response_outcomes(version, payload)
+    except CodecError as exc:
+        outcomes = exc
+    try:
+        _, body = decode_response(PRODUCE, version, payload)
     except CodecError:
         return
-    for o in outcomes:
-        assert isinstance(o.error_code, int) and isinstance(o.base_offset, int)
+    assert outcomes == _kio_outcomes(body), (outcomes, body)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _kio_outcomes(body: Any) -> list[produce_codec.PartitionOutcome]:
+    """What kio reads as each partition's outcome (how the produce path once read them)."""
+    out = []
+    for t in body.responses:
+        key = getattr(t, "name", None), getattr(t, "topic_id", None)
+        for p in t.partition_responses:
+            lat = p.log_append_time
+            ms = -1 if lat is None else int((lat - _EPOCH) / datetime.timedelta(milliseconds=1))
+            out.append(produce_codec.PartitionOutcome(
+                (*key, int(p.index)), int(p.error_code), int(p.base_offset), ms))
+    return out
 
 
 # -- the WAL ---------------------------------------------------------------------------------
