@@ -82,7 +82,10 @@ def sample(schema: type, depth: int = 0, variant: int = 0) -> Any:
     """An instance of a kio entity with every field set (arrays of one or two items)."""
     kwargs = {}
     for f in dataclasses.fields(schema):
-        if "tag" in f.metadata and variant == 0:
+        has_default = f.default is not dataclasses.MISSING or (
+            f.default_factory is not dataclasses.MISSING
+        )
+        if "tag" in f.metadata and variant == 0 and has_default:
             continue  # defaults; the variants fill tagged fields too
         kwargs[f.name] = _value(f, depth, variant)
     return schema(**kwargs)
