@@ -75,6 +75,48 @@ class FinishedPartition:
         }
 
 
+_FINISHED_FIELDS = {"topic": str, "partition": int, "log_start_offset": int,
+                   "next_offset": int, "bytes": int, "source": str}
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildState:
+    """What ``walproxy-rebuild.json`` says: whose rebuild, whether done, what is finished."""
+
+    cluster_id: object
+    node_id: object
+    complete: bool
+    partitions: tuple[FinishedPartition, ...]
+
+
+def decode_state(data: bytes) -> RebuildState:
+    """Parse ``walproxy-rebuild.json``; :class:`~offload.kafka_logdir.LogDirFormatError`
+    when it is not one this code wrote (not JSON, a field missing or of another type)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise kl.LogDirFormatError(f"{STATE_FILE} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != 1:
+        raise kl.LogDirFormatError(f"{STATE_FILE}: expected a JSON object with format 1")
+    parts = doc.get("partitions", [])
+    if not isinstance(parts, list):
+        raise kl.LogDirFormatError(f"{STATE_FILE}.partitions: expected a list")
+    finished = []
+    for i, p in enumerate(parts):
+        if not (
+            isinstance(p, dict)
+            and set(p) == set(_FINISHED_FIELDS)
+            and all(
+                isinstance(p[k], t) and not isinstance(p[k], bool)
+                for k, t in _FINISHED_FIELDS.items()
+            )
+        ):
+            raise kl.LogDirFormatError(f"{STATE_FILE}.partitions[{i}]: not a finished partition")
+        finished.append(FinishedPartition(**p))
+    return RebuildState(doc.get("cluster_id"), doc.get("node_id"), bool(doc.get("complete")),
+                        tuple(finished))
+
+
 class PartitionWriter:
     """Appends verified record batches to one partition's segments, rolling like Kafka."""
 
@@ -178,16 +220,21 @@ class LogDirWriter:
                 )
             self._save_state()
             return
-        state = json.loads(self.state_path.read_text())
-        if (state.get("cluster_id"), state.get("node_id")) != (self.cluster_id, self.node_id):
+        try:
+            state = decode_state(self.state_path.read_bytes())
+        except kl.LogDirFormatError as exc:
             raise LogDirNotEmpty(
-                f"log directory {self.root} holds a rebuild of cluster {state.get('cluster_id')} "
-                f"node {state.get('node_id')}, not cluster {self.cluster_id} node {self.node_id}"
+                f"log directory {self.root} holds a walproxy rebuild state that does not "
+                f"parse ({exc}); refusing to continue. Move its contents away"
+            ) from None
+        if (state.cluster_id, state.node_id) != (self.cluster_id, self.node_id):
+            raise LogDirNotEmpty(
+                f"log directory {self.root} holds a rebuild of cluster {state.cluster_id} "
+                f"node {state.node_id}, not cluster {self.cluster_id} node {self.node_id}"
             )
-        self.complete = bool(state.get("complete"))
+        self.complete = state.complete
         self.resumed = True
-        for p in state.get("partitions", []):
-            fp = FinishedPartition(**p)
+        for fp in state.partitions:
             self.finished[(fp.topic, fp.partition)] = fp
         if self.complete:
             return

@@ -94,6 +94,8 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     epochs: list[tuple[int, int]] = []
     try:
         for h in iter_batches(log):
+            if h.base_offset < 0:  # no Kafka offset; segment keys and manifests need >= 0
+                raise SegmentError(f"batch at negative offset {h.base_offset}")
             batch_last = h.base_offset + h.last_offset_delta
             if first_base is None:
                 first_base = h.base_offset

@@ -208,7 +208,7 @@ class Lease:
                 int(raw["epoch"]), int(raw["trim_slot"]), int(raw["trim_slot_lsn"]),
                 int(raw["trim_lsn"]),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             if isinstance(exc, ObjectFormatError):
                 raise
             raise ObjectFormatError(f"lease is not valid: {exc}") from None

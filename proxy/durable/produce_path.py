@@ -4,8 +4,10 @@
 shares. For each Produce request it
 
 1. skims the request (no copy of record bytes) and checks every record batch (magic 2,
-   length, CRC32C): a bad batch is refused with CORRUPT_MESSAGE and reaches neither the WAL
-   nor the broker, while the request's other partitions go on;
+   length, CRC32C) and what Kafka checks of a client's batch headers (one batch per
+   partition, count and offset range agree, no control batch): a bad batch is refused with
+   Kafka's own code, CORRUPT_MESSAGE or INVALID_RECORD, and reaches neither the WAL nor the
+   broker, while the request's other partitions go on;
 2. queues one BATCH entry per partition in the WAL, in request order, so group commit shares
    one write and one sync among every connection's appends;
 3. lets the connection forward the request once its entries are durable (and no repair is
@@ -48,8 +50,8 @@ from proxy.kafka.produce_codec import (
     response_with_errors,
 )
 from proxy.kafka.produce_skim import skim_produce
-from proxy.kafka.protocol import CORRUPT_MESSAGE, KAFKA_STORAGE_ERROR
-from proxy.kafka.record_batch import BatchError, iter_batches
+from proxy.kafka.protocol import CORRUPT_MESSAGE, INVALID_RECORD, KAFKA_STORAGE_ERROR
+from proxy.kafka.record_batch import BatchError, iter_batches, produce_batch_problem
 from wal import Wal, WalError
 from wal.s3_wal import S3Wal
 from wal.writer import Submission
@@ -138,20 +140,18 @@ class DurableProduce:
         for part in skim.partitions:
             key: PartitionKey = (part.topic, part.topic_id, part.partition)
             records = payload[part.start : part.end]
-            try:
-                count = sum(h.last_offset_delta + 1 for h in iter_batches(records))
-                if count == 0:
-                    raise BatchError("no record batch")
-            except BatchError as exc:
-                req.refused[key] = CORRUPT_MESSAGE
-                pm.REFUSED.labels("corrupt").inc()
+            count, refuse_with, why = _check_records(records)
+            if refuse_with is not None:
+                req.refused[key] = refuse_with
+                reason = "corrupt" if refuse_with == CORRUPT_MESSAGE else "invalid"
+                pm.REFUSED.labels(reason).inc()
                 log.warning(
-                    "refusing corrupt record batch",
+                    f"refusing {reason} record batch",
                     api="Produce",
                     correlation_id=correlation_id,
                     topic=part.topic or str(part.topic_id),
                     partition=part.partition,
-                    error=str(exc),
+                    error=why,
                 )
                 continue
             header = encode_batch_header(
@@ -168,7 +168,7 @@ class DurableProduce:
             if skim.acks == 0:
                 from proxy.net.connection import ClientRefused
 
-                raise ClientRefused("corrupt record batch in an acks=0 produce request")
+                raise ClientRefused("refused record batch in an acks=0 produce request")
             if not entries:
                 req.local_response = error_response(version, correlation_id, req.refused)
                 return req
@@ -427,3 +427,19 @@ class DurableProduce:
                 await trio.sleep(0.01)
             return True
         return False
+
+
+def _check_records(records: memoryview) -> tuple[int, int | None, str]:
+    """``(record count, error code to refuse with or None, why)`` for one partition's
+    records: CORRUPT_MESSAGE where the broker's CRC and size checks fail, INVALID_RECORD
+    where its ``LogValidator`` refuses a client's batch."""
+    try:
+        headers = list(iter_batches(records))
+        if not headers:
+            raise BatchError("no record batch")
+    except BatchError as exc:
+        return 0, CORRUPT_MESSAGE, str(exc)
+    problem = produce_batch_problem(headers)
+    if problem is not None:
+        return 0, INVALID_RECORD, problem
+    return headers[0].record_count, None, ""

@@ -13,6 +13,7 @@ import struct
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
 
 
 class WireError(ValueError):
@@ -45,6 +46,12 @@ class Cursor:
         self.need(4)
         v: int = _I32.unpack_from(self.buf, self.pos)[0]
         self.pos += 4
+        return v
+
+    def int64(self) -> int:
+        self.need(8)
+        v: int = _I64.unpack_from(self.buf, self.pos)[0]
+        self.pos += 8
         return v
 
     def uvarint(self) -> int:

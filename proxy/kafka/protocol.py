@@ -27,6 +27,7 @@ DESCRIBE_CLUSTER = _KEYS["describe_cluster"]
 # -- error codes --------------------------------------------------------------------------------
 OFFSET_OUT_OF_RANGE = int(ErrorCode.offset_out_of_range)
 CORRUPT_MESSAGE = int(ErrorCode.corrupt_message)
+INVALID_RECORD = int(ErrorCode.invalid_record)
 COORDINATOR_NOT_AVAILABLE = int(ErrorCode.coordinator_not_available)
 UNSUPPORTED_VERSION = int(ErrorCode.unsupported_version)
 DUPLICATE_SEQUENCE_NUMBER = int(ErrorCode.duplicate_sequence_number)

@@ -89,6 +89,30 @@ def iter_batches(blob: bytes | memoryview, *, check_crc: bool = True) -> Iterato
         pos = end
 
 
+def produce_batch_problem(headers: Sequence[BatchHeader]) -> str | None:
+    """Why Kafka refuses a client's (intact) records for one partition with INVALID_RECORD,
+    or ``None``: the checks of its ``LogValidator`` on a client append that need only the
+    batch headers. Refusing these before the WAL keeps entries the broker would never
+    take out of it, and gives the client the broker's own answer."""
+    if len(headers) != 1:
+        return f"{len(headers)} record batches for one partition; magic 2 allows exactly one"
+    h = headers[0]
+    if h.last_offset_delta < 0:
+        return f"invalid offset range: last offset delta {h.last_offset_delta}"
+    if h.record_count <= 0:
+        return f"invalid record count {h.record_count}"
+    if h.record_count != h.last_offset_delta + 1:
+        return (
+            f"record count {h.record_count} does not match the offset range "
+            f"(last offset delta {h.last_offset_delta})"
+        )
+    if h.is_control:
+        return "clients may not write control batches"
+    if h.producer_id >= 0 and h.base_sequence < 0:
+        return f"producer id {h.producer_id} with negative base sequence {h.base_sequence}"
+    return None
+
+
 def _varint(value: int) -> bytes:
     zz = (value << 1) ^ (value >> 63)
     out = bytearray()

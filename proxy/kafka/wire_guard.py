@@ -81,7 +81,7 @@ def _array_len(cur: Cursor, flexible: bool, nullable: bool, min_item: int, what:
 def _primitive_step(kafka_type: str, flexible: bool, nullable: bool, what: str) -> Step:
     size = _FIXED.get(kafka_type)
     if size is not None:
-        return lambda cur: cur.skip(size)
+        return _skip(size)
     if kafka_type not in ("string", "bytes", "records"):
         raise WireError(f"{what}: unknown kafka type {kafka_type!r}")
     legacy = 2 if kafka_type == "string" else 4
@@ -95,6 +95,17 @@ def _primitive_step(kafka_type: str, flexible: bool, nullable: bool, what: str) 
         cur.skip(n)
 
     return step
+
+
+def _fixed_size(field: dataclasses.Field[Any]) -> int | None:
+    """Bytes of a non-tagged scalar field of fixed size (ints, uuid, ...), else None."""
+    if not isinstance(classify_field(field), PrimitiveField):
+        return None
+    return _FIXED.get(get_schema_field_type(field))
+
+
+def _skip(n: int) -> Step:
+    return lambda cur: cur.skip(n)
 
 
 def _min_size(kafka_type: str, flexible: bool) -> int:
@@ -137,14 +148,21 @@ def _field_step(field: dataclasses.Field[Any], flexible: bool, tagged: bool, hea
 def _entity_step(schema: type, nullable: bool) -> Step:
     flexible = bool(getattr(schema, "__flexible__", False))
     header = schema.__name__ == "RequestHeader"
-    steps: list[Step] = []
+    plan: list[Step | int] = []  # an int: that many bytes of fixed-size fields in a row
     tags: dict[int, Step] = {}
     for f in dataclasses.fields(schema):
         tag = f.metadata.get("tag")
-        if tag is None:
-            steps.append(_field_step(f, flexible, False, header))
-        else:
+        if tag is not None:
             tags[int(tag)] = _field_step(f, flexible, True, header)
+            continue
+        size = _fixed_size(f)
+        if size is None:
+            plan.append(_field_step(f, flexible, False, header))
+        elif plan and isinstance(plan[-1], int):
+            plan[-1] += size
+        else:
+            plan.append(size)
+    steps = [_skip(p) if isinstance(p, int) else p for p in plan]
 
     def step(cur: Cursor) -> None:
         if nullable:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
 import os
 import struct
 import sys
@@ -38,6 +39,7 @@ from proxy.kafka.codec import encode, kio_version_range
 from proxy.kafka.framing import encode_frame
 from proxy.kafka.protocol import DESCRIBE_CLUSTER, FETCH, FIND_COORDINATOR, METADATA, PRODUCE
 from proxy.kafka.record_batch import build_batch
+from wal import s3_layout
 from wal.record import encode_group
 from wal.segment import SegmentHeader, encode_segment_header
 
@@ -80,7 +82,10 @@ def sample(schema: type, depth: int = 0, variant: int = 0) -> Any:
     """An instance of a kio entity with every field set (arrays of one or two items)."""
     kwargs = {}
     for f in dataclasses.fields(schema):
-        if "tag" in f.metadata and variant == 0:
+        has_default = f.default is not dataclasses.MISSING or (
+            f.default_factory is not dataclasses.MISSING
+        )
+        if "tag" in f.metadata and variant == 0 and has_default:
             continue  # defaults; the variants fill tagged fields too
         kwargs[f.name] = _value(f, depth, variant)
     return schema(**kwargs)
@@ -165,6 +170,14 @@ def seeds_wal_records() -> list[bytes]:
             b"\x00" + outcome, b"\x00" + encode_segment_header(_SEG)[:64]]
 
 
+def seeds_s3_wal_objects() -> list[bytes]:
+    obj = s3_layout.encode_object(epoch=2, slot=5, first_lsn=40, back=1,
+                                  entries=[(1, b"alpha"), (2, b"b" * 70)])
+    marker = s3_layout.encode_object(epoch=3, slot=6, first_lsn=42, back=0, entries=[])
+    lease = s3_layout.Lease(epoch=3, trim_slot=1, trim_slot_lsn=7, trim_lsn=6).encode()
+    return [b"\x00" + obj, b"\x01" + obj, b"\x00" + marker, b"\x00" + lease]
+
+
 def seeds_wal_recovery() -> list[bytes]:
     # garbling instructions: (file, offset, xor); 0 xor truncates
     return [b"\x00", b"\x00" + bytes([1]) + struct.pack("<I", 700) + b"\x01",
@@ -203,6 +216,9 @@ def seeds_kafka_logdir() -> list[bytes]:
         kl.encode_partition_metadata(TID),
         kl.encode_leader_epoch_checkpoint([(0, 0), (3, 120)]),
         kl.encode_offset_checkpoint({("t", 0): 5, ("u", 2): 9}),
+        json.dumps({"format": 1, "cluster_id": cid, "node_id": 1, "complete": False,
+                    "partitions": [{"topic": "t", "partition": 0, "log_start_offset": 0,
+                                    "next_offset": 9, "bytes": 700, "source": "m2"}]}).encode(),
     ]
 
 

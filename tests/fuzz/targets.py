@@ -11,6 +11,7 @@ and the mutations stay meaningful.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import shutil
 import struct
@@ -21,8 +22,8 @@ from typing import Any
 import crc32c
 
 from offload import kafka_logdir as kl
+from offload import logdir_writer, node_files, segment_codec
 from offload import manifest as mf
-from offload import node_files, segment_codec
 from offload.layout import LayoutError, parse_topic_id
 from proxy.durable import wal_entries
 from proxy.kafka import apiversions, endpoints, node_endpoints, produce_codec, record_batch
@@ -35,9 +36,9 @@ from proxy.kafka.framing import (
 )
 from proxy.kafka.produce_skim import SkimError, produce_acks, skim_produce
 from proxy.kafka.protocol import DESCRIBE_CLUSTER, FETCH, FIND_COORDINATOR, METADATA, PRODUCE
-from wal import WalError, read_directory
+from wal import WalError, read_directory, s3_layout
 from wal.file_backend import FileBackend
-from wal.record import RECORD_HEADER, crc
+from wal.record import RECORD_HEADER, crc, make_salt
 from wal.recovery import analyze, repair
 from wal.segment import SegmentHeader, decode_segment_header, scan_segment
 from wal.superblock import SLOT_SIZE
@@ -144,7 +145,8 @@ def fix_batch_crcs(blob: bytearray) -> None:
 
 @target
 def fuzz_record_batch(data: bytes) -> None:
-    """iter_batches yields batches that tile the blob exactly, or raises BatchError."""
+    """iter_batches yields batches that tile the blob exactly, or raises BatchError; the
+    produce path's header checks name a problem or pass one consistent batch."""
     if not data:
         return
     blob = bytearray(data[1:])
@@ -157,6 +159,9 @@ def fuzz_record_batch(data: bytes) -> None:
     assert sum(h.length for h in headers) == len(blob)
     for h in headers:
         assert h.magic == 2 and h.length >= record_batch.HEADER_SIZE
+    problem = record_batch.produce_batch_problem(headers)
+    if problem is None:  # what the produce path takes: one batch, a consistent count
+        assert len(headers) == 1 and headers[0].record_count == headers[0].last_offset_delta + 1
 
 
 # -- response walkers ------------------------------------------------------------------------
@@ -257,17 +262,37 @@ def fuzz_node_endpoints(data: bytes) -> None:
 
 @target
 def fuzz_produce_outcomes(data: bytes) -> None:
-    """The durable path's reading of a Produce response: CodecError or one outcome per
-    partition that kio sees."""
+    """The durable path's reading of a Produce response: CodecError or outcomes; whatever
+    kio decodes, the same outcomes as kio's."""
     if not data:
         return
     version = 3 + data[0] % 11
+    payload = data[1:]
     try:
-        outcomes = produce_codec.response_outcomes(version, data[1:])
+        outcomes: object = produce_codec.response_outcomes(version, payload)
+    except CodecError as exc:
+        outcomes = exc
+    try:
+        _, body = decode_response(PRODUCE, version, payload)
     except CodecError:
         return
-    for o in outcomes:
-        assert isinstance(o.error_code, int) and isinstance(o.base_offset, int)
+    assert outcomes == _kio_outcomes(body), (outcomes, body)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _kio_outcomes(body: Any) -> list[produce_codec.PartitionOutcome]:
+    """What kio reads as each partition's outcome (how the produce path once read them)."""
+    out = []
+    for t in body.responses:
+        key = getattr(t, "name", None), getattr(t, "topic_id", None)
+        for p in t.partition_responses:
+            lat = p.log_append_time
+            ms = -1 if lat is None else int((lat - _EPOCH) / datetime.timedelta(milliseconds=1))
+            out.append(produce_codec.PartitionOutcome(
+                (*key, int(p.index)), int(p.error_code), int(p.base_offset), ms))
+    return out
 
 
 # -- the WAL ---------------------------------------------------------------------------------
@@ -302,6 +327,40 @@ def fuzz_wal_records(data: bytes) -> None:
             decode(data[1:])
         except wal_entries.EntryError:
             pass
+
+
+@target
+def fuzz_s3_wal_objects(data: bytes) -> None:
+    """The S3 WAL's objects and lease as S3 hands them back: ObjectFormatError or entries
+    in LSN order inside the object."""
+    if not data:
+        return
+    obj = bytearray(data[1:])
+    if data[0] & 1 and len(obj) >= s3_layout.OBJECT_HEADER_SIZE:  # let mutations past CRCs
+        end = s3_layout.OBJECT_HEADER_SIZE - 4
+        struct.pack_into("<I", obj, end, crc(bytes(obj[:end])))
+        try:
+            h = s3_layout.decode_object_header(bytes(obj))
+        except s3_layout.ObjectFormatError:
+            pass
+        else:
+            body = obj[s3_layout.OBJECT_HEADER_SIZE :]
+            fix_record_crcs(body, crc(make_salt(h.epoch, h.slot)))
+            obj[s3_layout.OBJECT_HEADER_SIZE :] = body
+    try:
+        slot = s3_layout.decode_object_header(bytes(obj)).slot
+        decoded = s3_layout.decode_object(bytes(obj), slot)
+    except s3_layout.ObjectFormatError:
+        pass
+    else:
+        lsns = [lsn for lsn, _, _ in decoded.entries]
+        assert lsns == list(range(decoded.header.first_lsn, decoded.header.next_lsn))
+    try:
+        lease = s3_layout.Lease.decode(bytes(data[1:]))
+    except s3_layout.ObjectFormatError:
+        pass
+    else:
+        assert s3_layout.Lease.decode(lease.encode()) == lease
 
 
 _TEMPLATE: dict[str, object] = {}
@@ -482,3 +541,9 @@ def fuzz_kafka_logdir(data: bytes) -> None:
     _round_trip(kl.parse_partition_metadata, kl.encode_partition_metadata, text, err)
     _round_trip(kl.parse_leader_epoch_checkpoint, kl.encode_leader_epoch_checkpoint, text, err)
     _round_trip(kl.parse_offset_checkpoint, kl.encode_offset_checkpoint, text, err)
+    try:  # the rebuild's own state file in the log directory
+        state = logdir_writer.decode_state(data)
+    except err:
+        pass
+    else:
+        assert all(isinstance(fp.partition, int) for fp in state.partitions)

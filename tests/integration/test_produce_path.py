@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import errno
 import json
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import crc32c
+import pytest
 import trio
 from confluent_kafka import Consumer, TopicPartition
 
@@ -18,11 +21,12 @@ from proxy.kafka.record_batch import build_batch
 from wal.testing import MemoryBackend
 
 from .proxy_process import OwnProxy
-from .rawkafka import RawConnection, metadata_frame, produce_frame, produce_frame_multi
+from .rawkafka import RawConnection, metadata_frame, now_ms, produce_frame, produce_frame_multi
 from .relay import Relay
 from .scrape import metric
 
 CORRUPT_MESSAGE = 2
+INVALID_RECORD = 87
 KAFKA_STORAGE_ERROR = 56
 
 
@@ -86,6 +90,44 @@ def test_request_with_only_corrupt_batches_is_answered_by_the_proxy(
         assert partition_results(body) == {0: (CORRUPT_MESSAGE, -1)}
         conn.send(metadata_frame(4))  # the connection stays usable
         assert conn.recv_response(3, 12)[0].correlation_id == 4
+    assert log_end(kafka.direct_bootstrap, topic, 0) == 0
+
+
+def _with_count(batch: bytes, count: int) -> bytes:
+    """``batch`` claiming ``count`` records (its CRC32C made right again)."""
+    raw = bytearray(batch)
+    struct.pack_into(">i", raw, 57, count)
+    struct.pack_into(">I", raw, 17, crc32c.crc32c(bytes(raw[21:])))
+    return bytes(raw)
+
+
+INVALID_BATCHES = {
+    "count_mismatch": lambda: _with_count(build_batch([b"a", b"b"], timestamp_ms=now_ms()), 3),
+    "two_batches": lambda: build_batch([b"a"], timestamp_ms=now_ms())
+    + build_batch([b"b"], base_offset=1, timestamp_ms=now_ms()),
+    "control_batch": lambda: build_batch([b"a"], attributes=0x20, timestamp_ms=now_ms()),
+    "pid_without_sequence": lambda: build_batch([b"a"], producer_id=7, producer_epoch=0,
+                                                timestamp_ms=now_ms()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INVALID_BATCHES))
+def test_batch_the_broker_refuses_is_refused_with_its_own_code(
+    kafka: DevCluster, new_topic: Callable[..., str], kind: str
+) -> None:
+    """Intact batches Kafka's LogValidator refuses from a client: the proxy answers what the
+    broker answers (INVALID_RECORD), and the batch reaches neither the WAL nor the broker."""
+    topic = new_topic()
+    batch = INVALID_BATCHES[kind]()
+    answers = {}
+    for via, bootstrap in (("broker", kafka.direct_bootstrap), ("proxy", kafka.bootstrap)):
+        with RawConnection(bootstrap) as conn:
+            conn.send(produce_frame(topic, 0, [], acks=-1, correlation_id=3, batch=batch))
+            _, body = conn.recv_response(0, 9)
+            answers[via] = partition_results(body)[0][0]
+            conn.send(metadata_frame(4))  # the connection stays usable
+            assert conn.recv_response(3, 12)[0].correlation_id == 4
+    assert answers == {"broker": INVALID_RECORD, "proxy": INVALID_RECORD}
     assert log_end(kafka.direct_bootstrap, topic, 0) == 0
 
 

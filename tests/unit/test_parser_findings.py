@@ -20,14 +20,15 @@ from kio.schema.types import BrokerId
 from kio.static.primitive import i32
 
 from offload import kafka_logdir as kl
+from offload import logdir_writer, node_files, segment_codec
 from offload import manifest as mf
-from offload import node_files, segment_codec
 from offload.layout import LayoutError, parse_topic_id, segment_name, topic_id_text
 from proxy.kafka import endpoints, produce_codec
 from proxy.kafka.codec import CodecError, decode_response, encode
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import METADATA, PRODUCE
 from proxy.kafka.record_batch import build_batch
+from wal import s3_layout
 
 _HEADER_V1 = struct.pack(">i", 7) + b"\x00"  # correlation id, no header tags
 _THROTTLE = struct.pack(">i", 0)
@@ -150,3 +151,26 @@ def test_zstd_segment_announcing_a_huge_size_is_refused_before_allocating() -> N
         segment_codec.decode(bomb, ref)
     good = segment_codec.segment_ref(ref.key, info, stored, "zstd")
     assert segment_codec.decode(stored, good) == log
+
+
+@pytest.mark.parametrize("text", ["{", '{"format": 1, "partitions": [{"topic": "t"}]}', "[1]"])
+def test_garbled_rebuild_state_is_refused_not_a_crash(tmp_path, text: str) -> None:  # type: ignore[no-untyped-def]
+    # The rebuild's state file was read with json.loads and FinishedPartition(**p): a garbled
+    # one raised JSONDecodeError or TypeError instead of refusing the directory.
+    (tmp_path / logdir_writer.STATE_FILE).write_text(text)
+    writer = logdir_writer.LogDirWriter(tmp_path, cluster_id="c", node_id=1)
+    with pytest.raises(logdir_writer.LogDirNotEmpty, match="does not parse"):
+        writer.open()
+
+
+def test_s3_wal_lease_nested_too_deep_is_a_format_error() -> None:
+    # json.loads' RecursionError was not among the errors Lease.decode turned into its own.
+    with pytest.raises(s3_layout.ObjectFormatError):
+        s3_layout.Lease.decode(b"[" * 100_000)
+
+
+def test_segment_batch_at_a_negative_offset_is_a_segment_error() -> None:
+    # describe() took it; the segment key then raised LayoutError in the uploader.
+    log = build_batch([b"a"], base_offset=-(2**48))
+    with pytest.raises(segment_codec.SegmentError, match="negative offset"):
+        segment_codec.describe(log, 0)
