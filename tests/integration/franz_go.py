@@ -101,20 +101,31 @@ def suite_dir() -> Path:
     return path
 
 
-def run_suite(mode: str, seeds: str, workdir: Path, *, timeout: float = 600.0) -> SuiteRun:
-    """Run the whole kgo suite against ``seeds``; its events go to ``workdir/<mode>.jsonl``.
+def run_suite(
+    mode: str,
+    seeds: str,
+    workdir: Path,
+    *,
+    timeout: float = 600.0,
+    only: str | None = None,
+    env: dict[str, str] | None = None,
+) -> SuiteRun:
+    """Run the kgo suite (``only``: the tests matching that regexp) against ``seeds``, with
+    ``env`` on top (the SASL tests' seeds and credentials); events go to
+    ``workdir/<mode>.jsonl``.
 
     The binary runs in its own directory, where ``make franz-go`` put the ``config.go`` that
     one test parses."""
     binary = suite_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{mode}.jsonl"
-    env = {
+    environ = {
         **os.environ,
         "KGO_SEEDS": seeds,
         "KGO_TEST_RF": "1",
         "KGO_TEST_RECORDS": str(RECORDS),
         "KGO_LOG_LEVEL": "none",
+        **(env or {}),
     }
     started = time.monotonic()
     with log.open("w") as out:
@@ -126,9 +137,10 @@ def run_suite(mode: str, seeds: str, workdir: Path, *, timeout: float = 600.0) -
                 "-test.v=test2json",
                 "-test.timeout",
                 f"{int(timeout)}s",
+                *(["-test.run", only] if only else []),
             ],
             cwd=binary,
-            env=env,
+            env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=timeout + 60,
