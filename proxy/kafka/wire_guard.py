@@ -114,7 +114,9 @@ def _min_size(kafka_type: str, flexible: bool) -> int:
 
 def _field_step(field: dataclasses.Field[Any], flexible: bool, tagged: bool, header: bool) -> Step:
     what = field.name
-    nullable = False if tagged else is_optional(field)
+    # Null is let through wherever the type allows it; only a nullable struct outside the
+    # tagged fields carries kio's presence marker byte (kio reads tagged structs without).
+    nullable = is_optional(field)
     fc = classify_field(field)
     if isinstance(fc, PrimitiveField):
         if header and field.name == "client_id":  # always a legacy nullable string
@@ -131,7 +133,7 @@ def _field_step(field: dataclasses.Field[Any], flexible: bool, tagged: bool, hea
 
         return primitives
     if isinstance(fc, EntityField):
-        return _entity_step(fc.type_, nullable)
+        return _entity_step(fc.type_, nullable and not tagged)
     if isinstance(fc, EntityTupleField):
         entity_type = fc.type_
 

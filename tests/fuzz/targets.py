@@ -128,6 +128,14 @@ def fuzz_produce_skim(data: bytes) -> None:
         for p in skim.partitions  # type: ignore[attr-defined]
     ]
     assert got == expected, (got, expected)
+    if not got:
+        return
+    # A refused partition: the request is forwarded re-encoded without it.
+    drop = got[0][:3]
+    rest = skim_produce(produce_codec.request_without(version, data, [drop]))
+    assert [(p.topic, p.topic_id, p.partition) for p in rest.partitions] == [
+        g[:3] for g in got if g[:3] != drop
+    ]
 
 
 # -- record batches --------------------------------------------------------------------------

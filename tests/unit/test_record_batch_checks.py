@@ -11,6 +11,10 @@ import struct
 import crc32c
 import pytest
 
+from proxy.durable.produce_path import DurableProduce
+from proxy.durable.wal_entries import decode_batch
+from proxy.kafka.produce_skim import skim_produce
+from proxy.kafka.protocol import INVALID_RECORD
 from proxy.kafka.record_batch import (
     CONTROL_FLAG,
     TRANSACTIONAL_FLAG,
@@ -18,6 +22,9 @@ from proxy.kafka.record_batch import (
     iter_batches,
     produce_batch_problem,
 )
+from tests.integration.rawkafka import produce_frame_multi
+from wal import WalConfig, open_wal
+from wal.testing import MemoryBackend
 
 
 def _patched(batch: bytes, offset: int, fmt: str, value: int) -> bytes:
@@ -58,3 +65,22 @@ def test_batches_clients_send_pass(batch: bytes) -> None:
 def test_batches_kafka_refuses_are_named(blob: bytes, match: str) -> None:
     problem = _problem(blob)
     assert problem is not None and match in problem
+
+
+async def test_produce_path_refuses_them_before_the_wal() -> None:
+    """One intact but invalid batch next to a good one: INVALID_RECORD for it, only the good
+    one goes to the WAL and upstream (the request re-encoded without the refused one)."""
+    good, bad = build_batch([b"ok"]), build_batch([b"a"], attributes=CONTROL_FLAG)
+    frame = produce_frame_multi("t", {0: good, 1: bad}, acks=-1, correlation_id=5)
+    async with open_wal(MemoryBackend(), WalConfig(segment_size=1 << 20)) as wal:
+        durable = DurableProduce(wal)
+        durable.gate.open()
+        req = await durable.prepare(9, 5, frame, memoryview(frame)[4:])
+        assert req.refused == {("t", None, 1): INVALID_RECORD}
+        assert req.keys == [("t", None, 0)] and req.counts == [1]
+        forwarded = skim_produce(memoryview(req.frame)[4:])
+        assert [p.partition for p in forwarded.partitions] == [0]
+        assert req.local_response is None and await durable.ready(req) is None
+        [entry] = list(wal.read_from(1))  # the good batch alone is in the WAL
+        assert decode_batch(entry.payload).partition == 0
+        assert bytes(decode_batch(entry.payload).records) == good
