@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import threading
 import time
@@ -82,6 +83,10 @@ class Row:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+
+def _topic(t: Target) -> str:
+    return "lat-" + re.sub(r"[^a-z0-9]+", "-", t.name)
 
 
 def _producer(bootstrap: str) -> Producer:
@@ -240,6 +245,11 @@ def main() -> None:
         "--no-perf", action="store_true", help="skip the ProducerPerformance rows (quick runs)"
     )
     ap.add_argument(
+        "--compare-io",
+        action="store_true",
+        help="also a walproxy whose WAL writes in worker threads (wal.io = thread)",
+    )
+    ap.add_argument(
         "--targets", help="a subset to run: direct,flush=1,proxy,walproxy (quick comparisons)"
     )
     args = ap.parse_args()
@@ -259,16 +269,26 @@ def main() -> None:
             Target("proxy, WAL off", plain, {}, plain_process.pid),
             Target("walproxy", cluster.bootstrap, {}, node.proxy.pid),
         ]
+        if args.compare_io:  # the same WAL with its writes in worker threads
+            threaded, threaded_process = plain_proxy(
+                cluster,
+                work,
+                "walproxy-io-thread",
+                WALPROXY_WAL_ENABLED="true",
+                WALPROXY_WAL_DIR=str(work / "wal-io-thread"),
+                WALPROXY_WAL_IO="thread",
+            )
+            targets.append(Target("walproxy, io=thread", threaded, {}, threaded_process.pid))
         if args.targets:
             wanted = args.targets.split(",")
             targets = [t for t in targets if t.name.split(",")[0] in wanted]
         for t in targets:  # one single-partition topic per target, made once
-            create_topic(cluster.direct_bootstrap, f"lat-{t.name[:5]}", 1, t.topic_config)
+            create_topic(cluster.direct_bootstrap, _topic(t), 1, t.topic_config)
         closed = {t.name: Row() for t in targets}
         concurrent = {n: {t.name: Row() for t in targets} for n in levels}
         for _ in range(args.blocks):
             for t in targets:
-                topic = f"lat-{t.name[:5]}"
+                topic = _topic(t)
                 n = args.closed_loop // args.blocks
                 closed[t.name].add(
                     *measured(broker_pid, t, partial(timed_sends, t.bootstrap, topic, n, value))
