@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import threading
 import time
@@ -82,6 +83,10 @@ class Row:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+
+def _topic(t: Target) -> str:
+    return "lat-" + re.sub(r"[^a-z0-9]+", "-", t.name)
 
 
 def _producer(bootstrap: str) -> Producer:
@@ -181,6 +186,10 @@ def _cpu_per_gb(cpu: float, records: int, size: int) -> str:
     return f"{cpu / gb:7.1f}" if gb and cpu else "      -"
 
 
+def _ratio(r: Row, base: Row | None) -> str:
+    return f"{r.rate / base.rate:.2f}" if base is not None and base.rate else "-"
+
+
 def print_rows(title: str, rows: dict[str, Row], size: int, base: str = "direct") -> None:
     print(f"\n{title}")
     print(
@@ -189,8 +198,8 @@ def print_rows(title: str, rows: dict[str, Row], size: int, base: str = "direct"
     )
     for name, r in rows.items():
         print(
-            f"  {name:<16} {r.rate:>8.0f} {r.rate / rows[base].rate:>9.2f} "
-            f"{r.rate / rows['flush=1'].rate:>10.2f} | {r.quantile(0.5):>6.2f} "
+            f"  {name:<16} {r.rate:>8.0f} {_ratio(r, rows.get(base)):>9} "
+            f"{_ratio(r, rows.get('flush=1')):>10} | {r.quantile(0.5):>6.2f} "
             f"{r.quantile(0.99):>6.2f} {r.quantile(0.999):>7.2f}    | "
             f"{_cpu_per_gb(r.broker_cpu, r.records, size)}       "
             f"{_cpu_per_gb(r.proxy_cpu, r.records, size)}"
@@ -232,6 +241,17 @@ def main() -> None:
     ap.add_argument("--perf-partitions", type=int, default=16)
     ap.add_argument("--half-seconds", type=int, default=15)
     ap.add_argument("--plot", type=Path, help="write the latency CDFs here (PNG)")
+    ap.add_argument(
+        "--no-perf", action="store_true", help="skip the ProducerPerformance rows (quick runs)"
+    )
+    ap.add_argument(
+        "--compare-io",
+        action="store_true",
+        help="also a walproxy whose WAL writes in worker threads (wal.io = thread)",
+    )
+    ap.add_argument(
+        "--targets", help="a subset to run: direct,flush=1,proxy,walproxy (quick comparisons)"
+    )
     args = ap.parse_args()
     value = os.urandom(args.record_size)
     levels = [int(n) for n in args.concurrency.split(",")]
@@ -249,13 +269,26 @@ def main() -> None:
             Target("proxy, WAL off", plain, {}, plain_process.pid),
             Target("walproxy", cluster.bootstrap, {}, node.proxy.pid),
         ]
+        if args.compare_io:  # the same WAL with its writes in worker threads
+            threaded, threaded_process = plain_proxy(
+                cluster,
+                work,
+                "walproxy-io-thread",
+                WALPROXY_WAL_ENABLED="true",
+                WALPROXY_WAL_DIR=str(work / "wal-io-thread"),
+                WALPROXY_WAL_IO="thread",
+            )
+            targets.append(Target("walproxy, io=thread", threaded, {}, threaded_process.pid))
+        if args.targets:
+            wanted = args.targets.split(",")
+            targets = [t for t in targets if t.name.split(",")[0] in wanted]
         for t in targets:  # one single-partition topic per target, made once
-            create_topic(cluster.direct_bootstrap, f"lat-{t.name[:5]}", 1, t.topic_config)
+            create_topic(cluster.direct_bootstrap, _topic(t), 1, t.topic_config)
         closed = {t.name: Row() for t in targets}
         concurrent = {n: {t.name: Row() for t in targets} for n in levels}
         for _ in range(args.blocks):
             for t in targets:
-                topic = f"lat-{t.name[:5]}"
+                topic = _topic(t)
                 n = args.closed_loop // args.blocks
                 closed[t.name].add(
                     *measured(broker_pid, t, partial(timed_sends, t.bootstrap, topic, n, value))
@@ -266,7 +299,7 @@ def main() -> None:
                     concurrent[level][t.name].add(*measured(broker_pid, t, run))
         perf_full: dict[str, Row] = {}
         perf_half: dict[str, Row] = {}
-        for i, t in enumerate(targets):
+        for i, t in enumerate([] if args.no_perf else targets):
             topic = f"perf-{i}"
             create_topic(cluster.direct_bootstrap, topic, args.perf_partitions, t.topic_config)
             r = Row()
@@ -274,8 +307,8 @@ def main() -> None:
             r.records, r.seconds, (r.broker_cpu, r.proxy_cpu) = args.perf_records, secs, cpu
             r.latencies_ms = [res.p50, res.p99, res.p999]  # ProducerPerformance's own quantiles
             perf_full[t.name] = r
-        half_rate = int(perf_full["direct"].rate / 2)
-        for i, t in enumerate(targets):
+        half_rate = int(perf_full["direct"].rate / 2) if perf_full else 0
+        for i, t in enumerate([] if args.no_perf else targets):
             topic = f"perf-half-{i}"
             create_topic(cluster.direct_bootstrap, topic, args.perf_partitions, t.topic_config)
             n = half_rate * args.half_seconds
@@ -288,8 +321,11 @@ def main() -> None:
     print_rows(f"closed loop, one record at a time ({args.closed_loop} per target)", closed, size)
     for n in levels:
         print_rows(f"{n} synchronous producer(s), one partition", concurrent[n], size)
-    print_perf("ProducerPerformance, full load", perf_full, size)
-    print_perf(f"ProducerPerformance at {half_rate} rec/s (half of direct)", perf_half, size)
+    if perf_full:
+        print_perf("ProducerPerformance, full load", perf_full, size)
+        print_perf(f"ProducerPerformance at {half_rate} rec/s (half of direct)", perf_half, size)
+    if "direct" not in closed or "walproxy" not in closed or "flush=1" not in closed:
+        return  # a subset run: no targets to judge
     direct, wal = closed["direct"], closed["walproxy"]
     print("\ntargets (issue 13):")
     print(
@@ -297,16 +333,18 @@ def main() -> None:
         f"(<= +0.5), {wal.quantile(0.99) - direct.quantile(0.99):+.2f} ms p99 (<= +1.5)"
     )
     top = concurrent[max(levels)]
-    wal_top, wal_full = top["walproxy"].rate, perf_full["walproxy"].rate
+    wal_top = top["walproxy"].rate
     print(
         f"  {max(levels)} synchronous producers: walproxy {wal_top / top['direct'].rate:.2f}x "
         f"direct (>= 0.6), {wal_top / top['flush=1'].rate:.2f}x flush=1 (>= 3)"
     )
-    print(
-        f"  ProducerPerformance: walproxy {wal_full / perf_full['direct'].rate:.2f}x direct at "
-        f"full load (>= 0.9); half-load p99 {perf_half['walproxy'].latencies_ms[1]:.0f} ms vs "
-        f"direct {perf_half['direct'].latencies_ms[1]:.0f} ms (<= direct)"
-    )
+    if perf_full:
+        wal_full = perf_full["walproxy"].rate
+        print(
+            f"  ProducerPerformance: walproxy {wal_full / perf_full['direct'].rate:.2f}x direct "
+            f"at full load (>= 0.9); half-load p99 {perf_half['walproxy'].latencies_ms[1]:.0f} "
+            f"ms vs direct {perf_half['direct'].latencies_ms[1]:.0f} ms (<= direct)"
+        )
     if args.plot:
         plot(
             args.plot,
@@ -339,8 +377,8 @@ def print_perf(title: str, rows: dict[str, Row], size: int) -> None:
     for name, r in rows.items():
         p50, p99, p999 = r.latencies_ms
         print(
-            f"  {name:<16} {r.rate:>8.0f} {r.rate / rows['direct'].rate:>9.2f} "
-            f"{r.rate / rows['flush=1'].rate:>10.2f} | {p50:>6.0f} {p99:>6.0f} {p999:>7.0f}    | "
+            f"  {name:<16} {r.rate:>8.0f} {_ratio(r, rows.get('direct')):>9} "
+            f"{_ratio(r, rows.get('flush=1')):>10} | {p50:>6.0f} {p99:>6.0f} {p999:>7.0f}    | "
             f"{_cpu_per_gb(r.broker_cpu, r.records, size)}       "
             f"{_cpu_per_gb(r.proxy_cpu, r.records, size)}"
         )

@@ -92,15 +92,18 @@ def producer_perf(
     return Result(float(m[2]), float(m[3]), float(m[6]), float(m[8]), float(m[9]))
 
 
-def plain_proxy(cluster: DevCluster, work: Path) -> tuple[str, ManagedProcess]:
-    """A second walproxy on the same broker with the WAL off: the proxy's own overhead.
-    Returns its bootstrap address and its process."""
+def plain_proxy(
+    cluster: DevCluster, work: Path, name: str = "walproxy-no-wal", **settings: str
+) -> tuple[str, ManagedProcess]:
+    """A second walproxy on the same broker, by default with the WAL off: the proxy's own
+    overhead. ``settings`` (``WALPROXY_*`` variables) override that, e.g. a WAL with other
+    knobs. Returns its bootstrap address and its process."""
     node = cluster.broker_nodes[0]
     port = free_port()
     proc = ManagedProcess(
-        "walproxy-no-wal",
+        name,
         [sys.executable, "-m", "proxy", "run"],
-        work / "walproxy-no-wal.log",
+        work / f"{name}.log",
         env={
             **os.environ,
             "WALPROXY_PROXY_LISTEN": f"127.0.0.1:{port}",
@@ -110,6 +113,7 @@ def plain_proxy(cluster: DevCluster, work: Path) -> tuple[str, ManagedProcess]:
             "WALPROXY_OFFLOAD_ENABLED": "false",  # copying is the sidecar's job (--offload)
             "WALPROXY_ADMIN_LISTEN": "",
             "WALPROXY_LOG_LEVEL": "warning",
+            **settings,
         },
     )
     proc.start()

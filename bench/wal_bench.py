@@ -43,6 +43,7 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
 
 
 INFLIGHT = WalConfig().max_inflight_groups  # --inflight
+IO = WalConfig().io  # --io
 
 
 def pct(sorted_vals: list[float], p: float) -> float:
@@ -121,7 +122,7 @@ class Floor:
 async def wal_run(
     directory: str, entry: int, conc: int, seconds: float, warmup: float
 ) -> dict[str, float]:
-    cfg = WalConfig(spare_segments=6, max_inflight_groups=INFLIGHT)
+    cfg = WalConfig(spare_segments=6, max_inflight_groups=INFLIGHT, io=IO)
     payload = os.urandom(entry)
     lat: list[float] = []
     counting = False
@@ -168,7 +169,7 @@ async def wal_run(
 
 
 def main() -> int:
-    global INFLIGHT
+    global INFLIGHT, IO
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default="/var/tmp/wal-bench")
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -180,12 +181,18 @@ def main() -> int:
         help="WalConfig.max_inflight_groups (default: the WAL's default)",
     )
     ap.add_argument(
+        "--io",
+        choices=["inline", "thread"],
+        default=IO,
+        help="WalConfig.io: write on the event loop's thread, or in worker threads",
+    )
+    ap.add_argument(
         "--shapes",
         default="",
         help="only these entry:conc shapes, e.g. 1024:64,65536:64 (default: all)",
     )
     args = ap.parse_args()
-    INFLIGHT = args.inflight
+    INFLIGHT, IO = args.inflight, args.io
     secs = 1.0 if args.quick else args.seconds
     warm = 0.3 if args.quick else 1.0
     base = os.path.abspath(args.dir)
@@ -195,7 +202,10 @@ def main() -> int:
         floor = Floor(base)
         fl = floor.sync(secs)
         bw = floor.bandwidth(secs)
-        print(f"directory: {base}  ({secs:g} s per measurement, max_inflight_groups {INFLIGHT})")
+        print(
+            f"directory: {base}  ({secs:g} s per measurement, io {IO}, "
+            f"max_inflight_groups {INFLIGHT})"
+        )
         print(
             f"floor: 4 KiB O_DIRECT|O_DSYNC write per op: {fl['ops']:.0f} ops/s, "
             f"p50 {fl['p50'] * 1e6:.0f} us, p99 {fl['p99'] * 1e6:.0f} us"

@@ -459,6 +459,7 @@ class S3Wal:
         return g, first
 
     _wait = writer.Wal._wait  # the same wake-up protocol as the file WAL's groups
+    _inline = False  # uploads always run beside the event loop, never on it
 
     # ---------------------------------------------------------------------- writer
     async def _writer_loop(self) -> None:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 import trio
+from outcome import capture as outcome_capture
 from trio.lowlevel import (
     Abort,
     ParkingLot,
@@ -177,7 +178,10 @@ class Wal:
         self._max_group_entries = config.max_group_entries
         self._max_pending_bytes = config.max_pending_bytes
         self._max_pending_entries = config.max_pending_entries
-        self._window = config.max_inflight_groups
+        if config.io not in ("inline", "thread"):
+            raise ValueError(f'io must be "inline" or "thread", got {config.io!r}')
+        self._inline = config.io == "inline"
+        self._window = 1 if self._inline else config.max_inflight_groups
         self._sb: Superblock = initial_superblock()
         self._segments: list[SegmentInfo] = []
         self._active: SegmentHandle | None = None
@@ -198,6 +202,7 @@ class Wal:
         self._io_running = 0
         self._token: TrioToken | None = None
         self._writer_parked = False
+        self._rolling = False  # the writer task is switching segments
         self._writer_lot = ParkingLot()  # writer waits for work
         self._slot_lot = ParkingLot()  # writer waits for an in-flight write to finish
         self._room_lot = ParkingLot()  # appenders wait for queue room
@@ -374,7 +379,7 @@ class Wal:
             self._check_open()
         g, lsn = self._add(rec, 1)
         g.entries.append((type, payload))
-        await self._wait(g)
+        await self._wait(g, fresh=True)
         return lsn
 
     async def append_many(self, items: Sequence[tuple[int, Payload]]) -> list[int]:
@@ -382,7 +387,7 @@ class Wal:
         if not items:
             return []
         g, first = await self._queue(items)
-        await self._wait(g)
+        await self._wait(g, fresh=True)
         return list(range(first, first + len(items)))
 
     async def submit_many(self, items: Sequence[tuple[int, Payload]]) -> Submission:
@@ -478,7 +483,14 @@ class Wal:
         if self._open is g:
             self._open = None
 
-    async def _wait(self, g: _Group) -> None:
+    async def _wait(self, g: _Group, fresh: bool = False) -> None:
+        """Wait until `g` is durable. With inline I/O the waiter writes it itself; `fresh`:
+        it was queued by this same task just now, so first let the other tasks of this
+        event-loop pass queue theirs (one sync for all of them, not one each)."""
+        if not g.done and self._inline:
+            if fresh:
+                await trio.lowlevel.checkpoint()
+            self._issue_inline(g)
         if not g.done:
             task = current_task()
             waiters = g.waiters
@@ -493,6 +505,29 @@ class Wal:
             await wait_task_rescheduled(abort)
         if g.error is not None:
             raise g.error
+
+    def _issue_inline(self, target: _Group) -> None:
+        """With inline I/O, the task about to wait for `target` writes the queued groups up
+        to it itself, as the writer task would in this same event-loop pass: one pass and
+        one task switch fewer per group. Whatever needs the writer task (a segment roll, a
+        write too far ahead of the durable frontier) is left to it."""
+        while (
+            self._fenced is None
+            and not self._io_running
+            and not self._rolling
+            and self._groups
+            and not target.done
+        ):
+            g = self._groups[0]
+            if not g.closed:
+                self._close(g)
+            if g.roll:
+                return
+            back = (self._write_end - self._segments[-1].end) // self._block
+            if back > MAX_BACK_BLOCKS:
+                return
+            self._groups.popleft()
+            self._issue(g, back)
 
     # ----------------------------------------------------------------- writer
     async def _writer_loop(self) -> None:
@@ -536,7 +571,11 @@ class Wal:
                 if self._inflight:  # the window never spans segments
                     await self._slot_lot.park()
                     continue
-                await self._roll()
+                self._rolling = True
+                try:
+                    await self._roll()
+                finally:
+                    self._rolling = False
                 g.roll = False
                 continue
             back = (self._write_end - self._segments[-1].end) // self._block
@@ -581,6 +620,12 @@ class Wal:
         # trio thread (no task per group).  Nothing can cancel a write once
         # issued: the writer waits for every outstanding one before it ends.
         assert self._active is not None
+        if self._inline:
+            result = outcome_capture(
+                self._write_group_sync, self._active, g.offset, g.buf, g.size
+            )
+            self._write_done(g, result)
+            return
         start_thread_soon(
             functools.partial(self._write_group_sync, self._active, g.offset, g.buf, g.size),
             functools.partial(self._deliver, g),

@@ -40,6 +40,7 @@ def wal_config_of(config: Config) -> WalConfig:
         # Group commit needs a few MiB in the queue; more would only hold clients' bytes.
         max_pending_bytes=16 * 1024 * 1024,
         direct_io={"auto": None, "on": True, "off": False}[w.direct_io],
+        io=w.io,
     )
 
 

@@ -93,6 +93,13 @@ class WalSection:
     direct_io: str = _doc(
         "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
     )
+    io: str = _doc(
+        "File WAL: where a group's write + sync runs. `inline`: on the event loop's thread, "
+        "one group at a time (no thread hand-offs: the lowest latency and CPU on local or "
+        "network disks); `thread`: worker threads, two groups in flight (the loop goes on "
+        "while a slow device syncs; docs/benchmarks.md).",
+        default="inline",
+    )
     backend: str = _doc(
         "`file` (segments in `dir`, Direct IO) or `s3` (one object per group commit under "
         "`s3_target`: no durable local state; docs/wal-format.md).",

@@ -249,11 +249,19 @@ class DurableProduce:
             outcomes.append(outcome)
         if req.refused:
             payload = memoryview(response_with_errors(version, payload, req.refused))
-        return payload, self._record(outcomes)
+        # Queued now, while the connection reads its next responses, so the outcomes of all
+        # that arrive in one event-loop pass share one WAL group; waited for by the writer.
+        submission = await self._submit_outcomes(outcomes)
+        return payload, self._settle(submission, outcomes)
+
+    async def _submit_outcomes(self, outcomes: list[OutcomeEntry]) -> Submission:
+        return await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
 
     async def _record(self, outcomes: list[OutcomeEntry]) -> None:
-        """Queue OUTCOME entries now; the returned coroutine waits for their durability."""
-        submission = await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
+        await self._settle(await self._submit_outcomes(outcomes), outcomes)
+
+    async def _settle(self, submission: Submission, outcomes: list[OutcomeEntry]) -> None:
+        """Wait for the OUTCOME entries' durability, then forget their batches."""
         await submission.wait()  # WalError propagates: the client is not answered
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -106,12 +106,12 @@ def check_log(model: Model, entries: list[Entry], first_lsn: int) -> list[str]:
 
 
 async def _round(
-    backend: MemoryBackend, rng: random.Random, model: Model, wal_class: type[Wal]
+    backend: MemoryBackend, rng: random.Random, model: Model, wal_class: type[Wal], cfg: WalConfig
 ) -> None:
     if rng.random() < 0.15:
         backend.crash_after = rng.randint(0, 6)  # power loss during open/recovery
     try:
-        async with open_wal(backend, CFG, wal_class=wal_class) as wal:
+        async with open_wal(backend, cfg, wal_class=wal_class) as wal:
             entries = await trio.to_thread.run_sync(lambda: list(wal.read_from()))
             model.violations += check_log(model, entries, wal.first_lsn)
             if backend.crash_after is None:
@@ -174,9 +174,11 @@ async def _appender(wal: Wal, model: Model, items: list[tuple[int, int, bytes]])
         model.acked[lsn] = pid
 
 
-async def _final_check(backend: MemoryBackend, model: Model, wal_class: type[Wal]) -> None:
+async def _final_check(
+    backend: MemoryBackend, model: Model, wal_class: type[Wal], cfg: WalConfig
+) -> None:
     try:
-        async with open_wal(backend, CFG, wal_class=wal_class) as wal:
+        async with open_wal(backend, cfg, wal_class=wal_class) as wal:
             entries = await trio.to_thread.run_sync(lambda: list(wal.read_from()))
             model.violations += check_log(model, entries, wal.first_lsn)
     except WalCorruptionError as e:
@@ -186,9 +188,16 @@ async def _final_check(backend: MemoryBackend, model: Model, wal_class: type[Wal
 
 
 def run_scenario(
-    rng: random.Random, rounds: int = 4, wal_class: type[Wal] = Wal, ignore_sync: bool = False
+    rng: random.Random,
+    rounds: int = 4,
+    wal_class: type[Wal] = Wal,
+    ignore_sync: bool = False,
+    io: str = "thread",
 ) -> list[str]:
-    """Run one multi-crash scenario; return the violations found (empty = correct)."""
+    """Run one multi-crash scenario; return the violations found (empty = correct).
+    ``io`` is the writer's I/O mode (``WalConfig.io``): "thread" keeps several groups in
+    flight (the window), "inline" writes one group at a time on the trio thread."""
+    cfg = replace(CFG, io=io)
     model = Model()
     backend = MemoryBackend(alignment=512)
 
@@ -196,12 +205,12 @@ def run_scenario(
         nonlocal backend
         for _ in range(rounds):
             backend.ignore_sync = ignore_sync
-            await _round(backend, rng, model, wal_class)
+            await _round(backend, rng, model, wal_class, cfg)
             p_drop = rng.choice([0.0, 0.3, 0.5, 1.0])
             p_keep = rng.uniform(0, 1 - p_drop)
             backend = backend.crash(rng, p_keep=p_keep, p_drop=p_drop)
         backend.ignore_sync = False
-        await _final_check(backend, model, wal_class)
+        await _final_check(backend, model, wal_class, cfg)
 
     trio.run(main)
     return model.violations

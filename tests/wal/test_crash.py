@@ -26,20 +26,25 @@ from wal.record import (
     RecordHeader,
 )
 
+#: Both of the writer's I/O modes (WalConfig.io): in-flight window, and inline one-at-a-time.
+IO_MODES = pytest.mark.parametrize("io", ["thread", "inline"])
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+
+@IO_MODES
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**64 - 1))
-def test_crash_recovery_property(seed: int) -> None:
+def test_crash_recovery_property(io: str, seed: int) -> None:
     # A seed, not st.randoms(): thread timing decides when the injected power
     # loss fires, so the number of draws per run is not deterministic.
-    violations = run_scenario(random.Random(seed), rounds=4)
+    violations = run_scenario(random.Random(seed), rounds=4, io=io)
     assert violations == []
 
 
-@pytest.mark.parametrize("seed", range(15))
-def test_crash_recovery_many_rounds(seed: int) -> None:
+@IO_MODES
+@pytest.mark.parametrize("seed", range(12))
+def test_crash_recovery_many_rounds(io: str, seed: int) -> None:
     """Longer histories: stale bytes of earlier epochs must never validate."""
-    assert run_scenario(random.Random(1000 + seed), rounds=10) == []
+    assert run_scenario(random.Random(1000 + seed), rounds=10, io=io) == []
 
 
 # ---------------------------------------------------------------- negative controls
@@ -107,34 +112,39 @@ def _first_violation(max_seeds: int, **kw: object) -> tuple[int, list[str]] | No
     return None
 
 
-def test_negative_control_no_sync_is_detected() -> None:
-    found = _first_violation(200, ignore_sync=True)
+@IO_MODES
+def test_negative_control_no_sync_is_detected(io: str) -> None:
+    found = _first_violation(200, ignore_sync=True, io=io)
     assert found is not None, "checker failed to detect a WAL that never syncs"
     # acked entries lost, or holes that make the log unreadable: both are caught
     assert any("acknowledged" in x or "refused to open" in x for x in found[1]), found
 
 
-def test_negative_control_ack_before_sync_is_detected() -> None:
-    found = _first_violation(300, wal_class=AckBeforeSyncWal)
+@IO_MODES
+def test_negative_control_ack_before_sync_is_detected(io: str) -> None:
+    found = _first_violation(300, wal_class=AckBeforeSyncWal, io=io)
     assert found is not None, "checker failed to detect ack-before-sync"
     assert any("acknowledged" in x for x in found[1]), found
 
 
 def test_negative_control_unrecorded_window_is_detected() -> None:
     """Overlapping group writes without `back`: a crash leaves a hole before a
-    valid group, which recovery must then call corruption (a false refusal)."""
-    found = _first_violation(200, wal_class=NoWindowRecordWal)
+    valid group, which recovery must then call corruption (a false refusal).
+    Thread I/O only: inline I/O never has two groups in flight."""
+    found = _first_violation(200, wal_class=NoWindowRecordWal, io="thread")
     assert found is not None, "the crash harness never produced a hole inside the window"
     assert any("refused to open" in x for x in found[1]), found
 
 
-def test_negative_control_no_crc_check_is_detected() -> None:
+@IO_MODES
+def test_negative_control_no_crc_check_is_detected(io: str) -> None:
     with _no_crc_check():
-        found = _first_violation(200)
+        found = _first_violation(200, io=io)
     assert found is not None, "checker failed to detect a reader that skips CRC checks"
 
 
-def test_correct_wal_passes_the_seeds_the_controls_use() -> None:
+@IO_MODES
+def test_correct_wal_passes_the_seeds_the_controls_use(io: str) -> None:
     """The same seeds that expose the broken variants are clean for the real WAL."""
     for seed in range(40):
-        assert run_scenario(random.Random(seed), rounds=4) == [], seed
+        assert run_scenario(random.Random(seed), rounds=4, io=io) == [], seed

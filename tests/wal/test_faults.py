@@ -6,6 +6,7 @@ import errno
 import os
 import random
 import shutil
+from dataclasses import replace
 
 import pytest
 import trio
@@ -322,8 +323,9 @@ class _SlowFirstFailSecond(MemoryBackend):
 
 
 async def test_error_in_the_window_fences_and_the_earlier_write_is_not_acked() -> None:
+    """Thread I/O: two group writes in flight; inline I/O never has a window."""
     backend = _SlowFirstFailSecond()
-    async with open_wal(backend, CFG) as wal:
+    async with open_wal(backend, replace(CFG, io="thread")) as wal:
         await wal.append(b"before")
         durable = wal.last_durable_lsn
         backend.armed = True
