@@ -87,19 +87,28 @@ def run_target(
         env = {**os.environ, "PYTHONPATH": str(ROOT), "WALPROXY_FUZZ_SCRATCH": scratch}
         try:
             proc = subprocess.run(
-                cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env
-            )
-            output, rc = proc.stdout + proc.stderr, proc.returncode
+                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                timeout=timeout_s, env=env,
+            )  # one stream, in order: the Python traceback and libFuzzer's report together
+            output, rc = proc.stdout, proc.returncode
         except subprocess.TimeoutExpired as exc:
-            output = f"{_text(exc.stdout)}{_text(exc.stderr)}\nTIMEOUT after {timeout_s} s"
+            output = f"{_text(exc.stdout)}\nTIMEOUT after {timeout_s} s"
             rc = -1
         finally:
             if tmp is not None:
                 tmp.cleanup()
+    if rc != 0:
+        output += f"\n(fuzzing process exit status {rc})"
     elapsed = time.monotonic() - start
     m = re.search(r"stat::number_of_executed_units: (\d+)", output)
     done = int(m[1]) if m else 0
     return Result(name, rc == 0, done, elapsed, output)
+
+
+def _report(output: str) -> str:
+    """A finding's report without libFuzzer's progress lines (NEW, REDUCE, pulse ...)."""
+    lines = [ln for ln in output.splitlines() if not re.match(r"#\d+\s", ln)]
+    return "\n".join(lines)[-6000:]
 
 
 def _text(out: bytes | str | None) -> str:
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         if not r.ok:
             failed += 1
-            print(r.output[-4000:], flush=True)
+            print(_report(r.output), flush=True)
     return 1 if failed else 0
 
 

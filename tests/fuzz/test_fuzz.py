@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.run import CORPUS, run_target
+from tests.fuzz.run import CORPUS, _report, run_target
 from tests.fuzz.seeds import SEEDS, write_corpus
 from tests.fuzz.targets import TARGETS
 
@@ -21,7 +21,7 @@ RUNS = dict.fromkeys(TARGETS, 15000) | {"wal_recovery": 1000}
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_target_holds_its_contract(name: str) -> None:
     r = run_target(name, runs=RUNS[name], timeout_s=120)
-    assert r.ok, f"fuzz target {name} found a failing input:\n{r.output[-6000:]}"
+    assert r.ok, f"fuzz target {name} found a failing input:\n{_report(r.output)}"
     assert r.runs >= RUNS[name], f"{name}: only {r.runs} executions\n{r.output[-2000:]}"
 
 

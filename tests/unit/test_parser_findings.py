@@ -28,6 +28,7 @@ from proxy.kafka.codec import CodecError, decode_response, encode
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import METADATA, PRODUCE
 from proxy.kafka.record_batch import build_batch
+from tests.fuzz.seeds import response_frame
 from wal import s3_layout
 
 _HEADER_V1 = struct.pack(">i", 7) + b"\x00"  # correlation id, no header tags
@@ -174,3 +175,16 @@ def test_segment_batch_at_a_negative_offset_is_a_segment_error() -> None:
     log = build_batch([b"a"], base_offset=-(2**48))
     with pytest.raises(segment_codec.SegmentError, match="negative offset"):
         segment_codec.describe(log, 0)
+
+
+def test_produce_outcome_with_an_error_code_kio_does_not_know_is_read() -> None:
+    # Outcomes were read through kio, whose ErrorCode enum refuses codes newer than it:
+    # a newer broker's error closed the connection instead of being recorded.
+    frame = bytearray(response_frame(PRODUCE, 9, 0))
+    pos = 4 + 1 + 1  # correlation id, header tags, topic count
+    pos += 1 + frame[pos] - 1 + 1 + 4  # topic name, partition count, index
+    struct.pack_into(">h", frame, pos, 999)
+    with pytest.raises(CodecError, match="not a valid ErrorCode"):
+        decode_response(PRODUCE, 9, bytes(frame))
+    [outcome] = produce_codec.response_outcomes(9, bytes(frame))
+    assert outcome.error_code == 999 and outcome.key == ("localhost", None, 0)
