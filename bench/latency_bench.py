@@ -32,6 +32,7 @@ import re
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +41,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException, Producer
 from produce_bench import Result, create_topic, plain_proxy, producer_perf
 
-from proxy.dev.cluster import DevCluster
+from proxy.dev.cluster import DevCluster, free_port
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -57,6 +58,7 @@ class Target:
     bootstrap: str
     topic_config: dict[str, str]
     proxy_pid: int | None  # the walproxy process this target's requests pass, if any
+    metrics_url: str | None = None  # its /metrics, for the per-stage breakdown
 
 
 @dataclass
@@ -68,8 +70,24 @@ class Row:
     seconds: float = 0.0
     broker_cpu: float = 0.0
     proxy_cpu: float = 0.0
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # (sum s, count)
 
-    def add(self, latencies_ms: list[float], seconds: float, cpu: tuple[float, float]) -> None:
+    def add_stages(
+        self, before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+    ) -> None:
+        for name, (total, count) in after.items():
+            t0, c0 = before.get(name, (0.0, 0.0))
+            t, c = self.stages.get(name, (0.0, 0.0))
+            self.stages[name] = (t + total - t0, c + count - c0)
+
+    def add(
+        self,
+        latencies_ms: list[float],
+        seconds: float,
+        cpu: tuple[float, float],
+        stages: tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]] = ({}, {}),
+    ) -> None:
+        self.add_stages(*stages)
         self.latencies_ms += latencies_ms
         self.records += len(latencies_ms)
         self.seconds += seconds
@@ -83,6 +101,70 @@ class Row:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+
+#: The produce path's stages, as walproxy's histograms time them (docs/benchmarks.md).
+STAGES = {
+    "wal": "walproxy_produce_wal_seconds",
+    "forward": "walproxy_produce_forward_seconds",
+    "broker": "walproxy_produce_upstream_seconds",
+    "outcome": "walproxy_produce_outcome_seconds",
+    "total": "walproxy_request_latency_seconds",  # api="Produce": arrival to written
+    "sync": "walproxy_wal_sync_latency_seconds",  # per group: the write + sync itself
+}
+
+
+def scrape_stages(url: str | None) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each stage histogram on a walproxy's /metrics."""
+    if url is None:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    wanted = {v: k for k, v in STAGES.items()}
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        stage = wanted.get(family.name)
+        if stage is None:
+            continue
+        total = count = 0.0
+        for sample in family.samples:
+            if stage == "total" and sample.labels.get("api") != "Produce":
+                continue
+            if sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+        out[stage] = (total, count)
+    return out
+
+
+def print_stages(title: str, rows: dict[str, Row]) -> None:
+    """Mean time per stage of each walproxy target: where a produce request's time goes."""
+    lines = []
+    for name, r in rows.items():
+        if not r.stages:
+            continue
+        mean = {k: (t / c * 1000 if c else float("nan")) for k, (t, c) in r.stages.items()}
+        parts = sum(mean.get(k, 0.0) for k in ("wal", "forward", "broker", "outcome"))
+        rest = mean.get("total", float("nan")) - parts
+        lines.append(
+            f"  {name:<20} "
+            + " ".join(
+                f"{mean.get(k, float('nan')):>8.3f}"
+                for k in ("wal", "forward", "broker", "outcome")
+            )
+            + f" {rest:>8.3f} {mean.get('total', float('nan')):>8.3f}"
+            f" | {mean.get('sync', float('nan')):>6.3f}"
+        )
+    if lines:
+        print(f"  stages of {title}, mean ms:")
+        print(
+            f"  {'':<20} {'wal':>8} {'forward':>8} {'broker':>8} {'outcome':>8} {'respond':>8} "
+            f"{'total':>8} | {'sync':>6}"
+        )
+        print("\n".join(lines))
 
 
 def _topic(t: Target) -> str:
@@ -172,13 +254,20 @@ def concurrent_synchronous(
 
 def measured(
     broker_pid: int, target: Target, work: Callable[[], tuple[list[float], float]]
-) -> tuple[list[float], float, tuple[float, float]]:
+) -> tuple[
+    list[float],
+    float,
+    tuple[float, float],
+    tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]],
+]:
     b0 = cpu_seconds(broker_pid)
     p0 = cpu_seconds(target.proxy_pid) if target.proxy_pid else 0.0
+    s0 = scrape_stages(target.metrics_url)
     latencies, seconds = work()
     b1 = cpu_seconds(broker_pid)
     p1 = cpu_seconds(target.proxy_pid) if target.proxy_pid else 0.0
-    return latencies, seconds, (b1 - b0, p1 - p0)
+    stages = (s0, scrape_stages(target.metrics_url))
+    return latencies, seconds, (b1 - b0, p1 - p0), stages
 
 
 def _cpu_per_gb(cpu: float, records: int, size: int) -> str:
@@ -267,9 +356,16 @@ def main() -> None:
             Target("direct", cluster.direct_bootstrap, {}, None),
             Target("flush=1", cluster.direct_bootstrap, {"flush.messages": "1"}, None),
             Target("proxy, WAL off", plain, {}, plain_process.pid),
-            Target("walproxy", cluster.bootstrap, {}, node.proxy.pid),
+            Target(
+                "walproxy",
+                cluster.bootstrap,
+                {},
+                node.proxy.pid,
+                f"http://127.0.0.1:{node.admin_port}/metrics" if node.admin_port else None,
+            ),
         ]
         if args.compare_io:  # the same WAL with its writes in worker threads
+            admin = free_port()
             threaded, threaded_process = plain_proxy(
                 cluster,
                 work,
@@ -277,8 +373,17 @@ def main() -> None:
                 WALPROXY_WAL_ENABLED="true",
                 WALPROXY_WAL_DIR=str(work / "wal-io-thread"),
                 WALPROXY_WAL_IO="thread",
+                WALPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}",
             )
-            targets.append(Target("walproxy, io=thread", threaded, {}, threaded_process.pid))
+            targets.append(
+                Target(
+                    "walproxy, io=thread",
+                    threaded,
+                    {},
+                    threaded_process.pid,
+                    f"http://127.0.0.1:{admin}/metrics",
+                )
+            )
         if args.targets:
             wanted = args.targets.split(",")
             targets = [t for t in targets if t.name.split(",")[0] in wanted]
@@ -319,8 +424,10 @@ def main() -> None:
     size = args.record_size
     print(f"\n{size} B records, acks=all, idempotent, 1 broker, RF=1; {args.blocks} blocks")
     print_rows(f"closed loop, one record at a time ({args.closed_loop} per target)", closed, size)
+    print_stages("the closed loop", closed)
     for n in levels:
         print_rows(f"{n} synchronous producer(s), one partition", concurrent[n], size)
+        print_stages(f"{n} synchronous producer(s)", concurrent[n])
     if perf_full:
         print_perf("ProducerPerformance, full load", perf_full, size)
         print_perf(f"ProducerPerformance at {half_rate} rec/s (half of direct)", perf_half, size)

@@ -314,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_rebuild_arguments(rebuild)
     rebuild.set_defaults(func=_rebuild)
 
-    wal = sub.add_parser("wal", help="inspect a write-ahead log (a directory or s3://bucket/prefix)")
+    wal = sub.add_parser(
+        "wal", help="inspect a write-ahead log (a directory or s3://bucket/prefix)"
+    )
     wal_sub = wal.add_subparsers(dest="wal_command", required=True)
     for name, text in (
         ("verify", "scan and report; non-zero exit on corruption"),
@@ -322,9 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = wal_sub.add_parser(name, help=text)
         p.add_argument("directory", help="WAL directory, or s3://bucket/prefix of an S3 WAL")
-        p.add_argument(
-            "--endpoint-url", help="S3 endpoint (MinIO, moto); default: the AWS chain's"
-        )
+        p.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: the AWS chain's")
         p.set_defaults(func=_wal)
     return parser
 

@@ -83,8 +83,10 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
         return 2
     wal_dir = None if args.no_wal else (args.wal_dir or _configured_wal(cfg))
     if not (args.no_wal or wal_dir):
-        print("walproxy rebuild: wal.s3_target: set it (or pass --wal-dir, or --no-wal)",
-              file=sys.stderr)
+        print(
+            "walproxy rebuild: wal.s3_target: set it (or pass --wal-dir, or --no-wal)",
+            file=sys.stderr,
+        )
         return 2
     endpoint_url = args.s3_endpoint_url or cfg.offload.s3_endpoint_url
     region = args.s3_region or cfg.offload.s3_region

@@ -279,4 +279,3 @@ class ProxyServer:
                     hold=lambda: self.probe.reachable is False,
                 )
             )
-

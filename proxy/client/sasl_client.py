@@ -24,6 +24,7 @@ class Requester(Protocol):
 
     async def request(self, api_key: int, body: Any, timeout: float = ...) -> Any: ...
 
+
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 

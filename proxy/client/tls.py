@@ -21,6 +21,7 @@ from proxy.config.tls import client_context, server_context
 
 log = structlog.get_logger("walproxy.tls")
 
+
 def _stamp(paths: list[str]) -> tuple[tuple[int, int, int], ...]:
     out = []
     for p in paths:

@@ -84,9 +84,7 @@ def advertised_host_of(g: GatewaySection) -> str:
     return g.advertised_host or host
 
 
-def validate_gateway(
-    g: GatewaySection, admin_listen: str, sidecar_only: Mapping[str, str]
-) -> None:
+def validate_gateway(g: GatewaySection, admin_listen: str, sidecar_only: Mapping[str, str]) -> None:
     """Everything that can be checked before start-up; errors name the setting.
 
     ``sidecar_only``: settings of other sections (setting -> value) that a gateway must not

@@ -37,7 +37,6 @@ def _same_socket(bind: tuple[str, int], other: tuple[str, int]) -> bool:
     return bind[0] == other[0] or (bind[0] in _WILDCARDS and other[0] in _LOOPBACK + _WILDCARDS)
 
 
-
 def validate(config: Config) -> None:
     p = config.proxy
     listen = parse_address(p.listen, "proxy.listen")

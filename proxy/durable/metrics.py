@@ -16,6 +16,17 @@ UPSTREAM_SECONDS = Histogram(
     "Produce request forwarded until the broker answered.",
     buckets=_BUCKETS,
 )
+FORWARD_SECONDS = Histogram(
+    "walproxy_produce_forward_seconds",
+    "Produce request's WAL entries durable until it is sent to the broker (the forwarder's "
+    "turn, the repair gate).",
+    buckets=_BUCKETS,
+)
+OUTCOME_SECONDS = Histogram(
+    "walproxy_produce_outcome_seconds",
+    "Broker's answer until its OUTCOME entries are durable (the response may then go out).",
+    buckets=_BUCKETS,
+)
 PERSISTED = Counter(
     "walproxy_produce_batches_persisted_total",
     "Partition batches made durable in the WAL before forwarding.",

@@ -75,6 +75,7 @@ class PreparedRequest:
     lsns: list[int] = field(default_factory=list)
     forwarded: bool = False
     received_at: float = 0.0
+    durable_at: float = 0.0
     forwarded_at: float = 0.0
 
 
@@ -204,7 +205,8 @@ class DurableProduce:
             if req.acks == 0:
                 return b""  # the connection refuses it (no response possible)
             return self._storage_error(req)
-        pm.WAL_SECONDS.observe(time.perf_counter() - req.received_at)
+        req.durable_at = time.perf_counter()
+        pm.WAL_SECONDS.observe(req.durable_at - req.received_at)
         pm.PERSISTED.inc(len(req.lsns))
         for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
             self.unresolved[lsn] = key
@@ -217,7 +219,7 @@ class DurableProduce:
     def forwarded(self, prepared: PreparedRequest) -> None:
         prepared.forwarded = True
         prepared.forwarded_at = time.perf_counter()
-
+        pm.FORWARD_SECONDS.observe(prepared.forwarded_at - prepared.durable_at)
         if prepared.acks != 0:  # acks=0 is settled by barriers, never waited for
             self.forwarded_unanswered += 1
 
@@ -229,7 +231,8 @@ class DurableProduce:
     ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
         req = prepared
         self.forwarded_unanswered -= 1
-        pm.UPSTREAM_SECONDS.observe(time.perf_counter() - req.forwarded_at)
+        answered_at = time.perf_counter()
+        pm.UPSTREAM_SECONDS.observe(answered_at - req.forwarded_at)
         by_key = {o.key: o for o in response_outcomes(version, payload)}
         outcomes = []
         for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
@@ -250,9 +253,10 @@ class DurableProduce:
         if req.refused:
             payload = memoryview(response_with_errors(version, payload, req.refused))
         # Queued now, while the connection reads its next responses, so the outcomes of all
-        # that arrive in one event-loop pass share one WAL group; waited for by the writer.
+        # that arrive in one event-loop pass share one WAL group; the connection's client
+        # writer waits for them before it writes the response.
         submission = await self._submit_outcomes(outcomes)
-        return payload, self._settle(submission, outcomes)
+        return payload, self._settle(submission, outcomes, answered_at)
 
     async def _submit_outcomes(self, outcomes: list[OutcomeEntry]) -> Submission:
         return await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
@@ -260,9 +264,13 @@ class DurableProduce:
     async def _record(self, outcomes: list[OutcomeEntry]) -> None:
         await self._settle(await self._submit_outcomes(outcomes), outcomes)
 
-    async def _settle(self, submission: Submission, outcomes: list[OutcomeEntry]) -> None:
+    async def _settle(
+        self, submission: Submission, outcomes: list[OutcomeEntry], answered_at: float = 0.0
+    ) -> None:
         """Wait for the OUTCOME entries' durability, then forget their batches."""
         await submission.wait()  # WalError propagates: the client is not answered
+        if answered_at:
+            pm.OUTCOME_SECONDS.observe(time.perf_counter() - answered_at)
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)
             meta = self._batch_meta.pop(o.batch_lsn, None)

@@ -128,9 +128,7 @@ class Gateway:
         self.listen_host, self.listen_port = parse_address(g.listen, "gateway.listen")
         self.bootstrap = bootstrap_servers_of(g)
         self._rotation = itertools.count()
-        self.directory = BrokerDirectory(
-            node_ports_of(g), advertised_host_of(g), self._bind
-        )
+        self.directory = BrokerDirectory(node_ports_of(g), advertised_host_of(g), self._bind)
         self.listeners: dict[int, trio.SocketListener] = {}
         self._serve: Callable[[trio.SocketListener, Targets], None] | None = None
 
