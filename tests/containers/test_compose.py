@@ -158,7 +158,9 @@ def test_the_offloader_writes_segments_to_the_s3_store(stack: Stack) -> None:
     )
     admin = AdminClient({"bootstrap.servers": stack.bootstrap})  # alive until the answer
     [described] = admin.describe_topics(TopicCollection(["compose-offload"])).values()
-    topic_id = str(described.result(30).topic_id)  # Kafka's base64 text form, as in the keys
+    # librdkafka prints a topic id in standard base64; Kafka's text form (the keys') is
+    # URL-safe base64: `+/` become `-_`
+    topic_id = str(described.result(30).topic_id).translate(str.maketrans("+/", "-_"))
     deadline = time.monotonic() + 90
     last = -1
     while time.monotonic() < deadline and last < 199:
@@ -168,7 +170,8 @@ def test_the_offloader_writes_segments_to_the_s3_store(stack: Stack) -> None:
         # .../seg/<base>-<last>-e<epoch>.log.zst: the highest offset offloaded
         last = max((int(k.rsplit("/", 1)[1].split("-")[1]) for k in segments), default=-1)
         time.sleep(1)
-    assert last >= 199, f"offloaded up to offset {last} of 199 after 90 s"
+    seg_keys = [k for k in keys if "/seg/" in k]
+    assert last >= 199, f"offloaded up to offset {last} of 199 after 90 s: {topic_id} {seg_keys}"
 
 
 def test_restarting_the_sidecar_loses_no_acknowledged_record(stack: Stack) -> None:
