@@ -109,7 +109,7 @@ STAGES = {
     "forward": "walproxy_produce_forward_seconds",
     "broker": "walproxy_produce_upstream_seconds",
     "outcome": "walproxy_produce_outcome_seconds",
-    "total": "walproxy_request_latency_seconds",  # api="Produce": arrival to written
+    "total": "walproxy_request_latency_seconds",  # api="produce": arrival to written
     "sync": "walproxy_wal_sync_latency_seconds",  # per group: the write + sync itself
 }
 
@@ -130,7 +130,7 @@ def scrape_stages(url: str | None) -> dict[str, tuple[float, float]]:
             continue
         total = count = 0.0
         for sample in family.samples:
-            if stage == "total" and sample.labels.get("api") != "Produce":
+            if stage == "total" and sample.labels.get("api") != "produce":
                 continue
             if sample.name.endswith("_sum"):
                 total += sample.value

@@ -201,6 +201,9 @@ class DevCluster:
     format_args: list[str] = field(default_factory=list)
     broker_overrides: dict[str, str] = field(default_factory=dict)
     proxy_env: dict[str, str] = field(default_factory=dict)
+    #: How a sidecar is started (its ``run --config FILE`` is appended): e.g. under a
+    #: profiler, ``[sys.executable, "-m", "cProfile", "-o", OUT, "-m", "proxy"]``.
+    proxy_command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "proxy"])
     #: One broker gets its own controller JVM (as with several brokers), so the broker can be
     #: killed, wiped and rebuilt while the cluster's metadata survives.
     separate_controller: bool = False
@@ -448,7 +451,7 @@ class DevCluster:
         env = {**os.environ, "WALPROXY_LOG_FORMAT": "json", **self.proxy_env}
         node.proxy = ManagedProcess(
             f"walproxy-{node_id}",
-            [sys.executable, "-m", "proxy", "run", "--config", str(cfg)],
+            [*self.proxy_command, "run", "--config", str(cfg)],
             node.directory / "walproxy.log",
             env=env,
         )
