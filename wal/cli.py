@@ -35,21 +35,29 @@ def _summary(a: Analysis, out: TextIO) -> int:
         print("status: EMPTY (no superblock, no segments)", file=out)
         return EXIT_OK
     if sb is not None:
-        print(f"superblock: epoch={sb.epoch} seq={sb.seq} trim_lsn={sb.trim_lsn} "
-              f"clean_shutdown={'yes' if sb.clean else 'no'} last_lsn={sb.last_lsn}", file=out)
-    records = sum(s.scan.next_lsn - s.scan.header.first_lsn for s in a.segments
-                  if s.scan is not None)
-    print(f"segments: {len(a.segments)} live, {len(a.obsolete)} fully trimmed (would be deleted)",
-          file=out)
+        print(
+            f"superblock: epoch={sb.epoch} seq={sb.seq} trim_lsn={sb.trim_lsn} "
+            f"clean_shutdown={'yes' if sb.clean else 'no'} last_lsn={sb.last_lsn}",
+            file=out,
+        )
+    records = sum(
+        s.scan.next_lsn - s.scan.header.first_lsn for s in a.segments if s.scan is not None
+    )
+    print(
+        f"segments: {len(a.segments)} live, {len(a.obsolete)} fully trimmed (would be deleted)",
+        file=out,
+    )
     print(f"records: {records}  next_lsn: {a.next_lsn}", file=out)
     if a.corruption is not None:
         print(f"status: CORRUPT: {a.corruption}", file=out)
         return EXIT_CORRUPT
     if a.torn is not None:
-        print(f"status: OK with torn tail: {a.torn.reason} at "
-              f"{a.torn.name} offset {a.torn.bad_offset}; the log would be cut at offset "
-              f"{a.torn.offset} ({len(a.torn.data)} non-zero bytes saved aside) on next open",
-              file=out)
+        print(
+            f"status: OK with torn tail: {a.torn.reason} at "
+            f"{a.torn.name} offset {a.torn.bad_offset}; the log would be cut at offset "
+            f"{a.torn.offset} ({len(a.torn.data)} non-zero bytes saved aside) on next open",
+            file=out,
+        )
         return EXIT_OK
     print("status: OK", file=out)
     return EXIT_OK
@@ -79,8 +87,11 @@ def _s3_report(store: ObjectStore, out: TextIO, listing: bool) -> int:
     if etag is None and not sizes:
         print("status: EMPTY (no lease, no objects)", file=out)
         return EXIT_OK
-    print(f"lease: epoch={lease.epoch} trim_slot={lease.trim_slot} "
-          f"trim_slot_lsn={lease.trim_slot_lsn} trim_lsn={lease.trim_lsn}", file=out)
+    print(
+        f"lease: epoch={lease.epoch} trim_slot={lease.trim_slot} "
+        f"trim_slot_lsn={lease.trim_slot_lsn} trim_lsn={lease.trim_lsn}",
+        file=out,
+    )
     objects = read_all(store, lease, sizes)
     plan, decoded = judge(lease, sizes, objects)
     if listing:
@@ -94,23 +105,31 @@ def _s3_report(store: ObjectStore, out: TextIO, listing: bool) -> int:
             else:
                 h = d.header
                 last = h.first_lsn + h.count - 1
-                print(f"object {name}: epoch={h.epoch} lsn {h.first_lsn}..{last} "
-                      f"entries={h.count} back={h.back} bytes={sizes[slot]}", file=out)
+                print(
+                    f"object {name}: epoch={h.epoch} lsn {h.first_lsn}..{last} "
+                    f"entries={h.count} back={h.back} bytes={sizes[slot]}",
+                    file=out,
+                )
                 for lsn, typ, payload in d.entries:
                     print(f"  lsn={lsn:<8d} type={typ:<4d} length={len(payload)}", file=out)
     first = max(lease.trim_lsn + 1, plan.run[0].first_lsn if plan.run else plan.next_lsn)
     records = plan.next_lsn - first
-    print(f"objects: {len(plan.run)} live, {len(plan.obsolete)} below the trim slot, "
-          f"{len(plan.torn)} past the end", file=out)
-    print(f"records: {records}  next_lsn: {plan.next_lsn}  next_slot: {plan.next_slot}",
-          file=out)
+    print(
+        f"objects: {len(plan.run)} live, {len(plan.obsolete)} below the trim slot, "
+        f"{len(plan.torn)} past the end",
+        file=out,
+    )
+    print(f"records: {records}  next_lsn: {plan.next_lsn}  next_slot: {plan.next_slot}", file=out)
     if plan.corruption is not None:
         print(f"status: CORRUPT: {plan.corruption}", file=out)
         return EXIT_CORRUPT
     if plan.torn:
-        print(f"status: OK with torn tail: {plan.torn_reason}; objects "
-              f"{', '.join(object_name(s) for s in plan.torn)} were never acknowledged and "
-              "would be deleted on next open", file=out)
+        print(
+            f"status: OK with torn tail: {plan.torn_reason}; objects "
+            f"{', '.join(object_name(s) for s in plan.torn)} were never acknowledged and "
+            "would be deleted on next open",
+            file=out,
+        )
         return EXIT_OK
     print("status: OK", file=out)
     return EXIT_OK
@@ -158,14 +177,20 @@ def dump(directory: str, out: TextIO | None = None, *, endpoint_url: str | None 
             if s is None:
                 print(f"superblock slot {i}: invalid/empty", file=out)
             else:
-                print(f"superblock slot {i}: seq={s.seq} epoch={s.epoch} trim_lsn={s.trim_lsn} "
-                      f"clean={s.clean} last_lsn={s.last_lsn} version={s.version}", file=out)
+                print(
+                    f"superblock slot {i}: seq={s.seq} epoch={s.epoch} trim_lsn={s.trim_lsn} "
+                    f"clean={s.clean} last_lsn={s.last_lsn} version={s.version}",
+                    file=out,
+                )
 
         def on_segment(st: SegmentState) -> None:
             h = st.header
             assert h is not None
-            print(f"segment {st.name}: segno={h.segno} epoch={h.epoch} first_lsn={h.first_lsn} "
-                  f"block={h.block_size} size={st.size} data_offset={h.data_offset}", file=out)
+            print(
+                f"segment {st.name}: segno={h.segno} epoch={h.epoch} first_lsn={h.first_lsn} "
+                f"block={h.block_size} size={st.size} data_offset={h.data_offset}",
+                file=out,
+            )
 
         def on_record(off: int, hdr: RecordHeader, err: RecordError | None) -> None:
             status = "ok" if err is None else f"BAD ({err.value})"
@@ -173,8 +198,11 @@ def dump(directory: str, out: TextIO | None = None, *, endpoint_url: str | None 
             grp = f" group_start len={hdr.group_len}" if hdr.group_start else ""
             if hdr.back:  # written while the groups before it were still in flight
                 grp += f" back={hdr.back}"
-            print(f"  @{off:<10d} lsn={lsn:<8s} type={_type_name(hdr.type):<4s} "
-                  f"length={hdr.length:<8d} crc={status}{grp}", file=out)
+            print(
+                f"  @{off:<10d} lsn={lsn:<8s} type={_type_name(hdr.type):<4s} "
+                f"length={hdr.length:<8d} crc={status}{grp}",
+                file=out,
+            )
 
         a = analyze(backend, on_segment=on_segment, on_record=on_record)
         for st in a.segments:
@@ -184,15 +212,19 @@ def dump(directory: str, out: TextIO | None = None, *, endpoint_url: str | None 
                 if sc.bad_offset is not None:
                     reason = sc.bad_reason.value if sc.bad_reason else "?"
                     extra = f" bad_offset={sc.bad_offset} ({reason})"
-                print(f"segment {st.name} end: {sc.end_kind.value} records={sc.records} "
-                      f"lsn {st.header.first_lsn if st.header else '?'}..{sc.last_lsn}{extra}",
-                      file=out)
+                print(
+                    f"segment {st.name} end: {sc.end_kind.value} records={sc.records} "
+                    f"lsn {st.header.first_lsn if st.header else '?'}..{sc.last_lsn}{extra}",
+                    file=out,
+                )
         for st in a.obsolete:
             print(f"segment {st.name}: fully trimmed (not scanned)", file=out)
         for name in sorted(os.listdir(directory)):
             if name.startswith("torn-") or name.startswith("spare-"):
-                print(f"other file: {name} ({os.path.getsize(os.path.join(directory, name))} "
-                      "bytes)", file=out)
+                print(
+                    f"other file: {name} ({os.path.getsize(os.path.join(directory, name))} bytes)",
+                    file=out,
+                )
     except (OSError, WalError) as e:
         print(f"error: {e}", file=out)
         return EXIT_ERROR

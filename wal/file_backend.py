@@ -152,12 +152,18 @@ class FileBackend:
 
     # -- listing ----------------------------------------------------------------
     def list_segments(self) -> list[str]:
-        return [n for n in os.listdir(self.directory)
-                if n.startswith(SEG_PREFIX) and n.endswith(SEG_SUFFIX)]
+        return [
+            n
+            for n in os.listdir(self.directory)
+            if n.startswith(SEG_PREFIX) and n.endswith(SEG_SUFFIX)
+        ]
 
     def list_spares(self) -> list[str]:
-        return [n for n in os.listdir(self.directory)
-                if n.startswith(SPARE_PREFIX) and n.endswith(SEG_SUFFIX)]
+        return [
+            n
+            for n in os.listdir(self.directory)
+            if n.startswith(SPARE_PREFIX) and n.endswith(SEG_SUFFIX)
+        ]
 
     def used_bytes(self) -> int:
         total = 0
@@ -191,8 +197,9 @@ class FileBackend:
 
     def create_segment(self, name: str, size: int, header: bytes, zero_fill: bool) -> None:
         tmp = self._path(name + TMP_SUFFIX)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct_io
-                                                                  else 0), 0o644)
+        fd = os.open(
+            tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct_io else 0), 0o644
+        )
         try:
             self._preallocate(fd, size, zero_fill)
             self._write_header(fd, header)
@@ -204,8 +211,9 @@ class FileBackend:
 
     def create_spare(self, name: str, size: int) -> None:
         tmp = self._path(name + TMP_SUFFIX)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct_io
-                                                                  else 0), 0o644)
+        fd = os.open(
+            tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct_io else 0), 0o644
+        )
         try:
             self._preallocate(fd, size, True)
             os.fsync(fd)

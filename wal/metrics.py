@@ -11,8 +11,22 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -59,9 +73,7 @@ S3_OBJECT_BYTES = Histogram(
     buckets=(1024, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20),
 )
 S3_OBJECTS = Counter("walproxy_wal_s3_objects", "WAL objects stored (rate: objects per second)")
-S3_RETRIES = Counter(
-    "walproxy_wal_s3_retries", "Object-store requests of the WAL retried", ["op"]
-)
+S3_RETRIES = Counter("walproxy_wal_s3_retries", "Object-store requests of the WAL retried", ["op"])
 S3_STRAYS = Counter(
     "walproxy_wal_s3_stray_objects_deleted",
     "Late uploads of a superseded writer found in a slot and deleted (never acknowledged)",

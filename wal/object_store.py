@@ -146,6 +146,8 @@ class S3Store:
             ClientError,
             ConnectTimeoutError,
             HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
             ReadTimeoutError,
         )
         from botocore.exceptions import (
@@ -176,6 +178,13 @@ class S3Store:
             raise StoreError(f"{op}: {exc}", "timeout") from None
         except (BotoConnectionError, HTTPClientError) as exc:
             raise StoreError(f"{op}: {exc}", "connection") from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            # A configuration problem, said as one (not a traceback): the standard chain
+            # (environment, ~/.aws, IRSA, instance profile) found no usable credentials.
+            raise StoreError(
+                f"{op}: {exc} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)",
+                "credentials",
+            ) from None
 
     def get(self, key: str) -> StoredObject:
         resp = self._call("get_object", Key=self.prefix + key)
@@ -348,4 +357,3 @@ class FileStore:
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise StoreError(f"delete {key}: {exc}", "io") from None
-

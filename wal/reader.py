@@ -87,8 +87,9 @@ def read_segment(
             if err is not None:
                 if seg.retired:
                     raise WalTrimmedError(f"segment {seg.name} was trimmed while reading")
-                raise WalCorruptionError(f"invalid record while reading ({err.value})",
-                                         backend.describe(seg.name), pos)
+                raise WalCorruptionError(
+                    f"invalid record while reading ({err.value})", backend.describe(seg.name), pos
+                )
             assert not isinstance(hdr, RecordError)
             if hdr.type == TYPE_SEAL:
                 break

@@ -102,7 +102,7 @@ def analyze(
     names.sort()
     for spare in backend.list_spares():
         # spare names carry the retired segno; new segnos must stay above them
-        segno = parse_segment_name("seg-" + spare[len("spare-"):])
+        segno = parse_segment_name("seg-" + spare[len("spare-") :])
         if segno is not None:
             a.max_segno = max(a.max_segno, segno)
     if names:
@@ -111,13 +111,13 @@ def analyze(
         # Segments are only created after a superblock is durable, so without
         # segments an unreadable superblock is an interrupted first open.
         if names:
-            return _corrupt(a, backend, "superblock missing or both copies invalid",
-                            "superblock", 0)
+            return _corrupt(
+                a, backend, "superblock missing or both copies invalid", "superblock", 0
+            )
         a.fresh = True
         return a
     if sb.version not in SB_READABLE_VERSIONS:
-        return _corrupt(a, backend, f"unsupported superblock version {sb.version}",
-                        "superblock", 0)
+        return _corrupt(a, backend, f"unsupported superblock version {sb.version}", "superblock", 0)
 
     states: list[SegmentState] = []
     for segno, name in names:
@@ -130,8 +130,13 @@ def analyze(
         if st.header is None or st.header.segno != segno:
             return _corrupt(a, backend, "invalid segment header", name, 0)
         if st.header.epoch > sb.epoch:
-            return _corrupt(a, backend, f"segment epoch {st.header.epoch} newer than "
-                            f"superblock epoch {sb.epoch}", name, 0)
+            return _corrupt(
+                a,
+                backend,
+                f"segment epoch {st.header.epoch} newer than superblock epoch {sb.epoch}",
+                name,
+                0,
+            )
         states.append(st)
 
     # Segments whose every entry is <= trim_lsn: a trim was interrupted.
@@ -147,11 +152,23 @@ def analyze(
         assert hdr is not None
         if expected is None:
             if hdr.first_lsn > sb.trim_lsn + 1:
-                return _corrupt(a, backend, f"log starts at LSN {hdr.first_lsn} but trim point "
-                                f"is {sb.trim_lsn}: entries are missing", st.name, 0)
+                return _corrupt(
+                    a,
+                    backend,
+                    f"log starts at LSN {hdr.first_lsn} but trim point "
+                    f"is {sb.trim_lsn}: entries are missing",
+                    st.name,
+                    0,
+                )
         elif hdr.first_lsn != expected:
-            return _corrupt(a, backend, f"segment starts at LSN {hdr.first_lsn}, expected "
-                            f"{expected} (missing or duplicated segment)", st.name, 0)
+            return _corrupt(
+                a,
+                backend,
+                f"segment starts at LSN {hdr.first_lsn}, expected "
+                f"{expected} (missing or duplicated segment)",
+                st.name,
+                0,
+            )
         h = backend.open_segment(st.name, write=False)
         try:
             data = h.read_at(0, st.size)
@@ -168,30 +185,49 @@ def analyze(
         reason = scan.bad_reason.value if scan.bad_reason else "?"
         is_last = idx == len(live) - 1
         if not is_last:
-            return _corrupt(a, backend, f"invalid record ({reason}) in a non-final segment",
-                            st.name, off)
+            return _corrupt(
+                a, backend, f"invalid record ({reason}) in a non-final segment", st.name, off
+            )
         if scan.later_group_offset is not None:
-            return _corrupt(a, backend, f"invalid record ({reason}) followed by a valid group "
-                            f"at offset {scan.later_group_offset} that was written after it "
-                            "was durable", st.name, off)
+            return _corrupt(
+                a,
+                backend,
+                f"invalid record ({reason}) followed by a valid group "
+                f"at offset {scan.later_group_offset} that was written after it "
+                "was durable",
+                st.name,
+                off,
+            )
         if sb.clean:
-            return _corrupt(a, backend, f"invalid record ({reason}) at the tail although the "
-                            "last shutdown was clean", st.name, off)
+            return _corrupt(
+                a,
+                backend,
+                f"invalid record ({reason}) at the tail although the last shutdown was clean",
+                st.name,
+                off,
+            )
         assert off is not None
         # Cut at the start of the torn group: a group is one write and is
         # acknowledged as a whole, so its valid-looking head was never acked.
         cut = scan.end_offset
         tail = bytes(memoryview(data)[cut : cut + torn_save_max]).rstrip(b"\0")
-        a.torn = TornTail(name=st.name, offset=cut, bad_offset=off, reason=reason,
-                          lsn=scan.next_lsn, data=tail)
+        a.torn = TornTail(
+            name=st.name, offset=cut, bad_offset=off, reason=reason, lsn=scan.next_lsn, data=tail
+        )
 
     if expected is None:
         a.next_lsn = max(sb.trim_lsn, sb.last_lsn) + 1
     else:
         a.next_lsn = expected
     if sb.clean and a.next_lsn - 1 != sb.last_lsn:
-        return _corrupt(a, backend, f"clean shutdown recorded last LSN {sb.last_lsn} but the log "
-                        f"ends at LSN {a.next_lsn - 1}", live[-1].name if live else None, None)
+        return _corrupt(
+            a,
+            backend,
+            f"clean shutdown recorded last LSN {sb.last_lsn} but the log "
+            f"ends at LSN {a.next_lsn - 1}",
+            live[-1].name if live else None,
+            None,
+        )
     return a
 
 

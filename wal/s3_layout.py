@@ -119,8 +119,17 @@ def encode_object(
         )
         assert glen == records_len
     head = _OBJ_HEADER.pack(
-        OBJECT_MAGIC, OBJECT_VERSION, len(entries), epoch, slot, first_lsn, back,
-        records_len, 0, 0, 0,
+        OBJECT_MAGIC,
+        OBJECT_VERSION,
+        len(entries),
+        epoch,
+        slot,
+        first_lsn,
+        back,
+        records_len,
+        0,
+        0,
+        0,
     )
     buf[: OBJECT_HEADER_SIZE - 4] = head[: OBJECT_HEADER_SIZE - 4]
     struct.pack_into("<I", buf, OBJECT_HEADER_SIZE - 4, crc(head[: OBJECT_HEADER_SIZE - 4]))
@@ -130,8 +139,8 @@ def encode_object(
 def decode_object_header(data: bytes | memoryview) -> ObjectHeader:
     if len(data) < OBJECT_HEADER_SIZE:
         raise ObjectFormatError(f"{len(data)} bytes: shorter than the object header")
-    magic, version, count, epoch, slot, first, back, rlen, _r1, _r2, hcrc = (
-        _OBJ_HEADER.unpack_from(data)
+    magic, version, count, epoch, slot, first, back, rlen, _r1, _r2, hcrc = _OBJ_HEADER.unpack_from(
+        data
     )
     if magic != OBJECT_MAGIC:
         raise ObjectFormatError("bad object magic")
@@ -158,16 +167,14 @@ def decode_object(data: bytes | memoryview, slot: int) -> DecodedObject:
     for i in range(h.count):
         rec = decode_header(view, pos, salt_crc)
         if isinstance(rec, RecordError):
-            raise ObjectFormatError(f"record {i} at offset {OBJECT_HEADER_SIZE + pos}: "
-                                    f"{rec.value}")
+            raise ObjectFormatError(f"record {i} at offset {OBJECT_HEADER_SIZE + pos}: {rec.value}")
         if rec.lsn != h.first_lsn + i or rec.type > MAX_USER_TYPE:
             raise ObjectFormatError(f"record {i}: LSN or type out of sequence")
         if rec.group_start != (i == 0) or rec.back:
             raise ObjectFormatError(f"record {i}: group structure violated")
         err = check_body(view, pos, rec)
         if err is not None:
-            raise ObjectFormatError(f"record {i} at offset {OBJECT_HEADER_SIZE + pos}: "
-                                    f"{err.value}")
+            raise ObjectFormatError(f"record {i} at offset {OBJECT_HEADER_SIZE + pos}: {err.value}")
         start = pos + HEADER_SIZE
         entries.append((rec.lsn, rec.type, bytes(view[start : start + rec.length])))
         pos += rec.size
@@ -205,7 +212,9 @@ class Lease:
             if raw.get("format") != LEASE_FORMAT:
                 raise ObjectFormatError(f"unknown lease format {raw.get('format')!r}")
             lease = cls(
-                int(raw["epoch"]), int(raw["trim_slot"]), int(raw["trim_slot_lsn"]),
+                int(raw["epoch"]),
+                int(raw["trim_slot"]),
+                int(raw["trim_slot_lsn"]),
                 int(raw["trim_lsn"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -246,9 +255,7 @@ class RecoveryPlan:
 HeaderOrError = ObjectHeader | ObjectFormatError
 
 
-def plan_recovery(
-    lease: Lease, listing: Mapping[int, tuple[int, HeaderOrError]]
-) -> RecoveryPlan:
+def plan_recovery(lease: Lease, listing: Mapping[int, tuple[int, HeaderOrError]]) -> RecoveryPlan:
     """Judge a listing: slot -> (object size, its decoded header or why it is invalid).
 
     The caller validates whole objects (records too) of the run it will serve; a record
@@ -281,9 +288,7 @@ def plan_recovery(
             )
             break
         if h.first_lsn != lsn:
-            p.corruption = (
-                f"object {object_name(s)} starts at LSN {h.first_lsn}, expected {lsn}"
-            )
+            p.corruption = f"object {object_name(s)} starts at LSN {h.first_lsn}, expected {lsn}"
             p.corrupt_slot = s
             return p
         p.run.append(RunObject(s, h.first_lsn, h.count, size))

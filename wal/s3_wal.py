@@ -220,12 +220,11 @@ class S3Wal:
     async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """One request in a worker thread under the request deadline (abandoned past it)."""
         with trio.fail_after(self._cfg.request_timeout_s):
-            return await trio.to_thread.run_sync(
-                lambda: fn(*args, **kw), abandon_on_cancel=True
-            )
+            return await trio.to_thread.run_sync(lambda: fn(*args, **kw), abandon_on_cancel=True)
 
-    async def _retry(self, what: str, fn: Any, *args: Any, budget_s: float | None = None,
-                     **kw: Any) -> Any:
+    async def _retry(
+        self, what: str, fn: Any, *args: Any, budget_s: float | None = None, **kw: Any
+    ) -> Any:
         """`_call` retried on transient failures until `budget_s` (default put_deadline_s)."""
         deadline = trio.current_time() + (budget_s or self._cfg.put_deadline_s)
         delays = backoff_delays(0.05, 1.0)
@@ -289,8 +288,13 @@ class S3Wal:
             new = Lease(lease.epoch + 1, lease.trim_slot, lease.trim_slot_lsn, lease.trim_lsn)
             try:
                 self._lease_etag = await self._retry(
-                    "lease", self._store.put, LEASE_NAME, new.encode(),
-                    if_none_match=etag is None, if_match=etag, budget_s=30.0,
+                    "lease",
+                    self._store.put,
+                    LEASE_NAME,
+                    new.encode(),
+                    if_none_match=etag is None,
+                    if_match=etag,
+                    budget_s=30.0,
                 )
             except PreconditionFailed:
                 continue  # another writer moved it: read again, take the next epoch
@@ -325,8 +329,7 @@ class S3Wal:
             epoch=self._epoch, slot=end, first_lsn=plan.next_lsn, back=1, entries=[]
         )
         try:
-            await self._retry("put", self._store.put, object_name(end), marker,
-                              if_none_match=True)
+            await self._retry("put", self._store.put, object_name(end), marker, if_none_match=True)
         except PreconditionFailed:
             log.info("wal_s3_slot_taken_at_open", slot=end)
             return False
@@ -391,8 +394,9 @@ class S3Wal:
         if self._closing or self._closed:
             raise WalClosedError("WAL is closed")
 
-    def _checked(self, items: Sequence[tuple[int, Payload]]) -> tuple[list[tuple[int, Payload]],
-                                                                       int]:
+    def _checked(
+        self, items: Sequence[tuple[int, Payload]]
+    ) -> tuple[list[tuple[int, Payload]], int]:
         out: list[tuple[int, Payload]] = []
         rec = 0
         for typ, payload in items:
@@ -510,8 +514,10 @@ class S3Wal:
                     with trio.move_on_after(wait_until):
                         await self._writer_lot.park()
                     self._writer_parked = False
-                    if g is self._open and g.t0 + delay > time.perf_counter() + 1e-4 and (
-                        g.rec < self._cfg.max_group_bytes
+                    if (
+                        g is self._open
+                        and g.t0 + delay > time.perf_counter() + 1e-4
+                        and (g.rec < self._cfg.max_group_bytes)
                     ):
                         continue
             self._groups.popleft()
@@ -537,7 +543,10 @@ class S3Wal:
         try:
             body = await trio.to_thread.run_sync(
                 lambda: encode_object(
-                    epoch=self._epoch, slot=g.slot, first_lsn=g.first_lsn, back=back,
+                    epoch=self._epoch,
+                    slot=g.slot,
+                    first_lsn=g.first_lsn,
+                    back=back,
                     entries=g.entries,
                 )
             )
@@ -660,8 +669,13 @@ class S3Wal:
         if self._fenced is None:
             self._fenced = exc
             metrics.FENCED.set(1)
-            log.error("wal_fenced", backend="s3", error=repr(exc),
-                      last_durable_lsn=self._durable_lsn, in_flight=len(self._inflight))
+            log.error(
+                "wal_fenced",
+                backend="s3",
+                error=repr(exc),
+                last_durable_lsn=self._durable_lsn,
+                in_flight=len(self._inflight),
+            )
             err = WalFencedError(
                 f"WAL fenced: {exc}; this entry was not acknowledged and no later entry will be"
             )

@@ -60,8 +60,16 @@ class Superblock:
 def encode_superblock(sb: Superblock) -> bytes:
     """One full slot (SLOT_SIZE bytes, zero padded)."""
     body = SB_STRUCT.pack(
-        SB_MAGIC, sb.version, FLAG_CLEAN if sb.clean else 0, sb.seq, sb.epoch, sb.trim_lsn,
-        sb.last_lsn, 0, 0, 0,
+        SB_MAGIC,
+        sb.version,
+        FLAG_CLEAN if sb.clean else 0,
+        sb.seq,
+        sb.epoch,
+        sb.trim_lsn,
+        sb.last_lsn,
+        0,
+        0,
+        0,
     )
     body = body[:60] + struct.pack("<I", crc(body[:60]))
     return body + bytes(SLOT_SIZE - SB_SIZE)
@@ -74,8 +82,14 @@ def decode_slot(data: bytes | memoryview) -> Superblock | None:
     magic, version, flags, seq, epoch, trim, last, _r1, _r2, c = SB_STRUCT.unpack_from(data, 0)
     if magic != SB_MAGIC or crc(bytes(data[:60])) != c:
         return None
-    return Superblock(seq=seq, epoch=epoch, trim_lsn=trim, clean=bool(flags & FLAG_CLEAN),
-                      last_lsn=last, version=version)
+    return Superblock(
+        seq=seq,
+        epoch=epoch,
+        trim_lsn=trim,
+        clean=bool(flags & FLAG_CLEAN),
+        last_lsn=last,
+        version=version,
+    )
 
 
 def decode_superblock(data: bytes | None) -> tuple[Superblock | None, list[Superblock | None]]:

@@ -136,8 +136,14 @@ class MemoryBackend:
     def _total(self) -> int:
         return sum(len(f.current) for f in self.files.values())
 
-    def crash(self, rng: random.Random, *, p_keep: float = 0.4, p_drop: float = 0.4,
-              sector: int | None = None) -> MemoryBackend:
+    def crash(
+        self,
+        rng: random.Random,
+        *,
+        p_keep: float = 0.4,
+        p_drop: float = 0.4,
+        sector: int | None = None,
+    ) -> MemoryBackend:
         """The state a reboot could find: unsynced sectors kept, dropped or garbled."""
         sector = sector or self.alignment
         with self.mutex:

@@ -621,9 +621,7 @@ class Wal:
         # issued: the writer waits for every outstanding one before it ends.
         assert self._active is not None
         if self._inline:
-            result = outcome_capture(
-                self._write_group_sync, self._active, g.offset, g.buf, g.size
-            )
+            result = outcome_capture(self._write_group_sync, self._active, g.offset, g.buf, g.size)
             self._write_done(g, result)
             return
         start_thread_soon(
