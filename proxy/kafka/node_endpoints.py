@@ -42,36 +42,14 @@ def _struct(*fixed: int) -> Callable[[Cursor], None]:
 
 
 _LEADER = _struct(4, 4)  # LeaderIdAndEpoch: leader id, leader epoch
-#: The tagged fields of a partition that Kafka's (and kio's) readers parse as structs.
+#: The tagged fields of a partition that Kafka's (and kio's) readers parse as structs: each
+#: must fill its declared size (:meth:`Cursor.skip_known_tags`).
 _PRODUCE_PARTITION_TAGS = {0: _LEADER}
 _FETCH_PARTITION_TAGS = {
     0: _struct(4, 8),  # diverging epoch: epoch, end offset
     1: _LEADER,
     2: _struct(8, 4),  # snapshot id: end offset, epoch
 }
-
-
-def _skip_tags(w: Cursor, known: dict[int, Callable[[Cursor], None]]) -> None:
-    """Skip tagged fields; a known one must fill exactly its declared size.
-
-    Kafka's readers parse a known tag's struct and ignore the size, so a size that
-    disagrees would make this walk (which skips by size) read another message than the
-    client will: the response is refused instead (a finding of ``tests/fuzz``).
-    """
-    for _ in range(w.uvarint()):
-        tag = w.uvarint()
-        size = w.uvarint()
-        w.need(size)
-        end = w.pos + size
-        walk = known.get(tag)
-        if walk is None:
-            w.pos = end
-            continue
-        inner = Cursor(w.buf[:end], w.pos)
-        walk(inner)
-        if inner.pos != end:
-            raise WireError(f"tagged field {tag}: {size} bytes declared, {inner.pos - w.pos} read")
-        w.pos = end
 
 
 def _walk_produce(w: Cursor, version: int) -> None:
@@ -87,7 +65,7 @@ def _walk_produce(w: Cursor, version: int) -> None:
                 w.skip_bytes()
                 w.skip_tags()
             w.skip_bytes()  # error message
-            _skip_tags(w, _PRODUCE_PARTITION_TAGS)
+            w.skip_known_tags(_PRODUCE_PARTITION_TAGS)
         w.skip_tags()
     w.skip(4)  # throttle time
 
@@ -103,7 +81,7 @@ def _walk_fetch(w: Cursor, version: int) -> None:
                 w.skip_tags()
             w.skip(4)  # preferred read replica
             w.skip_bytes()  # records
-            _skip_tags(w, _FETCH_PARTITION_TAGS)
+            w.skip_known_tags(_FETCH_PARTITION_TAGS)
         w.skip_tags()
 
 

@@ -177,21 +177,6 @@ def _entity_step(schema: type, nullable: bool) -> Step:
             s(cur)
         if not flexible:
             return
-        for _ in range(cur.uvarint()):
-            tag = cur.uvarint()
-            size = cur.uvarint()
-            cur.need(size)
-            end = cur.pos + size
-            known = tags.get(tag)
-            if known is not None:
-                # Kafka's and kio's readers take a known tag's struct as it parses, not by
-                # its declared size: the two must agree, or walkers that skip by size (the
-                # KIP-951 one) would read another message than kio does.
-                inner = Cursor(cur.buf[:end], cur.pos, flexible=True)
-                known(inner)
-                if inner.pos != end:
-                    raise WireError(f"tagged field {tag}: {size} bytes declared, "
-                                    f"{inner.pos - cur.pos} read")
-            cur.pos = end
+        cur.skip_known_tags(tags)
 
     return step
