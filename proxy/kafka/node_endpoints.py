@@ -14,6 +14,7 @@ decoded with kio, rewritten and re-encoded.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from kio.static.primitive import i32
@@ -29,6 +30,28 @@ FIRST_VERSION = {PRODUCE: 10, FETCH: 16}
 LAST_VERSION = {PRODUCE: 13, FETCH: 18}
 
 
+def _struct(*fixed: int) -> Callable[[Cursor], None]:
+    """A tagged struct of fixed-size fields followed by its own tagged fields."""
+    size = sum(fixed)
+
+    def walk(w: Cursor) -> None:
+        w.skip(size)
+        w.skip_tags()
+
+    return walk
+
+
+_LEADER = _struct(4, 4)  # LeaderIdAndEpoch: leader id, leader epoch
+#: The tagged fields of a partition that Kafka's (and kio's) readers parse as structs: each
+#: must fill its declared size (:meth:`Cursor.skip_known_tags`).
+_PRODUCE_PARTITION_TAGS = {0: _LEADER}
+_FETCH_PARTITION_TAGS = {
+    0: _struct(4, 8),  # diverging epoch: epoch, end offset
+    1: _LEADER,
+    2: _struct(8, 4),  # snapshot id: end offset, epoch
+}
+
+
 def _walk_produce(w: Cursor, version: int) -> None:
     for _ in range(max(0, w.length())):  # topics
         if version >= 13:
@@ -42,7 +65,7 @@ def _walk_produce(w: Cursor, version: int) -> None:
                 w.skip_bytes()
                 w.skip_tags()
             w.skip_bytes()  # error message
-            w.skip_tags()
+            w.skip_known_tags(_PRODUCE_PARTITION_TAGS)
         w.skip_tags()
     w.skip(4)  # throttle time
 
@@ -58,7 +81,7 @@ def _walk_fetch(w: Cursor, version: int) -> None:
                 w.skip_tags()
             w.skip(4)  # preferred read replica
             w.skip_bytes()  # records
-            w.skip_tags()
+            w.skip_known_tags(_FETCH_PARTITION_TAGS)
         w.skip_tags()
 
 

@@ -177,15 +177,6 @@ def _entity_step(schema: type, nullable: bool) -> Step:
             s(cur)
         if not flexible:
             return
-        for _ in range(cur.uvarint()):
-            tag = cur.uvarint()
-            size = cur.uvarint()
-            cur.need(size)
-            end = cur.pos + size
-            known = tags.get(tag)
-            if known is not None:
-                inner = Cursor(cur.buf[:end], cur.pos, flexible=True)
-                known(inner)
-            cur.pos = end
+        cur.skip_known_tags(tags)
 
     return step

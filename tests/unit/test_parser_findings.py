@@ -23,7 +23,7 @@ from offload import kafka_logdir as kl
 from offload import logdir_writer, node_files, segment_codec
 from offload import manifest as mf
 from offload.layout import LayoutError, parse_topic_id, segment_name, topic_id_text
-from proxy.kafka import endpoints, produce_codec
+from proxy.kafka import endpoints, node_endpoints, produce_codec
 from proxy.kafka.codec import CodecError, decode_response, encode
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import METADATA, PRODUCE
@@ -188,3 +188,29 @@ def test_produce_outcome_with_an_error_code_kio_does_not_know_is_read() -> None:
         decode_response(PRODUCE, 9, bytes(frame))
     [outcome] = produce_codec.response_outcomes(9, bytes(frame))
     assert outcome.error_code == 999 and outcome.key == ("localhost", None, 0)
+
+
+def _produce_v10_response(leader_tag: bytes) -> bytes:
+    """Produce v10 response, one topic "t", one partition whose tagged fields are given."""
+    partition = struct.pack(">ihqqq", 0, 0, 5, -1, 0) + b"\x01\x00"  # no record errors/message
+    return (
+        _HEADER_V1 + b"\x02" + b"\x02t" + b"\x02" + partition + leader_tag
+        + b"\x00" + _THROTTLE + b"\x00"
+    )
+
+
+def test_known_tag_whose_size_disagrees_with_its_struct_is_refused() -> None:
+    # The KIP-951 walker skipped a partition's tagged fields by their declared size while
+    # kio (like Kafka's own reader) parses a known tag's struct and goes on from its end:
+    # on such bytes the walker found no node endpoints where kio (and the client) did, and
+    # the broker's own address would have gone to the client unrewritten.
+    leader = struct.pack(">ii", 2, 7) + b"\x00"  # LeaderIdAndEpoch and its (empty) tags
+    good = _produce_v10_response(b"\x01\x00" + bytes([len(leader)]) + leader)
+    assert node_endpoints.has_top_level_tags(PRODUCE, 10, good) is False
+    assert decode_response(PRODUCE, 10, good)[1].responses[0].partition_responses
+    padded = leader + b"\x00\x00\x00\x00"  # declared 4 bytes longer than the struct
+    bad = _produce_v10_response(b"\x01\x00" + bytes([len(padded)]) + padded)
+    with pytest.raises(CodecError, match="declared"):
+        node_endpoints.has_top_level_tags(PRODUCE, 10, bad)
+    with pytest.raises(CodecError, match="declared"):
+        decode_response(PRODUCE, 10, bad)
