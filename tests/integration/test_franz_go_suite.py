@@ -131,9 +131,29 @@ def _durations(direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun) -> str:
     return "\n".join(rows)
 
 
+def _not_passed(direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun) -> list[str]:
+    return [n for n in direct.named("pass") if _status(proxied, n) != "pass"]
+
+
+def _rerun(
+    direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun, seeds: str, workdir: Path
+) -> franz_go.SuiteRun | None:
+    """Run once more, alone, what passed directly but not through walproxy. franz-go's group
+    ETL tests are timing-sensitive on 2 shared cores (a commit refused with
+    REBALANCE_IN_PROGRESS, then its strict "saw double offset" check; seen once in 4 sidecar
+    runs, TestGroupETL/range/848). A test that passes on the rerun is printed as flaky; one
+    that fails twice fails this test."""
+    names = _not_passed(direct, proxied)
+    if not names:
+        return None
+    only = "^(" + "|".join(names) + ")$"
+    return franz_go.run_suite(f"{proxied.mode}-rerun", seeds, workdir, only=only)
+
+
 def _judge(
     direct: franz_go.SuiteRun,
     proxied: franz_go.SuiteRun,
+    rerun: franz_go.SuiteRun | None,
     wal_dir: Path,
     log_dirs: list[Path],
     capsys: pytest.CaptureFixture[str],
@@ -153,9 +173,14 @@ def _judge(
     # A test that fails directly (a flaky one, or this broker) says nothing about walproxy:
     # it is printed, not judged. The suite must still have run for real.
     assert len(direct.named("pass")) >= MIN_PASSED_DIRECTLY, f"direct run: see {direct.log}"
-    lost = [n for n in direct.named("pass") if _status(proxied, n) != "pass"]
+    first = _not_passed(direct, proxied)
+    lost = [n for n in first if rerun is None or _status(rerun, n) != "pass"]
+    flaky = [n for n in first if n not in lost]
+    if flaky:
+        with capsys.disabled():
+            print(f"FLAKY through walproxy ({proxied.mode}), passed on a rerun: {flaky}")
     assert not lost, (
-        f"passed directly, not through walproxy ({proxied.mode}): "
+        f"passed directly, not through walproxy ({proxied.mode}), twice: "
         + ", ".join(f"{n} ({_status(proxied, n)})" for n in lost)
         + f"; events in {proxied.log}"
     )
@@ -188,10 +213,11 @@ def test_suite_through_walproxy(
     proxy = _start(mode, request, workdir)
     try:
         run = franz_go.run_suite(mode, proxy.bootstrap, workdir)
+        rerun = _rerun(direct, run, proxy.bootstrap, workdir)
     finally:
         proxy.stop()  # the WAL is read after, as a rebuild would
     log_dirs = [n.directory / "data" for n in proxy.cluster.broker_nodes]
-    _judge(direct, run, proxy.wal_dir, log_dirs, capsys)
+    _judge(direct, run, rerun, proxy.wal_dir, log_dirs, capsys)
 
 
 def _sasl_env(seeds: str) -> dict[str, str]:
