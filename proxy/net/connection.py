@@ -208,6 +208,20 @@ class ProxyConnection(Generic[P]):
                 self._on_upstream_lost()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             self._log.debug("connection reset", error=str(group.exceptions[0]))
+        except* Exception as group:
+            # Anything else (a WAL that failed under a waiting response, a bug a parser
+            # let through) ends this connection only: what was not answered is not acked,
+            # and the other connections and the server go on.
+            metrics.DECODE_ERRORS.labels("internal_error").inc()
+            exc = group.exceptions[0]
+            api, correlation_id = self._last_request or (None, None)
+            self._log.error(
+                "closing connection after an unexpected error",
+                error=f"{type(exc).__name__}: {exc}",
+                last_api=api,
+                last_correlation_id=correlation_id,
+                exc_info=exc,
+            )
         finally:
             metrics.IN_FLIGHT.dec(self._outstanding)
             self._outstanding = 0

@@ -1,0 +1,38 @@
+"""An unexpected error in one connection closes that connection only (never the server),
+and what it had not answered is never answered: no acknowledgement."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from proxy.net.connection import ConnectionSettings, ProxyConnection
+from tests.integration.rawkafka import produce_frame
+
+SETTINGS = ConnectionSettings(
+    max_frame_bytes=1 << 20, max_in_flight=8, idle_timeout_s=30, partial_frame_timeout_s=30
+)
+
+
+class BrokenHandler:
+    """A produce handler with a bug: ``prepare`` raises what no except clause expects."""
+
+    async def prepare(self, version, correlation_id, frame, payload):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the produce path")
+
+    def abandoned(self, prepared):  # type: ignore[no-untyped-def]
+        pass
+
+
+async def test_an_unexpected_error_closes_only_that_connection() -> None:
+    client, proxy_side = trio.testing.memory_stream_pair()
+    upstream_side, broker = trio.testing.memory_stream_pair()
+    conn = ProxyConnection(proxy_side, upstream_side, SETTINGS, produce=BrokenHandler())  # type: ignore[arg-type]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:  # stands for the server's accept nursery
+            nursery.start_soon(conn.run)
+            await client.send_all(produce_frame("t", 0, [b"v"], acks=-1, correlation_id=1))
+            # the connection is closed, with no answer, and nothing went upstream
+            assert await client.receive_some(1024) == b""
+            assert await broker.receive_some(1024) == b""
+        # the nursery ended normally: the error did not escape the connection
