@@ -336,7 +336,7 @@ def main() -> None:
     ap.add_argument(
         "--compare-io",
         action="store_true",
-        help="also a walproxy whose WAL writes in worker threads (wal.io = thread)",
+        help="also walproxies with wal.io = inline and = thread (the sidecar runs the default)",
     )
     ap.add_argument(
         "--targets", help="a subset to run: direct,flush=1,proxy,walproxy (quick comparisons)"
@@ -364,26 +364,27 @@ def main() -> None:
                 f"http://127.0.0.1:{node.admin_port}/metrics" if node.admin_port else None,
             ),
         ]
-        if args.compare_io:  # the same WAL with its writes in worker threads
-            admin = free_port()
-            threaded, threaded_process = plain_proxy(
-                cluster,
-                work,
-                "walproxy-io-thread",
-                WALPROXY_WAL_ENABLED="true",
-                WALPROXY_WAL_DIR=str(work / "wal-io-thread"),
-                WALPROXY_WAL_IO="thread",
-                WALPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}",
-            )
-            targets.append(
-                Target(
-                    "walproxy, io=thread",
-                    threaded,
-                    {},
-                    threaded_process.pid,
-                    f"http://127.0.0.1:{admin}/metrics",
+        if args.compare_io:  # the same WAL with each fixed wal.io beside the default (auto)
+            for io in ("inline", "thread"):
+                admin = free_port()
+                address, process = plain_proxy(
+                    cluster,
+                    work,
+                    f"walproxy-io-{io}",
+                    WALPROXY_WAL_ENABLED="true",
+                    WALPROXY_WAL_DIR=str(work / f"wal-io-{io}"),
+                    WALPROXY_WAL_IO=io,
+                    WALPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}",
                 )
-            )
+                targets.append(
+                    Target(
+                        f"walproxy, io={io}",
+                        address,
+                        {},
+                        process.pid,
+                        f"http://127.0.0.1:{admin}/metrics",
+                    )
+                )
         if args.targets:
             wanted = args.targets.split(",")
             targets = [t for t in targets if t.name.split(",")[0] in wanted]

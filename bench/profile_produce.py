@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=50)
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--wal", choices=["on", "off"], default="on")
-    ap.add_argument("--io", choices=["inline", "thread"], default="inline", help="wal.io")
+    ap.add_argument("--io", choices=["auto", "inline", "thread"], default="auto", help="wal.io")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="walproxy-profile-", dir="/var/tmp"))

@@ -182,7 +182,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--io",
-        choices=["inline", "thread"],
+        choices=["auto", "inline", "thread"],
         default=IO,
         help="WalConfig.io: write on the event loop's thread, or in worker threads",
     )

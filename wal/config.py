@@ -27,13 +27,18 @@ class WalConfig:
     #: recovery treats a hole inside this window as a torn tail (each group
     #: records its distance to the durable frontier, docs/wal-format.md).
     max_inflight_groups: int = 2
-    #: Where a group's write + sync runs: ``"inline"`` on the event loop's thread, by the
-    #: writer task (the loop waits for the disk, ~0.1-0.2 ms, and nothing hops threads:
-    #: each thread hop costs an event-loop pass and a GIL hand-off, more than the sync on
-    #: a loaded proxy, bench/latency_bench.py), one group at a time; ``"thread"`` in a
-    #: worker thread with up to ``max_inflight_groups`` in flight (for slow media, where
-    #: the loop should go on while the device works).
-    io: str = "inline"
+    #: Where a group's write + sync runs.  ``"inline"``: on the event loop's thread, by the
+    #: task that waits for the group (the loop waits for the disk, ~0.1-0.3 ms, and nothing
+    #: hops threads: each hop costs an event-loop pass and a GIL hand-off, more than the
+    #: sync itself on a loaded proxy), one group at a time.  ``"thread"``: in worker
+    #: threads, up to ``max_inflight_groups`` in flight (the loop goes on while the device
+    #: works).  ``"auto"``: inline while nothing is in flight and the group is at most
+    #: ``inline_max_bytes``, else a worker thread: small synchronous produces get the
+    #: inline latency, big groups at full load overlap the disk with the loop's work
+    #: (docs/benchmarks.md, bench/latency_bench.py --compare-io).
+    io: str = "auto"
+    #: ``io = "auto"``: the largest group written inline.
+    inline_max_bytes: int = 256 * 1024
     #: Bound of the append queue (payload bytes waiting for the writer).
     max_pending_bytes: int = 64 * MiB
     #: Bound of the append queue (entries waiting for the writer).

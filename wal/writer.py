@@ -178,10 +178,12 @@ class Wal:
         self._max_group_entries = config.max_group_entries
         self._max_pending_bytes = config.max_pending_bytes
         self._max_pending_entries = config.max_pending_entries
-        if config.io not in ("inline", "thread"):
-            raise ValueError(f'io must be "inline" or "thread", got {config.io!r}')
-        self._inline = config.io == "inline"
-        self._window = 1 if self._inline else config.max_inflight_groups
+        if config.io not in ("auto", "inline", "thread"):
+            raise ValueError(f'io must be "auto", "inline" or "thread", got {config.io!r}')
+        # waiters may write groups themselves (inline), up to this size
+        self._inline = config.io != "thread"
+        self._inline_max = config.inline_max_bytes if config.io == "auto" else 1 << 62
+        self._window = 1 if config.io == "inline" else config.max_inflight_groups
         self._sb: Superblock = initial_superblock()
         self._segments: list[SegmentInfo] = []
         self._active: SegmentHandle | None = None
@@ -507,10 +509,11 @@ class Wal:
             raise g.error
 
     def _issue_inline(self, target: _Group) -> None:
-        """With inline I/O, the task about to wait for `target` writes the queued groups up
+        """With inline I/O, the task about to wait for `target` issues the queued groups up
         to it itself, as the writer task would in this same event-loop pass: one pass and
-        one task switch fewer per group. Whatever needs the writer task (a segment roll, a
-        write too far ahead of the durable frontier) is left to it."""
+        one task switch fewer per group (with ``io = "auto"`` a big group goes to a worker
+        thread and this stops). Whatever needs the writer task (a segment roll, a write too
+        far ahead of the durable frontier) is left to it."""
         while (
             self._fenced is None
             and not self._io_running
@@ -620,7 +623,7 @@ class Wal:
         # trio thread (no task per group).  Nothing can cancel a write once
         # issued: the writer waits for every outstanding one before it ends.
         assert self._active is not None
-        if self._inline:
+        if self._inline and self._io_running == 1 and g.size <= self._inline_max:
             result = outcome_capture(self._write_group_sync, self._active, g.offset, g.buf, g.size)
             self._write_done(g, result)
             return

@@ -105,8 +105,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"wal.retention_s: must not be negative, got {w.retention_s}")
     if w.direct_io not in ("auto", "on", "off"):
         raise ConfigError(f"wal.direct_io: expected auto, on or off, got {w.direct_io!r}")
-    if w.io not in ("inline", "thread"):
-        raise ConfigError(f"wal.io: expected inline or thread, got {w.io!r}")
+    if w.io not in ("auto", "inline", "thread"):
+        raise ConfigError(f"wal.io: expected auto, inline or thread, got {w.io!r}")
     try:
         offload_config.validate(config.offload)
     except offload_config.OffloadConfigError as exc:

@@ -94,11 +94,12 @@ class WalSection:
         "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
     )
     io: str = _doc(
-        "File WAL: where a group's write + sync runs. `inline`: on the event loop's thread, "
-        "one group at a time (no thread hand-offs: the lowest latency and CPU on local or "
-        "network disks); `thread`: worker threads, two groups in flight (the loop goes on "
-        "while a slow device syncs; docs/benchmarks.md).",
-        default="inline",
+        "File WAL: where a group's write + sync runs. `auto`: on the event loop's thread "
+        "while nothing is in flight and the group is small (no thread hand-offs: the lowest "
+        "latency and CPU for synchronous produces), big groups in worker threads (the loop "
+        "goes on while the disk works, for throughput); `inline` or `thread`: always the "
+        "one (docs/benchmarks.md).",
+        default="auto",
     )
     backend: str = _doc(
         "`file` (segments in `dir`, Direct IO) or `s3` (one object per group commit under "

@@ -196,8 +196,10 @@ def run_scenario(
 ) -> list[str]:
     """Run one multi-crash scenario; return the violations found (empty = correct).
     ``io`` is the writer's I/O mode (``WalConfig.io``): "thread" keeps several groups in
-    flight (the window), "inline" writes one group at a time on the trio thread."""
-    cfg = replace(CFG, io=io)
+    flight (the window), "inline" writes one group at a time on the trio thread, "auto"
+    mixes both."""
+    # "auto" with a low threshold, so a history mixes inline and threaded group writes
+    cfg = replace(CFG, io=io, inline_max_bytes=2 * 4096)
     model = Model()
     backend = MemoryBackend(alignment=512)
 

@@ -26,12 +26,12 @@ from wal.record import (
     RecordHeader,
 )
 
-#: Both of the writer's I/O modes (WalConfig.io): in-flight window, and inline one-at-a-time.
-IO_MODES = pytest.mark.parametrize("io", ["thread", "inline"])
+#: The writer's I/O modes (WalConfig.io): in-flight window, inline one at a time, and both.
+IO_MODES = pytest.mark.parametrize("io", ["thread", "inline", "auto"])
 
 
 @IO_MODES
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=70, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**64 - 1))
 def test_crash_recovery_property(io: str, seed: int) -> None:
     # A seed, not st.randoms(): thread timing decides when the injected power
