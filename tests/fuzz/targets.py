@@ -297,7 +297,9 @@ def _kio_outcomes(body: Any) -> list[produce_codec.PartitionOutcome]:
         key = getattr(t, "name", None), getattr(t, "topic_id", None)
         for p in t.partition_responses:
             lat = p.log_append_time
-            ms = -1 if lat is None else int((lat - _EPOCH) / datetime.timedelta(milliseconds=1))
+            # kio builds the datetime from a float of seconds (2267-11-23 19:16:34.431999 for
+            # ...594432 ms): round to the millisecond, do not truncate
+            ms = -1 if lat is None else round((lat - _EPOCH) / datetime.timedelta(milliseconds=1))
             out.append(produce_codec.PartitionOutcome(
                 (*key, int(p.index)), int(p.error_code), int(p.base_offset), ms))
     return out

@@ -34,3 +34,14 @@ def test_every_target_has_committed_seeds(tmp_path) -> None:  # type: ignore[no-
         committed = sorted(p.name for p in (CORPUS / name).iterdir())
         assert committed == sorted(p.name for p in (tmp_path / name).iterdir()), name
         assert fresh[name] > 0
+
+
+def test_produce_outcomes_target_rounds_kios_log_append_time() -> None:
+    """Found in CI: kio turns log_append_time 9400648594432 ms into a datetime through a
+    float (…34.431999); the target's comparison truncated it to …431 and called the exact
+    reader wrong. A target bug, not the reader's."""
+    TARGETS["produce_outcomes"](
+        bytes.fromhex(
+            "0300000007000000020001740000000200000001000000000000000000010000018cc251f400000000000000000100000001000000000000000000010000018cc251f40000000000000000010001740000000200000001000000000000000000010000018cc251f400000000000000000100000001000000000000000000010000088cc251f400000000000000000100000000"
+        )
+    )
