@@ -11,8 +11,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # From 50 us: a WAL sync on a fast disk takes about 0.1 ms.
-_LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25)
-_LATENCY_BUCKETS += (0.5, 1.0, 2.5, 5.0)
+_LATENCY_BUCKETS: tuple[float, ...] = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01)
+_LATENCY_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 APPEND_LATENCY = Histogram(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # Up to 30 s: a request's latency includes the broker's (a Fetch waits up to its max wait).
-_LATENCY_BUCKETS = (5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_LATENCY_BUCKETS += (10.0, 30.0)
+_LATENCY_BUCKETS: tuple[float, ...] = (5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
+_LATENCY_BUCKETS += (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 REQUESTS = Counter(
     "walproxy_requests_total", "Requests received from clients, per Kafka API.", ["api"]
