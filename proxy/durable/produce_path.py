@@ -261,15 +261,13 @@ class DurableProduce:
     async def _submit_outcomes(self, outcomes: list[OutcomeEntry]) -> Submission:
         return await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
 
-    async def _record(self, outcomes: list[OutcomeEntry]) -> None:
-        await self._settle(await self._submit_outcomes(outcomes), outcomes)
-
     async def _settle(
-        self, submission: Submission, outcomes: list[OutcomeEntry], answered_at: float = 0.0
+        self, submission: Submission, outcomes: list[OutcomeEntry], answered_at: float | None
     ) -> None:
-        """Wait for the OUTCOME entries' durability, then forget their batches."""
+        """Wait for the OUTCOME entries' durability, then forget their batches.
+        ``answered_at``: when the broker answered (a response waits for this), else None."""
         await submission.wait()  # WalError propagates: the client is not answered
-        if answered_at:
+        if answered_at is not None:
             pm.OUTCOME_SECONDS.observe(time.perf_counter() - answered_at)
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)
@@ -315,7 +313,7 @@ class DurableProduce:
 
     async def _record_quietly(self, outcomes: list[OutcomeEntry]) -> None:
         try:
-            await self._record(outcomes)
+            await self._settle(await self._submit_outcomes(outcomes), outcomes, None)
         except WalError as exc:
             log.error("cannot record outcomes; they stay in doubt", error=str(exc))
             self.in_doubt.update(o.batch_lsn for o in outcomes)
