@@ -5,7 +5,9 @@ shared broker directly, through a walproxy sidecar in front of it (``OwnProxy``,
 and through walproxy in gateway mode in front of 3 brokers. Every test that passes directly
 must pass through walproxy (a test skipped through walproxy but not directly counts as not
 passing); tests that cannot run against this Kafka (share groups need 4.2, SCRAM and OAUTH
-need a second listener the suite is not given) are listed with franz-go's own reason.
+need a second listener the suite is not given) are listed with franz-go's own reason; a
+test whose own check races on several brokers (``MULTI_BROKER_RACES``) runs through the
+gateway but is not judged there, with the reason printed.
 Per-test durations are printed; a run through walproxy taking more than 3x the direct one
 fails (a regression guard, not a benchmark: both modes are held to the direct run on the
 single broker, so the gateway's ratio also holds its 3 brokers' share of the same 2 cores).
@@ -33,13 +35,27 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(900)]
 MAX_SLOWDOWN = 3.0
 #: v1.22.3 against Kafka 4.1.1: 147 pass, 9 skip (share groups, SCRAM, OAUTH, produce v2).
 MIN_PASSED_DIRECTLY = 140
+#: Tests whose own check races on a cluster of several brokers, so the gateway's 3 brokers
+#: cannot judge them (they fail directly against those brokers too). Each still has to run.
+MULTI_BROKER_RACES = {
+    # It polls until it has seen records from as many topics as it wants, and the broker's
+    # regex resolution also assigns it __consumer_offsets, which holds records once earlier
+    # tests committed: when the fetch carrying __consumer_offsets and one wanted topic comes
+    # back before the other broker's, it stops short. Directly against the 3 brokers after
+    # a suite run it failed 1 of 6 tries (through the gateway 1 of 6); on one broker a
+    # single fetch carries every topic.
+    "Test848RegexBrokerResolves": "stops polling once it has seen len(want) topics, counting "
+    "__consumer_offsets; races on several brokers, directly too",
+}
 #: WAL entries must outlive the run and the check (the default trims after 60 s).
 KEEP_WAL = {"WALPROXY_WAL_RETENTION_S": "86400"}
 
 
 def _dev(kafka: object) -> DevCluster:
     if not isinstance(kafka, DevCluster):
-        pytest.skip("needs the jar-based cluster: the check reads the brokers' log dirs")
+        # WALPROXY_TEST_KAFKA=testcontainers (not CI's mode): that broker keeps its log dirs
+        # inside its container, and the WAL-vs-log check reads them from this host.
+        pytest.skip("needs the jar-based cluster: the WAL-vs-log check reads its log dirs")
     return kafka
 
 
@@ -135,6 +151,17 @@ def _not_passed(direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun) -> list[s
     return [n for n in direct.named("pass") if _status(proxied, n) != "pass"]
 
 
+def _races(run: franz_go.SuiteRun) -> dict[str, str]:
+    return MULTI_BROKER_RACES if run.mode == "gateway" else {}
+
+
+def _complaints(run: franz_go.SuiteRun, name: str, last: int = 6) -> str:
+    """The test's own ``file.go:N: message`` lines (its failure reasons), the last few."""
+    test = run.tests.get(name)
+    lines = [ln.strip() for ln in (test.output if test else []) if ".go:" in ln]
+    return " | ".join(lines[-last:]) or "no message"
+
+
 def _rerun(
     direct: franz_go.SuiteRun, proxied: franz_go.SuiteRun, seeds: str, workdir: Path
 ) -> franz_go.SuiteRun | None:
@@ -143,7 +170,7 @@ def _rerun(
     REBALANCE_IN_PROGRESS, then its strict "saw double offset" check; seen once in 4 sidecar
     runs, TestGroupETL/range/848). A test that passes on the rerun is printed as flaky; one
     that fails twice fails this test."""
-    names = _not_passed(direct, proxied)
+    names = [n for n in _not_passed(direct, proxied) if n not in _races(proxied)]
     if not names:
         return None
     only = "^(" + "|".join(names) + ")$"
@@ -173,15 +200,22 @@ def _judge(
     # A test that fails directly (a flaky one, or this broker) says nothing about walproxy:
     # it is printed, not judged. The suite must still have run for real.
     assert len(direct.named("pass")) >= MIN_PASSED_DIRECTLY, f"direct run: see {direct.log}"
-    first = _not_passed(direct, proxied)
+    races = _races(proxied)
+    unfinished = [n for n in races if _status(proxied, n) not in ("pass", "fail")]
+    assert not unfinished, f"{proxied.mode}: did not run {unfinished}; events in {proxied.log}"
+    first = [n for n in _not_passed(direct, proxied) if n not in races]
     lost = [n for n in first if rerun is None or _status(rerun, n) != "pass"]
     flaky = [n for n in first if n not in lost]
-    if flaky:
-        with capsys.disabled():
+    with capsys.disabled():
+        for name, why in races.items():
+            print(f"not judged through {proxied.mode}: {name} ({_status(proxied, name)}): {why}")
+        if flaky:
             print(f"FLAKY through walproxy ({proxied.mode}), passed on a rerun: {flaky}")
     assert not lost, (
         f"passed directly, not through walproxy ({proxied.mode}), twice: "
-        + ", ".join(f"{n} ({_status(proxied, n)})" for n in lost)
+        + "; ".join(
+            f"{n} ({_status(proxied, n)}): {_complaints(rerun or proxied, n)}" for n in lost
+        )
         + f"; events in {proxied.log}"
     )
     ratio = proxied.wall_s / direct.wall_s
