@@ -18,7 +18,9 @@ ProducerPerformance):
 
 For each row it samples the broker's and the proxy's CPU time (``/proc/PID/stat``) and prints
 CPU-seconds per GB produced. With ``--plot FILE`` it writes the latency CDFs of the closed
-loop and of N = 50 (matplotlib: ``.venv/bin/pip install -e '.[bench]'``).
+loop and of N = 50 (matplotlib: ``.venv/bin/pip install -e '.[bench]'``). ``--compare-io``
+adds walproxies with each fixed ``wal.io``; ``--baseline CHECKOUT`` adds the walproxy of
+another source tree (``git worktree add /tmp/before <rev>``): before and after in one run.
 
 A script that prints numbers, not a test: ``.venv/bin/python bench/latency_bench.py``. Run it
 on a quiet machine; absolute times on shared machines are noise, the ratios from one run are not.
@@ -339,7 +341,15 @@ def main() -> None:
         help="also walproxies with wal.io = inline and = thread (the sidecar runs the default)",
     )
     ap.add_argument(
-        "--targets", help="a subset to run: direct,flush=1,proxy,walproxy (quick comparisons)"
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also a walproxy (WAL on, defaults) from another source tree, e.g. a git worktree "
+        "of an older commit: a before/after comparison in one run",
+    )
+    ap.add_argument(
+        "--targets",
+        help="a subset to run: direct,flush=1,proxy,walproxy,baseline (quick comparisons)",
     )
     args = ap.parse_args()
     value = os.urandom(args.record_size)
@@ -385,6 +395,26 @@ def main() -> None:
                         f"http://127.0.0.1:{admin}/metrics",
                     )
                 )
+        if args.baseline:
+            admin = free_port()
+            address, process = plain_proxy(
+                cluster,
+                work,
+                "walproxy-baseline",
+                checkout=args.baseline,
+                WALPROXY_WAL_ENABLED="true",
+                WALPROXY_WAL_DIR=str(work / "wal-baseline"),
+                WALPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}",
+            )
+            targets.append(
+                Target(
+                    f"baseline ({args.baseline.name})",
+                    address,
+                    {},
+                    process.pid,
+                    f"http://127.0.0.1:{admin}/metrics",
+                )
+            )
         if args.targets:
             wanted = args.targets.split(",")
             targets = [t for t in targets if t.name.split(",")[0] in wanted]

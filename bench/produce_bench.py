@@ -93,19 +93,29 @@ def producer_perf(
 
 
 def plain_proxy(
-    cluster: DevCluster, work: Path, name: str = "walproxy-no-wal", **settings: str
+    cluster: DevCluster,
+    work: Path,
+    name: str = "walproxy-no-wal",
+    *,
+    checkout: Path | None = None,
+    **settings: str,
 ) -> tuple[str, ManagedProcess]:
     """A second walproxy on the same broker, by default with the WAL off: the proxy's own
     overhead. ``settings`` (``WALPROXY_*`` variables) override that, e.g. a WAL with other
-    knobs. Returns its bootstrap address and its process."""
+    knobs; ``checkout`` runs the walproxy of another source tree (an A/B of two commits in
+    one run; it shares this virtualenv's libraries). Returns its bootstrap address and its
+    process."""
     node = cluster.broker_nodes[0]
     port = free_port()
+    # -P: the working directory must not shadow the other checkout on sys.path.
+    command = [sys.executable, *(["-P"] if checkout else []), "-m", "proxy", "run"]
     proc = ManagedProcess(
         name,
-        [sys.executable, "-m", "proxy", "run"],
+        command,
         work / f"{name}.log",
         env={
             **os.environ,
+            **({"PYTHONPATH": str(checkout.resolve())} if checkout else {}),
             "WALPROXY_PROXY_LISTEN": f"127.0.0.1:{port}",
             "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
             "WALPROXY_PROXY_NODE_ID": str(node.node_id),
