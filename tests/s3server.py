@@ -40,6 +40,17 @@ def quick_offload_env(endpoint_url: str) -> dict[str, str]:
     }
 
 
+def s3_wal_env(endpoint_url: str, bucket: str, prefix: str) -> dict[str, str]:
+    """walproxy settings for a WAL on S3 (``wal.backend = "s3"``) under ``bucket/prefix``;
+    the WAL takes the endpoint and region of the offloader's store settings."""
+    return {
+        "WALPROXY_WAL_BACKEND": "s3",
+        "WALPROXY_WAL_S3_TARGET": f"s3://{bucket}/{prefix}",
+        "WALPROXY_OFFLOAD_S3_ENDPOINT_URL": endpoint_url,
+        "WALPROXY_OFFLOAD_S3_REGION": S3_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
 class S3Server:
     def __init__(self, log_path: Path, host: str = "127.0.0.1") -> None:
         self.host = host

@@ -3,7 +3,8 @@ walproxy. Kafka loses its page cache again, and walproxy restores every acknowle
 from its WAL at its original offset before any new produce reaches the broker.
 
 The WAL sits on the normal disk (its own volume in production), written with O_DIRECT and
-O_DSYNC; only the broker's log dir is on the lossy mount.
+O_DSYNC, or on S3 (``wal.backend = "s3"``, moto's server): each scenario runs with both. Only
+the broker's log dir is on the lossy mount.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from proxy.dev.cluster import DevCluster
+from tests.s3server import S3Server, s3_wal_env
 
 from . import scrape
 from .durability import (
@@ -33,9 +35,15 @@ from .durability import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def proxied_kafka(artifacts_dir: Path) -> Iterator[LossyCluster]:
-    with lossy_cluster(artifacts_dir / "durability-walproxy", with_proxy=True) as lc:
+@pytest.fixture(scope="module", params=["file", "s3"])
+def proxied_kafka(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[LossyCluster]:
+    """A lossy one-broker cluster whose sidecar keeps its WAL in files or on S3."""
+    env: dict[str, str] = {}
+    if request.param == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        env = s3_wal_env(s3.endpoint_url, s3.new_bucket(), "wal/node-1")
+    workdir = artifacts_dir / f"durability-walproxy-{request.param}"
+    with lossy_cluster(workdir, with_proxy=True, proxy_env=env) as lc:
         yield lc
 
 
