@@ -21,7 +21,7 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34
 
 .PHONY: setup demo test test-unit test-integration test-helm helm franz-go lint clean fuzz \
-	containers containers-down test-containers
+	containers containers-down test-containers nemesis
 
 # franz-go's own kgo integration tests, run through walproxy by
 # tests/integration/test_franz_go_suite.py. The version is pinned in the stub module's go.mod
@@ -104,6 +104,13 @@ test-helm: $(STAMP) $(HELM)
 SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.run --all --seconds $(SECONDS)
+
+# A nemesis run of MINUTES minutes of mixed faults (tests/integration/nemesis.py) with a
+# report in test-artifacts/nemesis-SEED; `make test` runs a bounded one
+# (tests/integration/test_nemesis.py). WALPROXY_NEMESIS_SEED=N replays a run.
+MINUTES ?= 30
+nemesis: $(HOST) $(STAMP) $(JARS)
+	$(BIN)/python -m tests.integration.nemesis --minutes $(MINUTES)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -ra tests/unit tests/wal

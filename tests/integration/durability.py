@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,28 +272,29 @@ class DurabilityReport:
 
 def compare(acked: list[Acked], consumed: dict[int, list[tuple[int, bytes]]]) -> DurabilityReport:
     """Per partition: what was acknowledged but not read back (lost), read back twice
-    (duplicates), read back at another offset than acknowledged (moved), or read back without
-    an acknowledgement (unacked: allowed, e.g. a retried batch whose ack was lost)."""
+    (duplicates), read back but not at the offset it was acknowledged at (moved; a copy at
+    the acknowledged offset and another elsewhere is a duplicate, not a move), or read back
+    without an acknowledgement (unacked: allowed, e.g. a retried batch whose ack was lost)."""
     reports: dict[int, PartitionReport] = defaultdict(PartitionReport)
     by_value = {a.value: a for a in acked}
     for a in acked:
         reports[a.partition].acked += 1
-    seen: Counter[bytes] = Counter()
+    seen: dict[bytes, list[tuple[int, int]]] = defaultdict(list)  # value -> where read
     for p, records in consumed.items():
         r = reports[p]
         r.consumed = len(records)
         for offset, value in records:
-            seen[value] += 1
-            if seen[value] == 2:
+            seen[value].append((p, offset))
+            if len(seen[value]) == 2:
                 r.duplicates.append(value)
-            a = by_value.get(value)
-            if a is None:
+            if value not in by_value:
                 r.unacked.append((offset, value))
-            elif (a.partition, a.offset) != (p, offset) and seen[value] == 1:
-                r.moved.append((a, offset))
     for a in acked:
-        if seen[a.value] == 0:
+        where = seen.get(a.value)
+        if not where:
             reports[a.partition].lost.append(a)
+        elif (a.partition, a.offset) not in where:  # a second copy elsewhere is a duplicate
+            reports[a.partition].moved.append((a, where[0][1]))
     return DurabilityReport(dict(reports))
 
 

@@ -10,7 +10,9 @@ import threading
 class Relay:
     """Forwards ``listen port -> target``. ``cut_next_response()`` makes the relay drop the
     next chunk the broker sends and close that connection: the request reached the broker,
-    its answer never reaches the proxy."""
+    its answer never reaches the proxy. ``cut_all()`` closes every open connection at once;
+    while ``blocked`` new connections are accepted and closed at once (the broker looks
+    unreachable from the proxy, while clients and other brokers still reach it)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -18,11 +20,22 @@ class Relay:
         self.port = self._server.getsockname()[1]
         self._cut = threading.Event()
         self.cuts = 0
-        self._socks: list[socket.socket] = []
+        self.blocked = False
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()  # open ones only
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut_next_response(self) -> None:
         self._cut.set()
+
+    def cut_all(self) -> int:
+        """Close every open connection; returns how many pairs were cut."""
+        with self._lock:
+            live, self._socks = self._socks, set()
+        for s in live:
+            _close(s)
+        self.cuts += len(live) // 2
+        return len(live) // 2
 
     def _accept(self) -> None:
         while True:
@@ -30,12 +43,16 @@ class Relay:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self.blocked:
+                _close(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
                 client.close()
                 continue
-            self._socks += [client, upstream]
+            with self._lock:
+                self._socks |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
@@ -49,13 +66,17 @@ class Relay:
                 dst.sendall(data)
         except OSError:
             pass
+        with self._lock:
+            self._socks -= {src, dst}
         for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+            _close(s)
 
     def close(self) -> None:
         self._server.close()
-        for s in self._socks:
-            with contextlib.suppress(OSError):
-                s.close()
+        self.cut_all()
+
+
+def _close(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()

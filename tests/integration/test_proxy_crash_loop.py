@@ -13,7 +13,6 @@ import random
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import pytest
 from proxy.dev.cluster import DevCluster, libs_dir
 
 from .durability import Acked, compare, consume_all
+from .load import LoadProducer
+from .nemesis_check import ProducerHistory, check_history
 from .proxy_process import OwnProxy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
@@ -35,71 +36,13 @@ def own_proxy(kafka: DevCluster, tmp_path: Path) -> Iterator[OwnProxy]:
     proxy.kill()
 
 
-class LoadProducer(threading.Thread):
-    """confluent-kafka (librdkafka), idempotent, acks=all, unique values, until stopped."""
-
-    def __init__(self, bootstrap: str, topic: str, partitions: int, **conf: Any) -> None:
-        super().__init__(daemon=True)
-        from confluent_kafka import Producer
-
-        self.topic, self.partitions = topic, partitions
-        self.acked: list[Acked] = []
-        self.sent: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-        self.errors: list[str] = []
-        self._halt = threading.Event()
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                "message.timeout.ms": 120_000,
-                "request.timeout.ms": 5000,
-                "reconnect.backoff.ms": 50,
-                "reconnect.backoff.max.ms": 500,
-                **conf,
-            }
-        )
-
-    def _report(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(f"{msg.value()!r}: {err}")
-        else:
-            self.acked.append(Acked(msg.partition(), msg.offset(), msg.value()))
-
-    def run(self) -> None:
-        run = uuid.uuid4().hex[:6]
-        i = 0
-        while not self._halt.is_set():
-            p = i % self.partitions
-            value = f"{run}-{i:08d}".encode()
-            try:
-                self.producer.produce(self.topic, value, partition=p, on_delivery=self._report)
-                self.sent[p].append(value)
-                i += 1
-            except BufferError:
-                self.producer.poll(0.05)
-            self.producer.poll(0)
-            if i % 50 == 0:
-                time.sleep(0.005)  # a steady load, not a flood
-
-    def finish(self, timeout: float = 120.0) -> None:
-        self._halt.set()
-        self.join(10)
-        left = self.producer.flush(timeout)
-        assert left == 0, f"{left} records still unacknowledged after {timeout}s"
-
-
 def check(load: LoadProducer, bootstrap: str) -> None:
     consumed = consume_all(bootstrap, load.topic, load.partitions, timeout=120)
-    report = compare(load.acked, consumed)
+    verdict = check_history([ProducerHistory(load.name, True, load.sent, load.acked)], consumed)
     assert not load.errors, load.errors[:5]
     assert len(load.acked) == sum(len(v) for v in load.sent.values())
-    assert report.intact, report.summary()  # nothing lost, moved or duplicated
-    for p, values in load.sent.items():  # production order is log order
-        offsets = {v: o for o, v in consumed[p]}
-        got = [offsets[v] for v in values]
-        assert got == sorted(got), f"partition {p}: records out of production order"
+    # nothing lost, moved or duplicated, and production order is log order
+    assert verdict.ok and verdict.unacked_extras == 0, verdict.summary()
 
 
 def test_sigkill_under_load_loses_nothing(

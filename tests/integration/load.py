@@ -1,0 +1,235 @@
+"""Producers and consumers that run while a test breaks things, recording what they were told.
+
+Every value is unique (``name-run-counter``), every acknowledgement is kept with its
+(partition, offset) and when it came, so the checkers (durability.py ``compare``,
+nemesis_check.py) can tell what was lost, moved, duplicated or reordered:
+
+* :class:`LoadProducer`: confluent-kafka (librdkafka), idempotent by default;
+* :class:`KafkaPythonLoad`: kafka-python, non-idempotent (``max_in_flight=1``, so its send
+  order is a checkable claim);
+* :class:`GroupConsumer`: a confluent-kafka consumer group member that commits as it reads
+  and keeps the highest committed offset the broker acknowledged, per partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from .durability import Acked
+
+
+class _Load(threading.Thread):
+    """The bookkeeping both producers share; subclasses ``_send`` one value."""
+
+    idempotent = True
+
+    def __init__(self, name: str, topic: str, partitions: int, rate: float | None) -> None:
+        super().__init__(daemon=True, name=name)
+        self.topic, self.partitions, self.rate = topic, partitions, rate
+        self.acked: list[Acked] = []
+        self.ack_times: list[float] = []  # time.monotonic() of each ack, as self.acked
+        self.sent: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+        self._run_id = f"{name}-{uuid.uuid4().hex[:6]}"
+
+    def _ok(self, partition: int, offset: int, value: bytes) -> None:
+        self.acked.append(Acked(partition, offset, value))
+        self.ack_times.append(time.monotonic())
+
+    def _send(self, partition: int, value: bytes) -> bool:
+        raise NotImplementedError
+
+    def _idle(self) -> None:
+        """Between sends: serve callbacks."""
+
+    def run(self) -> None:
+        i = 0
+        started = time.monotonic()
+        while not self._halt.is_set():
+            p = i % self.partitions
+            value = f"{self._run_id}-{i:08d}".encode()
+            if self._send(p, value):
+                self.sent[p].append(value)
+                i += 1
+            self._idle()
+            if self.rate is not None:  # paced: i records by i / rate seconds
+                ahead = started + i / self.rate - time.monotonic()
+                if ahead > 0:
+                    self._halt.wait(ahead)
+            elif i % 50 == 0:
+                time.sleep(0.005)  # a steady load, not a flood
+
+    def halt(self) -> None:
+        self._halt.set()
+        self.join(30)
+
+
+class LoadProducer(_Load):
+    """confluent-kafka (librdkafka), acks=all, idempotent unless ``enable.idempotence`` is
+    given False in ``conf``, unique values, until stopped."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        *,
+        name: str = "confluent",
+        rate: float | None = None,
+        **conf: Any,
+    ) -> None:
+        super().__init__(name, topic, partitions, rate)
+        from confluent_kafka import Producer
+
+        settings = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "message.timeout.ms": 120_000,
+            "request.timeout.ms": 5000,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+            **conf,
+        }
+        self.idempotent = bool(settings["enable.idempotence"])
+        self.producer = Producer(settings)
+
+    def _report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(f"{msg.value()!r}: {err}")
+        else:
+            self._ok(msg.partition(), msg.offset(), msg.value())
+
+    def _send(self, partition: int, value: bytes) -> bool:
+        try:
+            self.producer.produce(self.topic, value, partition=partition, on_delivery=self._report)
+            return True
+        except BufferError:
+            self.producer.poll(0.05)
+            return False
+
+    def _idle(self) -> None:
+        self.producer.poll(0)
+
+    def finish(self, timeout: float = 120.0) -> None:
+        self.halt()
+        left = self.producer.flush(timeout)
+        assert left == 0, f"{self.name}: {left} records still unacknowledged after {timeout}s"
+
+
+class KafkaPythonLoad(_Load):
+    """kafka-python, acks=all, not idempotent, one request in flight per connection."""
+
+    idempotent = False
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        *,
+        name: str = "kafka-python",
+        rate: float | None = None,
+        delivery_timeout_ms: int = 120_000,
+    ) -> None:
+        super().__init__(name, topic, partitions, rate)
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","),
+            acks="all",
+            enable_idempotence=False,
+            max_in_flight_requests_per_connection=1,
+            linger_ms=5,
+            request_timeout_ms=5000,
+            delivery_timeout_ms=delivery_timeout_ms,
+            retry_backoff_ms=100,
+            reconnect_backoff_ms=50,
+            reconnect_backoff_max_ms=1000,
+            max_block_ms=5000,
+        )
+
+    def _send(self, partition: int, value: bytes) -> bool:
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            future = self.producer.send(self.topic, value, partition=partition)
+        except KafkaTimeoutError:  # no metadata or no buffer within max_block_ms: again
+            return False
+        future.add_callback(lambda md, v=value: self._ok(md.partition, md.offset, v))
+        future.add_errback(lambda exc, v=value: self.errors.append(f"{v!r}: {exc!r}"))
+        return True
+
+    def finish(self, timeout: float = 120.0) -> None:
+        self.halt()
+        self.producer.flush(timeout)
+        self.producer.close(10)
+        unsettled = sum(len(v) for v in self.sent.values()) - len(self.acked) - len(self.errors)
+        assert unsettled == 0, f"{self.name}: {unsettled} records unsettled after {timeout}s"
+
+
+class GroupConsumer(threading.Thread):
+    """A member of ``group`` reading ``topic`` and committing every ``commit_every_s``.
+    ``committed`` is the highest offset per partition whose commit the broker acknowledged
+    (for this member; merge the members' for the group)."""
+
+    def __init__(
+        self, bootstrap: str, group: str, topic: str, *, name: str, commit_every_s: float = 1.0
+    ) -> None:
+        super().__init__(daemon=True, name=name)
+        from confluent_kafka import Consumer
+
+        self.topic, self.commit_every_s = topic, commit_every_s
+        self.consumed = 0
+        self.errors: list[str] = []
+        self.committed: dict[int, int] = defaultdict(lambda: -1)
+        self._halt = threading.Event()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "client.id": name,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "reconnect.backoff.max.ms": 1000,
+            }
+        )
+        self.consumer.subscribe([topic])
+
+    def _commit(self) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            done = self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # nothing to commit, rebalancing, coordinator moving
+            self.errors.append(str(exc))
+            return
+        for tp in done or []:
+            if tp.error is None and tp.offset >= 0:
+                self.committed[tp.partition] = max(self.committed[tp.partition], tp.offset)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self._halt.is_set():
+            for msg in self.consumer.consume(200, 0.3):
+                if msg.error() is not None:
+                    self.errors.append(str(msg.error()))
+                else:
+                    self.consumed += 1
+            if time.monotonic() - last >= self.commit_every_s:
+                self._commit()
+                last = time.monotonic()
+        self._commit()
+        self.consumer.close()
+
+    def finish(self) -> None:
+        self._halt.set()
+        self.join(60)
