@@ -408,7 +408,7 @@ def main() -> None:
             )
             targets.append(
                 Target(
-                    f"baseline ({args.baseline.name})",
+                    "baseline",
                     address,
                     {},
                     process.pid,
@@ -454,6 +454,8 @@ def main() -> None:
             perf_half[t.name] = r
     size = args.record_size
     print(f"\n{size} B records, acks=all, idempotent, 1 broker, RF=1; {args.blocks} blocks")
+    if args.baseline:
+        print(f"baseline: the walproxy of {args.baseline.resolve()} (WAL on, defaults)")
     print_rows(f"closed loop, one record at a time ({args.closed_loop} per target)", closed, size)
     print_stages("the closed loop", closed)
     for n in levels:
