@@ -19,6 +19,11 @@ LAG_SECONDS = Gauge(
     "Age of the oldest offset the broker had that S3 has not committed, per partition.",
     ["topic", "partition"],
 )
+MAX_LAG_SECONDS = Gauge(
+    "walproxy_offload_max_lag_seconds",
+    "The setting offload.max_lag_s: a partition's lag_seconds should drop below it after each "
+    "upload (the WalproxyOffloadLagging alert compares the two).",
+)
 OFFLOADED_OFFSET = Gauge(
     "walproxy_offload_offloaded_offset",
     "Next offset the S3 copy needs: offsets below it are committed to S3, per partition.",

@@ -73,6 +73,7 @@ class Offloader:
         SASL, the broker's address as last learned); ``on_adopt`` is told of every partition
         this offloader takes on (gateway mode: the previous leader's offloader lets go)."""
         self.cfg = cfg
+        m.MAX_LAG_SECONDS.set(cfg.max_lag_s)
         self.upstream = upstream
         self.node_id = node_id
         self._inner_store = store

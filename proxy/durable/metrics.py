@@ -62,3 +62,7 @@ ABANDONED = Counter(
     "Batches reconciliation gave up on, by whether they had been acknowledged.",
     ["acked"],
 )
+# Both series from the start, at 0: the first abandoned acknowledged batch is then an
+# increase() an alert sees, not a new series starting at 1.
+for _acked in ("true", "false"):
+    ABANDONED.labels(_acked)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "walproxy"
 VALUES = sorted((ROOT / "tests" / "helm").glob("values-*.yaml"))
 #: Custom resources the Kubernetes schemas do not know; checked by hand below.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 NAMESPACE = "streaming"
 
@@ -150,6 +150,28 @@ def test_servicemonitor_scrapes_the_sidecars_metrics_port() -> None:
     ]
     assert [s["metadata"]["name"] for s in selected] == ["kafka-walproxy-broker-headless"]
     assert not any(d["kind"] == "ServiceMonitor" for d in render(VALUES[-1]))
+
+
+def test_prometheusrule_holds_the_unit_tested_alert_rules() -> None:
+    """The chart's PrometheusRule is deploy/prometheus/walproxy-rules.yml (promtool-tested in
+    tests/unit/test_alert_rules.py), labelled like the ServiceMonitor so one Prometheus
+    selects both; off with the ServiceMonitor or with serviceMonitor.alertRules=false."""
+    values = ROOT / "tests" / "helm" / "values-irsa.yaml"
+    docs = render(values)
+    rule = one(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    rules_file = ROOT / "deploy" / "prometheus" / "walproxy-rules.yml"
+    assert rule["spec"]["groups"] == yaml.safe_load(rules_file.read_text())["groups"]
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {"WalproxyWalFenced", "WalproxyBrokerUnreachable"} <= set(alerts)
+    # The alert templates reach Prometheus as written (helm does not expand them).
+    summary = rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+    assert "{{ $labels.instance }}" in summary
+    assert not any(d["kind"] == "PrometheusRule" for d in render(VALUES[-1]))
+    off = render(values, "serviceMonitor.alertRules=false")
+    assert any(d["kind"] == "ServiceMonitor" for d in off)
+    assert not any(d["kind"] == "PrometheusRule" for d in off)
 
 
 BAD_VALUES = [
