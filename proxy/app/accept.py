@@ -1,9 +1,11 @@
-"""Accepting clients: each accepted socket gets TLS (if configured), an upstream connection
-and a :class:`~proxy.net.connection.ProxyConnection`; draining stops them all gracefully."""
+"""Accepting clients: each accepted socket gets TLS (if configured) and a
+:class:`~proxy.net.connection.ProxyConnection`, which dials its upstream connection on the
+client's first request; draining stops them all gracefully."""
 
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,12 @@ import trio
 from proxy.client.dialer import Dialer
 from proxy.gateway import Targets
 from proxy.net import metrics
-from proxy.net.connection import ConnectionSettings, ProduceHandler, ProxyConnection
+from proxy.net.connection import (
+    ConnectionSettings,
+    ProduceHandler,
+    ProxyConnection,
+    UpstreamUnavailable,
+)
 
 log = structlog.get_logger("walproxy.server")
 
@@ -88,30 +95,10 @@ class Connections:
             log.warning("TLS handshake with client failed", peer=peer, error=_cause(exc))
             await trio.aclose_forcefully(socket_stream)
             return
-        upstream = None
-        error = "no broker address known"
-        tried = targets()
-        for address in tried:
-            try:
-                upstream = await self._dialer.dial(address)
-                break
-            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                error = _cause(exc)
-        if upstream is None:
-            metrics.UPSTREAM_ERRORS.labels("connect").inc()
-            self._upstream_trouble()
-            log.warning(
-                "cannot reach upstream broker; closing client",
-                peer=peer,
-                upstream=",".join("%s:%d" % a for a in tried),
-                error=error,
-            )
-            await trio.aclose_forcefully(client)
-            return
         produce = self._produce()
         conn: ProxyConnection[Any] = ProxyConnection(
             client,
-            upstream,
+            functools.partial(self._dial_upstream, targets, peer),
             self._settings,
             produce=produce,
             peer=peer,
@@ -129,6 +116,26 @@ class Connections:
             self.open.discard(conn)
             if not self.open:
                 self._none_open.set()
+
+    async def _dial_upstream(self, targets: Targets, peer: str) -> trio.abc.Stream:
+        """The connection's broker stream, dialled on its first request: the first of
+        ``targets()`` (as known now) that answers."""
+        error = "no broker address known"
+        tried = targets()
+        for address in tried:
+            try:
+                return await self._dialer.dial(address)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                error = _cause(exc)
+        metrics.UPSTREAM_ERRORS.labels("connect").inc()
+        self._upstream_trouble()
+        log.warning(
+            "cannot reach upstream broker; closing client",
+            peer=peer,
+            upstream=",".join("%s:%d" % a for a in tried),
+            error=error,
+        )
+        raise UpstreamUnavailable(error)
 
 
 def _cause(exc: BaseException) -> str:

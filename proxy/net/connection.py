@@ -1,7 +1,8 @@
 """One client connection and its upstream connection: the proxy's hot path.
 
 Four tasks share a connection, joined by bounded channels so that order is kept and memory
-stays bounded:
+stays bounded. The upstream connection is opened by the forwarder when the first request
+needs the broker, so a client that connects and sends nothing costs the broker nothing.
 
 * ``_client_reader`` splits client bytes into frames. A Produce request goes to the
   :class:`ProduceHandler` first, which checks its batches and queues them in the WAL (in
@@ -68,6 +69,16 @@ class UpstreamClosed(Exception):
 
 class ClientRefused(Exception):
     """The client's request is refused in a way that must close the connection."""
+
+
+class UpstreamUnavailable(Exception):
+    """No broker could be reached for this connection (the connector logged and counted it)."""
+
+
+#: Opens this connection's upstream (broker) stream. Called once, on the client's first
+#: request that needs the broker, so an idle or slow client costs the broker nothing; raises
+#: :class:`UpstreamUnavailable` when no broker can be reached.
+ConnectUpstream = Callable[[], Awaitable[trio.abc.Stream]]
 
 
 class PreparedProduce(Protocol):
@@ -146,7 +157,7 @@ class ProxyConnection(Generic[P]):
     def __init__(
         self,
         client: trio.abc.Stream,
-        upstream: trio.abc.Stream,
+        connect_upstream: ConnectUpstream,
         settings: ConnectionSettings,
         *,
         produce: ProduceHandler[P] | None = None,
@@ -155,7 +166,9 @@ class ProxyConnection(Generic[P]):
     ) -> None:
         self._on_upstream_lost = on_upstream_lost
         self._client = client
-        self._upstream = upstream
+        self._connect_upstream = connect_upstream
+        self._upstream: trio.abc.Stream | None = None
+        self._upstream_open = trio.Event()
         self._settings = settings
         self._produce = produce
         self._awaiting: deque[_Slot[P]] = deque()
@@ -201,6 +214,8 @@ class ProxyConnection(Generic[P]):
         except* ProtocolViolation as group:
             metrics.UPSTREAM_ERRORS.labels("protocol").inc()
             self._closed_for("upstream_protocol", group.exceptions[0])
+        except* UpstreamUnavailable:
+            pass  # logged and counted where the broker was dialled
         except* UpstreamClosed:
             metrics.UPSTREAM_ERRORS.labels("closed").inc()
             self._log.info("upstream closed the connection")
@@ -227,7 +242,8 @@ class ProxyConnection(Generic[P]):
             self._outstanding = 0
             self._abandon_unanswered()
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self._upstream)
+                if self._upstream is not None:
+                    await trio.aclose_forcefully(self._upstream)
                 await trio.aclose_forcefully(self._client)
 
     def _abandon_unanswered(self) -> None:
@@ -359,7 +375,7 @@ class ProxyConnection(Generic[P]):
                     # a send that fails halfway still leaves the batch possibly in the log.
                     assert self._produce is not None
                     self._produce.forwarded(prepared)
-                await self._upstream.send_all(frame)
+                await (await self._upstream_stream()).send_all(frame)
                 if prepared is not None:
                     prepared.frame = b""  # the WAL has the bytes; do not hold them any longer
                 if slot is not None:
@@ -383,14 +399,24 @@ class ProxyConnection(Generic[P]):
         )
         slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
         self._awaiting.append(slot)
-        await self._upstream.send_all(api_versions_v0_request(self._barrier_ids))
+        await (await self._upstream_stream()).send_all(api_versions_v0_request(self._barrier_ids))
+
+    async def _upstream_stream(self) -> trio.abc.Stream:
+        """The broker connection, opened on first use (only the forwarder sends upstream)."""
+        if self._upstream is None:
+            self._upstream = await self._connect_upstream()
+            self._upstream_open.set()
+        return self._upstream
 
     # -- upstream -> client -------------------------------------------------------------
     async def _upstream_reader(self) -> None:
         decoder = FrameDecoder(self._settings.max_frame_bytes)
         filters = self._settings.response_filters
+        await self._upstream_open.wait()
+        upstream = self._upstream
+        assert upstream is not None
         while True:
-            data = await self._upstream.receive_some(_READ_SIZE)
+            data = await upstream.receive_some(_READ_SIZE)
             if not data:
                 with trio.move_on_after(_FLUSH_AFTER_UPSTREAM_CLOSED_S):
                     while self._unwritten:
