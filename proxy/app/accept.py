@@ -21,6 +21,7 @@ from proxy.net.connection import (
     ProxyConnection,
     UpstreamUnavailable,
 )
+from proxy.net.limits import ConnectionLimits, RefusalLog
 
 log = structlog.get_logger("walproxy.server")
 
@@ -37,10 +38,14 @@ class Connections:
         *,
         produce: Callable[[], ProduceHandler[Any] | None],
         upstream_trouble: Callable[[], None],
+        limits: ConnectionLimits,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``upstream_trouble()``:
-        a broker could not be reached or dropped a connection (the reconciler checks it)."""
+        a broker could not be reached or dropped a connection (the reconciler checks it);
+        ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
+        self.limits = limits
+        self._refusals = RefusalLog()
         self._dialer = dialer
         self._produce = produce
         self._upstream_trouble = upstream_trouble
@@ -62,7 +67,30 @@ class Connections:
                     await trio.sleep(0.1)
                     continue
                 raise
-            nursery.start_soon(self._serve_client, stream, targets)
+            host = _peer_host(stream)
+            refused = self.limits.admit(host)
+            if refused is not None:
+                await self._refuse(stream, host, refused)
+                continue
+            nursery.start_soon(self._serve_client, stream, targets, host)
+
+    async def _refuse(self, stream: trio.SocketStream, host: str, reason: str) -> None:
+        """Close a connection over a limit at once: it never costs more than this."""
+        metrics.CONNECTIONS_REFUSED.labels(reason).inc()
+        await trio.aclose_forcefully(stream)
+        count = self._refusals.refused(reason, trio.current_time())
+        if count:
+            lim = self.limits
+            log.warning(
+                "connection refused: limit reached",
+                reason=reason,
+                limit=lim.max_connections if reason == "max_connections" else lim.per_address,
+                setting=f"proxy.{reason}",
+                peer=host,
+                open=lim.open,
+                from_peer=lim.from_address(host),
+                refused=count,  # since the last such line (at most one a second)
+            )
 
     async def drain(self, timeout_s: float) -> None:
         """Let every connection finish what it has in flight, at most ``timeout_s``."""
@@ -77,7 +105,15 @@ class Connections:
                 "drain timed out; closing remaining connections", connections=len(self.open)
             )
 
-    async def _serve_client(self, socket_stream: trio.SocketStream, targets: Targets) -> None:
+    async def _serve_client(
+        self, socket_stream: trio.SocketStream, targets: Targets, host: str
+    ) -> None:
+        try:
+            await self._serve_admitted(socket_stream, targets)
+        finally:
+            self.limits.release(host)
+
+    async def _serve_admitted(self, socket_stream: trio.SocketStream, targets: Targets) -> None:
         try:
             peer = "%s:%d" % socket_stream.socket.getpeername()[:2]
         except OSError:
@@ -136,6 +172,14 @@ class Connections:
             error=error,
         )
         raise UpstreamUnavailable(error)
+
+
+def _peer_host(stream: trio.SocketStream) -> str:
+    """The client's IP address (what the per-address limit counts)."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _cause(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ class BrokenHandler:
 
 async def test_an_unexpected_error_closes_only_that_connection() -> None:
     client, proxy_side = trio.testing.memory_stream_pair()
-    upstream_side, broker = trio.testing.memory_stream_pair()
+    upstream_side, _broker = trio.testing.memory_stream_pair()
 
     dialled: list[trio.abc.Stream] = []
 
