@@ -1,9 +1,11 @@
-"""Accepting clients: each accepted socket gets TLS (if configured), an upstream connection
-and a :class:`~proxy.net.connection.ProxyConnection`; draining stops them all gracefully."""
+"""Accepting clients: each accepted socket gets TLS (if configured) and a
+:class:`~proxy.net.connection.ProxyConnection`, which dials its upstream connection on the
+client's first request; draining stops them all gracefully."""
 
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,13 @@ import trio
 from proxy.client.dialer import Dialer
 from proxy.gateway import Targets
 from proxy.net import metrics
-from proxy.net.connection import ConnectionSettings, ProduceHandler, ProxyConnection
+from proxy.net.connection import (
+    ConnectionSettings,
+    ProduceHandler,
+    ProxyConnection,
+    UpstreamUnavailable,
+)
+from proxy.net.limits import ConnectionLimits, RefusalLog
 
 log = structlog.get_logger("walproxy.server")
 
@@ -30,10 +38,14 @@ class Connections:
         *,
         produce: Callable[[], ProduceHandler[Any] | None],
         upstream_trouble: Callable[[], None],
+        limits: ConnectionLimits,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``upstream_trouble()``:
-        a broker could not be reached or dropped a connection (the reconciler checks it)."""
+        a broker could not be reached or dropped a connection (the reconciler checks it);
+        ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
+        self.limits = limits
+        self._refusals = RefusalLog()
         self._dialer = dialer
         self._produce = produce
         self._upstream_trouble = upstream_trouble
@@ -55,7 +67,30 @@ class Connections:
                     await trio.sleep(0.1)
                     continue
                 raise
-            nursery.start_soon(self._serve_client, stream, targets)
+            host = _peer_host(stream)
+            refused = self.limits.admit(host)
+            if refused is not None:
+                await self._refuse(stream, host, refused)
+                continue
+            nursery.start_soon(self._serve_client, stream, targets, host)
+
+    async def _refuse(self, stream: trio.SocketStream, host: str, reason: str) -> None:
+        """Close a connection over a limit at once: it never costs more than this."""
+        metrics.CONNECTIONS_REFUSED.labels(reason).inc()
+        await trio.aclose_forcefully(stream)
+        count = self._refusals.refused(reason, trio.current_time())
+        if count:
+            lim = self.limits
+            log.warning(
+                "connection refused: limit reached",
+                reason=reason,
+                limit=lim.max_connections if reason == "max_connections" else lim.per_address,
+                setting=f"proxy.{reason}",
+                peer=host,
+                open=lim.open,
+                from_peer=lim.from_address(host),
+                refused=count,  # since the last such line (at most one a second)
+            )
 
     async def drain(self, timeout_s: float) -> None:
         """Let every connection finish what it has in flight, at most ``timeout_s``."""
@@ -70,7 +105,15 @@ class Connections:
                 "drain timed out; closing remaining connections", connections=len(self.open)
             )
 
-    async def _serve_client(self, socket_stream: trio.SocketStream, targets: Targets) -> None:
+    async def _serve_client(
+        self, socket_stream: trio.SocketStream, targets: Targets, host: str
+    ) -> None:
+        try:
+            await self._serve_admitted(socket_stream, targets)
+        finally:
+            self.limits.release(host)
+
+    async def _serve_admitted(self, socket_stream: trio.SocketStream, targets: Targets) -> None:
         try:
             peer = "%s:%d" % socket_stream.socket.getpeername()[:2]
         except OSError:
@@ -88,30 +131,10 @@ class Connections:
             log.warning("TLS handshake with client failed", peer=peer, error=_cause(exc))
             await trio.aclose_forcefully(socket_stream)
             return
-        upstream = None
-        error = "no broker address known"
-        tried = targets()
-        for address in tried:
-            try:
-                upstream = await self._dialer.dial(address)
-                break
-            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                error = _cause(exc)
-        if upstream is None:
-            metrics.UPSTREAM_ERRORS.labels("connect").inc()
-            self._upstream_trouble()
-            log.warning(
-                "cannot reach upstream broker; closing client",
-                peer=peer,
-                upstream=",".join("%s:%d" % a for a in tried),
-                error=error,
-            )
-            await trio.aclose_forcefully(client)
-            return
         produce = self._produce()
         conn: ProxyConnection[Any] = ProxyConnection(
             client,
-            upstream,
+            functools.partial(self._dial_upstream, targets, peer),
             self._settings,
             produce=produce,
             peer=peer,
@@ -129,6 +152,34 @@ class Connections:
             self.open.discard(conn)
             if not self.open:
                 self._none_open.set()
+
+    async def _dial_upstream(self, targets: Targets, peer: str) -> trio.abc.Stream:
+        """The connection's broker stream, dialled on its first request: the first of
+        ``targets()`` (as known now) that answers."""
+        error = "no broker address known"
+        tried = targets()
+        for address in tried:
+            try:
+                return await self._dialer.dial(address)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                error = _cause(exc)
+        metrics.UPSTREAM_ERRORS.labels("connect").inc()
+        self._upstream_trouble()
+        log.warning(
+            "cannot reach upstream broker; closing client",
+            peer=peer,
+            upstream=",".join("%s:%d" % a for a in tried),
+            error=error,
+        )
+        raise UpstreamUnavailable(error)
+
+
+def _peer_host(stream: trio.SocketStream) -> str:
+    """The client's IP address (what the per-address limit counts)."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
 
 def _cause(exc: BaseException) -> str:

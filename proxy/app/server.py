@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from proxy.app.accept import Connections
+from proxy.app.descriptors import fit_connection_limit
 from proxy.app.supervise import trim_metrics
 from proxy.app.topology import GatewayTopology, Sidecar, topology_of
 from proxy.app.wiring import open_configured_wal
@@ -26,8 +27,10 @@ from proxy.durable.produce_path import DurableProduce
 from proxy.durable.reconciler import Reconciler
 from proxy.gateway import Gateway
 from proxy.gateway.offload import GatewayOffload
+from proxy.net.budget import MemoryBudget
 from proxy.net.connection import ConnectionSettings
 from proxy.net.filters import DECODED_APIS, build_response_filters
+from proxy.net.limits import AUTO_MAX_CONNECTIONS, ConnectionLimits
 from proxy.ops import metrics as ops_metrics
 from proxy.ops.admin import AdminServer
 from proxy.ops.health import UpstreamProbe
@@ -62,12 +65,17 @@ class ProxyServer:
             idle_timeout_s=p.idle_timeout_s,
             partial_frame_timeout_s=p.partial_frame_timeout_s,
             response_filters=build_response_filters(self.topology.resolver),
+            memory=MemoryBudget(p.max_buffered_bytes, p.max_buffered_bytes_per_connection),
         )
         self.connections = Connections(
             settings,
             self._dialer,
             produce=lambda: self.durable,
             upstream_trouble=self._upstream_trouble,
+            # fitted to the open-file limit by preflight()
+            limits=ConnectionLimits(
+                p.max_connections or AUTO_MAX_CONNECTIONS, p.max_connections_per_address
+            ),
         )
         self._stop = trio.Event()
         self._preflighted = False
@@ -163,7 +171,10 @@ class ProxyServer:
     # -- life cycle ------------------------------------------------------------------------
     async def preflight(self) -> None:
         """Start-up checks that need the cluster; call outside any nursery so that a
-        :class:`ConfigError` stays one (gateway: every broker's node id is in the ranges)."""
+        :class:`ConfigError` stays one (gateway: every broker's node id is in the ranges;
+        ``proxy.max_connections`` fits the open-file limit)."""
+        plan = fit_connection_limit(self.config)
+        self.connections.limits.max_connections = plan.max_connections
         await self.topology.preflight()
         self._preflighted = True
 
@@ -235,6 +246,9 @@ class ProxyServer:
                 else "%s:%d" % parse_address(t.upstream, "proxy.upstream"),
                 tls_clients=self._dialer.tls.for_clients is not None,
                 tls_upstream=self._dialer.tls.to_brokers is not None,
+                max_connections=self.connections.limits.max_connections,
+                max_connections_per_address=self.connections.limits.per_address,
+                max_buffered_bytes=self.config.proxy.max_buffered_bytes,
             )
             task_status.started(self)
             await self._stop.wait()

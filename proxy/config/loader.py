@@ -84,6 +84,24 @@ def validate(config: Config) -> None:
         raise ConfigError(f"proxy.drain_timeout_s: must not be negative, got {p.drain_timeout_s}")
     if p.max_frame_bytes > 2**31 - 1:
         raise ConfigError("proxy.max_frame_bytes: must fit a Kafka int32 frame size")
+    for name, value in {
+        "proxy.max_connections": p.max_connections,
+        "proxy.max_connections_per_address": p.max_connections_per_address,
+    }.items():
+        if value < 0:
+            raise ConfigError(f"{name}: must not be negative (0: no fixed limit), got {value}")
+    if p.max_buffered_bytes_per_connection < p.max_frame_bytes + 4:
+        raise ConfigError(
+            "proxy.max_buffered_bytes_per_connection: must hold one whole frame, at least "
+            f"proxy.max_frame_bytes + 4 ({p.max_frame_bytes + 4}), "
+            f"got {p.max_buffered_bytes_per_connection}"
+        )
+    if p.max_buffered_bytes < p.max_buffered_bytes_per_connection:
+        raise ConfigError(
+            "proxy.max_buffered_bytes: must be at least "
+            f"proxy.max_buffered_bytes_per_connection ({p.max_buffered_bytes_per_connection}), "
+            f"got {p.max_buffered_bytes}"
+        )
     w = config.wal
     if w.backend not in ("file", "s3"):
         raise ConfigError(f"wal.backend: expected file or s3, got {w.backend!r}")

@@ -46,6 +46,32 @@ class ProxySection:
     max_frame_bytes: int = _doc(
         "Largest request or response frame accepted.", default=100 * 1024 * 1024
     )
+    max_connections: int = _doc(
+        "Most client connections open at once, over every listener (gateway ports too); "
+        "more are refused at accept: closed at once, logged, counted in "
+        "`walproxy_connections_refused_total`. Each costs up to two file descriptors (the "
+        "client's and, from its first request, its broker connection); the soft open-file "
+        "limit is raised to fit. 0: as many as the hard open-file limit allows, at most "
+        "10000; a number it cannot hold stops start-up.",
+        default=0,
+    )
+    max_connections_per_address: int = _doc(
+        "Most client connections from one IP address; more are refused like those over "
+        "`max_connections`. 0: no per-address limit (behind a load balancer or NAT that "
+        "hides client addresses).",
+        default=1000,
+    )
+    max_buffered_bytes: int = _doc(
+        "Request bytes read from clients and not yet forwarded (or answered), over every "
+        "connection; when reached, connections stop reading their sockets (TCP "
+        "back-pressure) until requests move on. At least "
+        "`max_buffered_bytes_per_connection`.",
+        default=256 * 1024 * 1024,
+    )
+    max_buffered_bytes_per_connection: int = _doc(
+        "The same bound for one connection; at least `max_frame_bytes` + 4 (one whole frame).",
+        default=128 * 1024 * 1024,
+    )
     max_in_flight: int = _doc(
         "Requests per connection forwarded and not yet answered; more back-pressure the client.",
         default=64,

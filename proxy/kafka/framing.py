@@ -24,6 +24,10 @@ class FrameError(Exception):
     """The peer sent bytes that are not a valid Kafka frame; the connection must close."""
 
 
+class FrameTooLarge(FrameError):
+    """A frame announces more bytes than the decoder's limit (``proxy.max_frame_bytes``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RequestHeader:
     api_key: int
@@ -104,10 +108,13 @@ class FrameDecoder:
         if size > self.max_frame_bytes:
             if self._check_tls and buf[pos : pos + 2] == _TLS_HANDSHAKE_PREFIX:
                 raise FrameError("TLS handshake received on a plaintext listener")
-            raise FrameError(f"frame size {size} exceeds the limit of {self.max_frame_bytes} bytes")
+            raise FrameTooLarge(
+                f"frame size {size} exceeds the limit of {self.max_frame_bytes} bytes "
+                "(proxy.max_frame_bytes)"
+            )
         end = pos + 4 + size
         if len(buf) < end:
             return None
-        frame = bytes(buf[pos:end])
+        frame = bytes(memoryview(buf)[pos:end])  # one copy (a bytearray slice would be two)
         self._pos = end
         return frame

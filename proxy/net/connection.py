@@ -1,7 +1,8 @@
 """One client connection and its upstream connection: the proxy's hot path.
 
 Four tasks share a connection, joined by bounded channels so that order is kept and memory
-stays bounded:
+stays bounded. The upstream connection is opened by the forwarder when the first request
+needs the broker, so a client that connects and sends nothing costs the broker nothing.
 
 * ``_client_reader`` splits client bytes into frames. A Produce request goes to the
   :class:`ProduceHandler` first, which checks its batches and queues them in the WAL (in
@@ -36,11 +37,18 @@ from proxy.kafka.apiversions import (
     unsupported_version_response,
 )
 from proxy.kafka.codec import CodecError, kio_version_range
-from proxy.kafka.framing import FrameDecoder, FrameError, encode_frame, parse_request_header
+from proxy.kafka.framing import (
+    FrameDecoder,
+    FrameError,
+    FrameTooLarge,
+    encode_frame,
+    parse_request_header,
+)
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import API_VERSIONS, PRODUCE, api_name
 from proxy.net import metrics
+from proxy.net.budget import MemoryBudget
 
 log = structlog.get_logger("walproxy.connection")
 
@@ -49,6 +57,8 @@ log = structlog.get_logger("walproxy.connection")
 ResponseFilter = Callable[[int, memoryview], bytes | memoryview]
 
 _READ_SIZE = 256 * 1024
+#: A read whose room is not taken until its bytes arrive (TLS client streams).
+_UNCHARGED_READ_SIZE = 16 * 1024
 #: How many acks=0 produce requests may go unconfirmed before the proxy asks for a barrier.
 _ACKS0_BARRIER_EVERY = 32
 #: After the client has gone, how long requests already sent upstream may take to finish,
@@ -68,6 +78,20 @@ class UpstreamClosed(Exception):
 
 class ClientRefused(Exception):
     """The client's request is refused in a way that must close the connection."""
+
+
+class FrameTimeout(FrameError):
+    """A client started a frame and did not finish it within ``partial_frame_timeout_s``."""
+
+
+class UpstreamUnavailable(Exception):
+    """No broker could be reached for this connection (the connector logged and counted it)."""
+
+
+#: Opens this connection's upstream (broker) stream. Called once, on the client's first
+#: request that needs the broker, so an idle or slow client costs the broker nothing; raises
+#: :class:`UpstreamUnavailable` when no broker can be reached.
+ConnectUpstream = Callable[[], Awaitable[trio.abc.Stream]]
 
 
 class PreparedProduce(Protocol):
@@ -114,6 +138,8 @@ class ConnectionSettings:
     idle_timeout_s: float
     partial_frame_timeout_s: float
     response_filters: dict[int, ResponseFilter] = field(default_factory=dict)
+    #: The process-wide bound on request bytes read from clients and not yet forwarded.
+    memory: MemoryBudget = field(default_factory=MemoryBudget.unbounded)
 
 
 @dataclass(slots=True, eq=False)
@@ -140,13 +166,14 @@ class _Forward(Generic[P]):
     frame: bytes
     slot: _Slot[P] | None
     produce: P | None
+    size: int  # bytes read for it, given back to the memory budget once it is done
 
 
 class ProxyConnection(Generic[P]):
     def __init__(
         self,
         client: trio.abc.Stream,
-        upstream: trio.abc.Stream,
+        connect_upstream: ConnectUpstream,
         settings: ConnectionSettings,
         *,
         produce: ProduceHandler[P] | None = None,
@@ -155,7 +182,9 @@ class ProxyConnection(Generic[P]):
     ) -> None:
         self._on_upstream_lost = on_upstream_lost
         self._client = client
-        self._upstream = upstream
+        self._connect_upstream = connect_upstream
+        self._upstream: trio.abc.Stream | None = None
+        self._upstream_open = trio.Event()
         self._settings = settings
         self._produce = produce
         self._awaiting: deque[_Slot[P]] = deque()
@@ -171,6 +200,10 @@ class ProxyConnection(Generic[P]):
         self._unwritten = 0
         self._written = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
+        self._budget = settings.memory.connection()
+        #: When the frame being received must be complete (from its first byte, so bytes
+        #: trickling in one at a time do not keep a started frame alive).
+        self._frame_deadline: float | None = None
         self._log = log.bind(peer=peer)
         self._last_request: tuple[str, int] | None = None  # (api, correlation id), for logs
         self._max_api_versions = (kio_version_range(API_VERSIONS) or (0, 0))[1]
@@ -192,6 +225,10 @@ class ProxyConnection(Generic[P]):
                 nursery.start_soon(self._upstream_reader)
                 await self._client_writer(out_recv)
                 nursery.cancel_scope.cancel()
+        except* FrameTooLarge as group:
+            self._closed_for("frame_too_large", group.exceptions[0])
+        except* FrameTimeout as group:
+            self._closed_for("partial_frame_timeout", group.exceptions[0])
         except* FrameError as group:
             self._closed_for("malformed_frame", group.exceptions[0])
         except* (SkimError, CodecError) as group:
@@ -201,6 +238,8 @@ class ProxyConnection(Generic[P]):
         except* ProtocolViolation as group:
             metrics.UPSTREAM_ERRORS.labels("protocol").inc()
             self._closed_for("upstream_protocol", group.exceptions[0])
+        except* UpstreamUnavailable:
+            pass  # logged and counted where the broker was dialled
         except* UpstreamClosed:
             metrics.UPSTREAM_ERRORS.labels("closed").inc()
             self._log.info("upstream closed the connection")
@@ -226,8 +265,10 @@ class ProxyConnection(Generic[P]):
             metrics.IN_FLIGHT.dec(self._outstanding)
             self._outstanding = 0
             self._abandon_unanswered()
+            self._budget.close()
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self._upstream)
+                if self._upstream is not None:
+                    await trio.aclose_forcefully(self._upstream)
                 await trio.aclose_forcefully(self._client)
 
     def _abandon_unanswered(self) -> None:
@@ -251,29 +292,62 @@ class ProxyConnection(Generic[P]):
 
     # -- client -> upstream -------------------------------------------------------------
     async def _receive(self, decoder: FrameDecoder) -> bytes | bytearray | None:
-        """Next chunk from the client; ``None`` on EOF, idle timeout or drain."""
+        """Next chunk from the client; ``None`` on EOF, idle timeout or drain.
+
+        Reads only what the memory budget has room for, waiting (not reading: TCP
+        back-pressure) while it has none; a started frame must complete by its deadline,
+        waiting included.
+        """
         if decoder.pending:
-            timeout = self._settings.partial_frame_timeout_s
+            if self._frame_deadline is None:
+                self._frame_deadline = trio.current_time() + self._settings.partial_frame_timeout_s
+            deadline = self._frame_deadline
         elif self._outstanding == 0:
-            timeout = self._settings.idle_timeout_s
+            deadline = trio.current_time() + self._settings.idle_timeout_s
         else:
-            timeout = float("inf")
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            deadline = float("inf")
+        with trio.CancelScope(deadline=deadline) as scope:
             self._receive_scope = scope
             if self._draining:
                 scope.cancel()
-            data = await self._client.receive_some(_READ_SIZE)
+            data = await self._receive_within_budget()
             self._receive_scope = None
             return data or None
         self._receive_scope = None
         if self._draining:
             return None
         if decoder.pending:
-            raise FrameError(
+            waiting = " (reads held back: proxy.max_buffered_bytes used up)"
+            raise FrameTimeout(
                 f"partial frame not completed within {self._settings.partial_frame_timeout_s}s"
+                + (waiting if self._budget.waiting else "")
             )
         self._log.info("closing idle connection", idle_s=self._settings.idle_timeout_s)
         return None
+
+    async def _receive_within_budget(self) -> bytes | bytearray:
+        """One read of what the memory budget has room for.
+
+        Plain TCP waits for the client's bytes before taking room for them, so an idle
+        connection holds none. A TLS stream may hold decrypted bytes its socket no longer
+        shows, so it reads at once, at most :data:`_UNCHARGED_READ_SIZE`, and its bytes are
+        charged as they arrive (many TLS clients sending at the same instant may pass the
+        total by that much each).
+        """
+        if isinstance(self._client, trio.SocketStream):
+            await trio.lowlevel.wait_readable(self._client.socket)
+            grant = await self._budget.grant(_READ_SIZE)
+            got = 0
+            try:
+                data = await self._client.receive_some(grant)
+                got = len(data)
+            finally:
+                self._budget.release(grant - got)
+            return data
+        room = await self._budget.wait_room(_UNCHARGED_READ_SIZE)
+        tls_data = await self._client.receive_some(room)
+        self._budget.charge(len(tls_data))
+        return tls_data
 
     async def _client_reader(self, fwd: trio.MemorySendChannel[_Forward[P]]) -> None:
         decoder = FrameDecoder(self._settings.max_frame_bytes, check_tls=True)
@@ -289,6 +363,7 @@ class ProxyConnection(Generic[P]):
                 metrics.BYTES_IN.inc(len(data))
                 decoder.feed(data)
                 while (frame := decoder.next_frame()) is not None:
+                    self._frame_deadline = None
                     await self._handle_request(frame, fwd)
 
     async def _handle_request(self, frame: bytes, fwd: trio.MemorySendChannel[_Forward[P]]) -> None:
@@ -310,19 +385,19 @@ class ProxyConnection(Generic[P]):
             else:
                 acks = _acks(payload)
             if acks == 0:  # the broker will not answer: no slot
-                await fwd.send(_Forward(frame, None, prepared))
+                await fwd.send(_Forward(frame, None, prepared, len(frame)))
                 return
             slot = self._new_slot(header.api_key, header.api_version, header.correlation_id, now)
             slot.produce = prepared
             if prepared is not None and prepared.local_response is not None:
                 slot.answer(prepared.local_response)
-            await fwd.send(_Forward(frame, slot, prepared))
+            await fwd.send(_Forward(frame, slot, prepared, len(frame)))
             return
         slot = self._new_slot(header.api_key, header.api_version, header.correlation_id, now)
         if header.api_key == API_VERSIONS and header.api_version > self._max_api_versions:
             # KIP-511: answer in v0 form so the client retries with a version we know.
             slot.answer(unsupported_version_response(header.correlation_id))
-        await fwd.send(_Forward(frame, slot, None))
+        await fwd.send(_Forward(frame, slot, None, len(frame)))
 
     def _new_slot(self, api_key: int, version: int, correlation_id: int, now: float) -> _Slot[P]:
         self._outstanding += 1
@@ -336,6 +411,7 @@ class ProxyConnection(Generic[P]):
             async for item in fwd:
                 slot, prepared = item.slot, item.produce
                 if slot is not None and slot.done.is_set():  # answered locally
+                    self._budget.release(item.size)
                     await out.send(slot)
                     continue
                 frame = item.frame
@@ -346,6 +422,7 @@ class ProxyConnection(Generic[P]):
                         if slot is None:
                             raise ClientRefused("acks=0 produce refused (WAL unavailable)")
                         slot.answer(local)
+                        self._budget.release(item.size)
                         await out.send(slot)
                         continue
                     frame = prepared.frame
@@ -359,7 +436,8 @@ class ProxyConnection(Generic[P]):
                     # a send that fails halfway still leaves the batch possibly in the log.
                     assert self._produce is not None
                     self._produce.forwarded(prepared)
-                await self._upstream.send_all(frame)
+                await (await self._upstream_stream()).send_all(frame)
+                self._budget.release(item.size)
                 if prepared is not None:
                     prepared.frame = b""  # the WAL has the bytes; do not hold them any longer
                 if slot is not None:
@@ -383,14 +461,24 @@ class ProxyConnection(Generic[P]):
         )
         slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
         self._awaiting.append(slot)
-        await self._upstream.send_all(api_versions_v0_request(self._barrier_ids))
+        await (await self._upstream_stream()).send_all(api_versions_v0_request(self._barrier_ids))
+
+    async def _upstream_stream(self) -> trio.abc.Stream:
+        """The broker connection, opened on first use (only the forwarder sends upstream)."""
+        if self._upstream is None:
+            self._upstream = await self._connect_upstream()
+            self._upstream_open.set()
+        return self._upstream
 
     # -- upstream -> client -------------------------------------------------------------
     async def _upstream_reader(self) -> None:
         decoder = FrameDecoder(self._settings.max_frame_bytes)
         filters = self._settings.response_filters
+        await self._upstream_open.wait()
+        upstream = self._upstream
+        assert upstream is not None
         while True:
-            data = await self._upstream.receive_some(_READ_SIZE)
+            data = await upstream.receive_some(_READ_SIZE)
             if not data:
                 with trio.move_on_after(_FLUSH_AFTER_UPSTREAM_CLOSED_S):
                     while self._unwritten:

@@ -41,3 +41,19 @@ ENDPOINTS_WITHHELD = Counter(
     "walproxy_endpoints_withheld_total",
     "Broker endpoints withheld from clients because no walproxy address is known for them.",
 )
+CONNECTIONS_REFUSED = Counter(
+    "walproxy_connections_refused_total",
+    "Client connections refused at accept, by the limit they hit (max_connections, "
+    "max_connections_per_address).",
+    ["reason"],
+)
+BUFFERED_BYTES = Gauge(
+    "walproxy_buffered_request_bytes",
+    "Bytes read from clients and not yet forwarded (bounded by proxy.max_buffered_bytes).",
+)
+READ_WAITS = Counter(
+    "walproxy_client_read_waits_total",
+    "Times a connection stopped reading its client because a memory bound was used up "
+    "(limit: connection or total).",
+    ["limit"],
+)

@@ -87,8 +87,13 @@ def run_target(
         env = {**os.environ, "PYTHONPATH": str(ROOT), "WALPROXY_FUZZ_SCRATCH": scratch}
         try:
             proc = subprocess.run(
-                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                timeout=timeout_s, env=env,
+                cmd,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout_s,
+                env=env,
             )  # one stream, in order: the Python traceback and libFuzzer's report together
             output, rc = proc.stdout, proc.returncode
         except subprocess.TimeoutExpired as exc:
@@ -149,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         work = (opts.work or ROOT / ".cache" / "fuzz") / name
         r = run_target(name, runs=opts.runs, seconds=opts.seconds, work=work)
-        print(f"{name:<18} {r.runs:>11} {r.seconds:>8.1f}  {'ok' if r.ok else 'FINDING'}",
-              flush=True)
+        print(
+            f"{name:<18} {r.runs:>11} {r.seconds:>8.1f}  {'ok' if r.ok else 'FINDING'}", flush=True
+        )
         if not r.ok:
             failed += 1
             print(_report(r.output), flush=True)

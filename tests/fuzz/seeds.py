@@ -152,27 +152,47 @@ def seeds_produce_outcomes() -> list[bytes]:
     return [bytes([v - 3]) + response_frame(PRODUCE, v, 1) for v in _versions(PRODUCE, 3, 13)]
 
 
-_SEG = SegmentHeader(block_size=512, epoch=3, segno=7, first_lsn=11, segment_size=1 << 16,
-                     data_offset=512)
+_SEG = SegmentHeader(
+    block_size=512, epoch=3, segno=7, first_lsn=11, segment_size=1 << 16, data_offset=512
+)
 
 
 def seeds_wal_records() -> list[bytes]:
     img = bytearray(4096)
-    n = encode_group(memoryview(img), salt_crc=_SEG.salt_crc, first_lsn=11,
-                     entries=[(1, b"hello"), (2, b"x" * 100)], block=512)
-    n += encode_group(memoryview(img)[n:], salt_crc=_SEG.salt_crc, first_lsn=13,
-                      entries=[(1, b"z")], block=512, back=1)
-    batch = wal_entries.encode_batch_header(acks=-1, partition=3, topic="t", topic_id=None,
-                                            transactional_id="tx") + build_batch([b"v"])
+    n = encode_group(
+        memoryview(img),
+        salt_crc=_SEG.salt_crc,
+        first_lsn=11,
+        entries=[(1, b"hello"), (2, b"x" * 100)],
+        block=512,
+    )
+    n += encode_group(
+        memoryview(img)[n:],
+        salt_crc=_SEG.salt_crc,
+        first_lsn=13,
+        entries=[(1, b"z")],
+        block=512,
+        back=1,
+    )
+    batch = wal_entries.encode_batch_header(
+        acks=-1, partition=3, topic="t", topic_id=None, transactional_id="tx"
+    ) + build_batch([b"v"])
     outcome = wal_entries.encode_outcome(
-        wal_entries.OutcomeEntry(9, wal_entries.Source.BROKER, 0, 41))
-    return [b"\x00" + bytes(img[:n]), b"\x01" + bytes(img[:n]), b"\x00" + batch,
-            b"\x00" + outcome, b"\x00" + encode_segment_header(_SEG)[:64]]
+        wal_entries.OutcomeEntry(9, wal_entries.Source.BROKER, 0, 41)
+    )
+    return [
+        b"\x00" + bytes(img[:n]),
+        b"\x01" + bytes(img[:n]),
+        b"\x00" + batch,
+        b"\x00" + outcome,
+        b"\x00" + encode_segment_header(_SEG)[:64],
+    ]
 
 
 def seeds_s3_wal_objects() -> list[bytes]:
-    obj = s3_layout.encode_object(epoch=2, slot=5, first_lsn=40, back=1,
-                                  entries=[(1, b"alpha"), (2, b"b" * 70)])
+    obj = s3_layout.encode_object(
+        epoch=2, slot=5, first_lsn=40, back=1, entries=[(1, b"alpha"), (2, b"b" * 70)]
+    )
     marker = s3_layout.encode_object(epoch=3, slot=6, first_lsn=42, back=0, entries=[])
     lease = s3_layout.Lease(epoch=3, trim_slot=1, trim_slot_lsn=7, trim_lsn=6).encode()
     return [b"\x00" + obj, b"\x01" + obj, b"\x00" + marker, b"\x00" + lease]
@@ -180,14 +200,18 @@ def seeds_s3_wal_objects() -> list[bytes]:
 
 def seeds_wal_recovery() -> list[bytes]:
     # garbling instructions: (file, offset, xor); 0 xor truncates
-    return [b"\x00", b"\x00" + bytes([1]) + struct.pack("<I", 700) + b"\x01",
-            b"\x01" + bytes([2]) + struct.pack("<I", 530) + b"\x40",
-            b"\x00" + bytes([3]) + struct.pack("<I", 1100) + b"\x00"]
+    return [
+        b"\x00",
+        b"\x00" + bytes([1]) + struct.pack("<I", 700) + b"\x01",
+        b"\x01" + bytes([2]) + struct.pack("<I", 530) + b"\x40",
+        b"\x00" + bytes([3]) + struct.pack("<I", 1100) + b"\x00",
+    ]
 
 
 def seeds_segment_codec() -> list[bytes]:
     log = build_batch([b"a"], base_offset=3, partition_leader_epoch=1) + build_batch(
-        [b"b", b"c"], base_offset=4, partition_leader_epoch=2)
+        [b"b", b"c"], base_offset=4, partition_leader_epoch=2
+    )
     stored = segment_codec.encode(log, "zstd")
     return [b"\x00\x03" + log, b"\x02\x03" + log, b"\x02\x00" + stored]
 
@@ -196,16 +220,33 @@ def _manifest() -> mf.Manifest:
     info = segment_codec.describe(build_batch([b"a", b"b"], base_offset=0), 0)
     key = "seg/" + segment_name(0, 1, 1, False)
     ref = segment_codec.segment_ref(key, info, b"x" * info.size, "none")
-    return mf.Manifest(topic="t", topic_id=TID, partition=0, writer_node=1, writer_epoch=1,
-                       version=2, log_start_offset=0, next_offset=2, leader_epochs=((0, 0),),
-                       segments=(ref,))
+    return mf.Manifest(
+        topic="t",
+        topic_id=TID,
+        partition=0,
+        writer_node=1,
+        writer_epoch=1,
+        version=2,
+        log_start_offset=0,
+        next_offset=2,
+        leader_epochs=((0, 0),),
+        segments=(ref,),
+    )
 
 
 def seeds_manifest() -> list[bytes]:
     lease = node_files.encode_lease(node_files.Lease(1, 4, "host:1:u", "2024-01-01"))
-    broker = node_files.encode_broker_info(node_files.BrokerInfo(
-        cluster_id="c", node_id=1, directory_id=None, meta_properties={"version": "1"},
-        topics={"t": node_files.TopicEntry(TID, (0, 1))}, writer_epoch=4, updated_at="x"))
+    broker = node_files.encode_broker_info(
+        node_files.BrokerInfo(
+            cluster_id="c",
+            node_id=1,
+            directory_id=None,
+            meta_properties={"version": "1"},
+            topics={"t": node_files.TopicEntry(TID, (0, 1))},
+            writer_epoch=4,
+            updated_at="x",
+        )
+    )
     return [mf.encode(_manifest()), lease, broker]
 
 
@@ -216,9 +257,24 @@ def seeds_kafka_logdir() -> list[bytes]:
         kl.encode_partition_metadata(TID),
         kl.encode_leader_epoch_checkpoint([(0, 0), (3, 120)]),
         kl.encode_offset_checkpoint({("t", 0): 5, ("u", 2): 9}),
-        json.dumps({"format": 1, "cluster_id": cid, "node_id": 1, "complete": False,
-                    "partitions": [{"topic": "t", "partition": 0, "log_start_offset": 0,
-                                    "next_offset": 9, "bytes": 700, "source": "m2"}]}).encode(),
+        json.dumps(
+            {
+                "format": 1,
+                "cluster_id": cid,
+                "node_id": 1,
+                "complete": False,
+                "partitions": [
+                    {
+                        "topic": "t",
+                        "partition": 0,
+                        "log_start_offset": 0,
+                        "next_offset": 9,
+                        "bytes": 700,
+                        "source": "m2",
+                    }
+                ],
+            }
+        ).encode(),
     ]
 
 
@@ -228,8 +284,7 @@ def build_wal_dir(root: str) -> dict[int, bytes]:
 
     from wal import WalConfig, open_wal
 
-    cfg = WalConfig(segment_size=16384, direct_io=False, spare_segments=0,
-                    prepare_spares=False)
+    cfg = WalConfig(segment_size=16384, direct_io=False, spare_segments=0, prepare_spares=False)
     written: dict[int, bytes] = {}
 
     async def main() -> None:

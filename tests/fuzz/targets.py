@@ -193,8 +193,9 @@ def fuzz_endpoints(data: bytes) -> None:
     api = _REWRITTEN[data[0] % len(_REWRITTEN)]
     version = data[1] % 16
     payload = memoryview(data[2:])
-    body = _rewritten(lambda: endpoints.rewrite_response(api, version, payload, _resolver),
-                      payload, api, version)
+    body = _rewritten(
+        lambda: endpoints.rewrite_response(api, version, payload, _resolver), payload, api, version
+    )
     if body is None:  # refused or unchanged: then the payload itself must already comply
         try:
             body = decode_response(api, version, payload)[1]
@@ -262,8 +263,12 @@ def fuzz_node_endpoints(data: bytes) -> None:
         assert not isinstance(tags, CodecError), f"kio decodes what the walker refuses: {tags}"
         if getattr(body, "node_endpoints", ()):
             assert tags is True
-    out = _rewritten(lambda: node_endpoints.rewrite_response(api, version, payload, _resolver),
-                     payload, api, version)
+    out = _rewritten(
+        lambda: node_endpoints.rewrite_response(api, version, payload, _resolver),
+        payload,
+        api,
+        version,
+    )
     for ep in getattr(out, "node_endpoints", ()):
         assert int(ep.node_id) % 3 != 0, f"withheld node {ep.node_id} handed out"
 
@@ -300,14 +305,18 @@ def _kio_outcomes(body: Any) -> list[produce_codec.PartitionOutcome]:
             # kio builds the datetime from a float of seconds (2267-11-23 19:16:34.431999 for
             # ...594432 ms): round to the millisecond, do not truncate
             ms = -1 if lat is None else round((lat - _EPOCH) / datetime.timedelta(milliseconds=1))
-            out.append(produce_codec.PartitionOutcome(
-                (*key, int(p.index)), int(p.error_code), int(p.base_offset), ms))
+            out.append(
+                produce_codec.PartitionOutcome(
+                    (*key, int(p.index)), int(p.error_code), int(p.base_offset), ms
+                )
+            )
     return out
 
 
 # -- the WAL ---------------------------------------------------------------------------------
-_SEG = SegmentHeader(block_size=512, epoch=3, segno=7, first_lsn=11, segment_size=1 << 16,
-                     data_offset=512)
+_SEG = SegmentHeader(
+    block_size=512, epoch=3, segno=7, first_lsn=11, segment_size=1 << 16, data_offset=512
+)
 
 
 def fix_record_crcs(img: bytearray, salt_crc: int) -> None:
@@ -492,9 +501,17 @@ def fuzz_segment_codec(data: bytes) -> None:
         ref = segment_codec.segment_ref(_key(info, compression), info, stored, compression)
         assert segment_codec.decode(stored, ref) == log
     # The object as S3 might hand it back: any bytes, against a plausible manifest entry.
-    ref = mf.SegmentRef(key="seg/x", base_offset=covers_from, last_offset=covers_from + 5,
-                        size=max(len(log), 1), stored_size=len(log), crc32c=crc32c.crc32c(log),
-                        compression=compression, max_timestamp=-1, batches=1)
+    ref = mf.SegmentRef(
+        key="seg/x",
+        base_offset=covers_from,
+        last_offset=covers_from + 5,
+        size=max(len(log), 1),
+        stored_size=len(log),
+        crc32c=crc32c.crc32c(log),
+        compression=compression,
+        max_timestamp=-1,
+        batches=1,
+    )
     try:
         assert len(segment_codec.decode(log, ref)) == ref.size
     except segment_codec.SegmentError:
@@ -507,8 +524,9 @@ def _key(info: segment_codec.LogInfo, compression: str) -> str:
     return "seg/" + segment_name(info.base_offset, info.last_offset, 1, compression == "zstd")
 
 
-def _round_trip(parse: Callable[[Any], object], encode: Callable[[Any], bytes], raw: Any,
-                error: type[Exception]) -> None:
+def _round_trip(
+    parse: Callable[[Any], object], encode: Callable[[Any], bytes], raw: Any, error: type[Exception]
+) -> None:
     """``parse(raw)`` raises ``error`` or gives a value that, when it can be written back,
     parses again to itself (``raw`` is text for the text formats, bytes for JSON)."""
     try:
@@ -528,8 +546,9 @@ def fuzz_manifest(data: bytes) -> None:
     encodes back to an equal one."""
     _round_trip(mf.decode, mf.encode, data, mf.ManifestError)
     _round_trip(node_files.decode_lease, node_files.encode_lease, data, node_files.NodeFileError)
-    _round_trip(node_files.decode_broker_info, node_files.encode_broker_info, data,
-                node_files.NodeFileError)
+    _round_trip(
+        node_files.decode_broker_info, node_files.encode_broker_info, data, node_files.NodeFileError
+    )
     text = data.decode("utf-8", "replace")
     try:
         u = parse_topic_id(text.strip()[:22])

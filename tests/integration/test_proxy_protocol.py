@@ -41,8 +41,10 @@ def _assert_served(bootstrap: str, correlation_id: int) -> None:
 
 MALFORMED = [
     pytest.param(struct.pack(">i", -5) + b"xxxx", "malformed_frame", id="negative-size"),
-    pytest.param(struct.pack(">i", 2**31 - 1), "malformed_frame", id="huge-size"),
-    pytest.param(struct.pack(">i", 200) + b"\x00" * 20, "malformed_frame", id="truncated-frame"),
+    pytest.param(struct.pack(">i", 2**31 - 1), "frame_too_large", id="huge-size"),
+    pytest.param(
+        struct.pack(">i", 200) + b"\x00" * 20, "partial_frame_timeout", id="truncated-frame"
+    ),
     pytest.param(
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 32,
         "malformed_frame",

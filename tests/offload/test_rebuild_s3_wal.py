@@ -127,7 +127,13 @@ def test_an_unreachable_s3_wal_is_transient(tmp_path: Path, s3_server: S3Server)
     # (s3_server: its dummy credentials; the endpoint is a closed port)
     store = FileStore(tmp_path / "target")
     seed(store)
-    nobody = S3Store("wal", PREFIX, endpoint_url=f"http://127.0.0.1:{free_port('127.0.0.1')}",
-                     region="us-east-1", connect_timeout_s=0.5, max_attempts=1)
+    nobody = S3Store(
+        "wal",
+        PREFIX,
+        endpoint_url=f"http://127.0.0.1:{free_port('127.0.0.1')}",
+        region="us-east-1",
+        connect_timeout_s=0.5,
+        max_attempts=1,
+    )
     with pytest.raises(RebuildTransient, match=r"s3://wal/"):
         rebuild(store, opts(tmp_path, wal_store=nobody), out=quiet())  # type: ignore[arg-type]

@@ -48,8 +48,7 @@ def test_huge_compact_array_length_is_a_codec_error_not_an_abort() -> None:
         f"try:\n    decode_response(3, 12, {frame!r})\n"
         "except CodecError as e:\n    print('refused:', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "refused:" in out.stdout and "exceeds the message" in out.stdout
 
@@ -82,8 +81,13 @@ def test_null_produce_responses_array_is_refused() -> None:
 
 
 def test_valid_messages_still_decode_after_the_bounds_check() -> None:
-    body = MetadataResponse(throttle_time=datetime.timedelta(0), brokers=(), cluster_id=None,
-                            controller_id=BrokerId(-1), topics=())
+    body = MetadataResponse(
+        throttle_time=datetime.timedelta(0),
+        brokers=(),
+        cluster_id=None,
+        controller_id=BrokerId(-1),
+        topics=(),
+    )
     frame = encode(Header1(correlation_id=i32(7)), body)
     assert decode_response(METADATA, 12, frame)[1] == body
 
@@ -112,8 +116,10 @@ def test_topic_id_text_must_be_canonical_url_safe_base64(text: str) -> None:
 
 def test_meta_properties_with_a_malformed_id_is_a_format_error() -> None:
     # Parsed, then encode() checked the ids and let uuid's ValueError escape.
-    mp = kl.parse_meta_properties("node.id=1\ndirectory.id=AAAAAA\x00\x00AAAAAAAAAAAAAA\n"
-                                  "version=1\ncluster.id=" + topic_id_text(uuid.uuid4()) + "\n")
+    mp = kl.parse_meta_properties(
+        "node.id=1\ndirectory.id=AAAAAA\x00\x00AAAAAAAAAAAAAA\n"
+        "version=1\ncluster.id=" + topic_id_text(uuid.uuid4()) + "\n"
+    )
     with pytest.raises(kl.LogDirFormatError):
         mp.encode()
 
@@ -194,8 +200,15 @@ def _produce_v10_response(leader_tag: bytes) -> bytes:
     """Produce v10 response, one topic "t", one partition whose tagged fields are given."""
     partition = struct.pack(">ihqqq", 0, 0, 5, -1, 0) + b"\x01\x00"  # no record errors/message
     return (
-        _HEADER_V1 + b"\x02" + b"\x02t" + b"\x02" + partition + leader_tag
-        + b"\x00" + _THROTTLE + b"\x00"
+        _HEADER_V1
+        + b"\x02"
+        + b"\x02t"
+        + b"\x02"
+        + partition
+        + leader_tag
+        + b"\x00"
+        + _THROTTLE
+        + b"\x00"
     )
 
 

@@ -43,8 +43,9 @@ def _problem(blob: bytes) -> str | None:
     [
         build_batch([b"a"]),
         build_batch([b"a", b"b", b"c"], producer_id=4, producer_epoch=0, base_sequence=0),
-        build_batch([b"t"], producer_id=4, producer_epoch=0, base_sequence=7,
-                    attributes=TRANSACTIONAL_FLAG),
+        build_batch(
+            [b"t"], producer_id=4, producer_epoch=0, base_sequence=7, attributes=TRANSACTIONAL_FLAG
+        ),
     ],
 )
 def test_batches_clients_send_pass(batch: bytes) -> None:

@@ -125,8 +125,11 @@ class SimStore:
     def list(self, prefix: str) -> list[ObjectInfo]:
         with self._lock:
             self._tick()
-            return [ObjectInfo(k, len(v), md5_etag(v)) for k, v in sorted(self.objects.items())
-                    if k.startswith(prefix)]
+            return [
+                ObjectInfo(k, len(v), md5_etag(v))
+                for k, v in sorted(self.objects.items())
+                if k.startswith(prefix)
+            ]
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -150,8 +153,7 @@ class SimStore:
         return nxt
 
 
-async def _round(store: SimStore, rng: random.Random, model: Model,
-                 wal_class: type[S3Wal]) -> None:
+async def _round(store: SimStore, rng: random.Random, model: Model, wal_class: type[S3Wal]) -> None:
     async def crash_later() -> None:
         await trio.sleep(rng.uniform(0, 0.05))
         store.freeze()
@@ -175,8 +177,11 @@ async def _run_writer(store, rng, model, wal_class, outer, crash_later) -> None:
 
 
 def run_s3_scenario(
-    rng: random.Random, rounds: int = 4, wal_class: type[S3Wal] = S3Wal,
-    p_land: float | None = None, race: bool = False,
+    rng: random.Random,
+    rounds: int = 4,
+    wal_class: type[S3Wal] = S3Wal,
+    p_land: float | None = None,
+    race: bool = False,
 ) -> list[str]:
     model = Model()
     store = SimStore(seed=rng.randrange(1 << 30))

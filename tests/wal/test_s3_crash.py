@@ -89,8 +89,9 @@ async def _late_upload_race(wal_class: type[S3Wal]) -> tuple[list[int], list[int
     async with open_s3_wal(store, CFG) as first:
         await first.append(b"one")
         epoch, k = first.epoch, first._next_slot
-    stalled = encode_object(epoch=epoch, slot=k + 1, first_lsn=2, back=2,
-                            entries=[(0, b"never acknowledged")])
+    stalled = encode_object(
+        epoch=epoch, slot=k + 1, first_lsn=2, back=2, entries=[(0, b"never acknowledged")]
+    )
     store.late.append(_Late(object_name(k + 1), stalled, -1))
     async with open_s3_wal(store, CFG, wal_class=wal_class) as second:
         assert second._next_slot == k + 1

@@ -19,19 +19,23 @@ from wal.s3_layout import (
     plan_recovery,
 )
 
-entries_st = st.lists(
-    st.tuples(st.integers(0, 239), st.binary(max_size=300)), max_size=8
+entries_st = st.lists(st.tuples(st.integers(0, 239), st.binary(max_size=300)), max_size=8)
+
+
+@given(
+    slot=st.integers(0, 10**19),
+    epoch=st.integers(0, 2**63),
+    first=st.integers(1, 2**60),
+    back=st.integers(0, 64),
+    entries=entries_st,
 )
-
-
-@given(slot=st.integers(0, 10**19), epoch=st.integers(0, 2**63), first=st.integers(1, 2**60),
-       back=st.integers(0, 64), entries=entries_st)
 def test_object_round_trip(slot: int, epoch: int, first: int, back: int, entries) -> None:  # type: ignore[no-untyped-def]
     data = encode_object(epoch=epoch, slot=slot, first_lsn=first, back=back, entries=entries)
     assert len(data) == object_size([len(p) for _, p in entries])
     d = decode_object(data, slot)
-    assert d.header == ObjectHeader(epoch, slot, first, len(entries), back,
-                                    len(data) - OBJECT_HEADER_SIZE)
+    assert d.header == ObjectHeader(
+        epoch, slot, first, len(entries), back, len(data) - OBJECT_HEADER_SIZE
+    )
     assert d.entries == [(first + i, t, p) for i, (t, p) in enumerate(entries)]
     assert parse_object_name(object_name(slot)) == slot
 
@@ -62,8 +66,13 @@ def test_object_under_another_slot_or_cut_is_refused() -> None:
 def test_lease_round_trip_and_garbage() -> None:
     lease = Lease(epoch=7, trim_slot=12, trim_slot_lsn=300, trim_lsn=299)
     assert Lease.decode(lease.encode()) == lease
-    for bad in (b"", b"{}", b'{"format": 9}', b"[1]", b'{"format":1,"epoch":-1,"trim_slot":0,'
-                b'"trim_slot_lsn":1,"trim_lsn":0}'):
+    for bad in (
+        b"",
+        b"{}",
+        b'{"format": 9}',
+        b"[1]",
+        b'{"format":1,"epoch":-1,"trim_slot":0,"trim_slot_lsn":1,"trim_lsn":0}',
+    ):
         with pytest.raises(ObjectFormatError):
             Lease.decode(bad)
 
@@ -85,8 +94,9 @@ def test_contiguous_run_is_the_log() -> None:
 
 def test_hole_inside_the_window_is_a_torn_tail() -> None:
     # slot 2 never landed; 3 and 4 were issued while 2 was in flight (frontier 1)
-    p = plan_recovery(Lease(), listing(H(0, 1, 0), H(1, 1, 3), H(3, 6, 1, back=2),
-                                       H(4, 7, 1, back=3)))
+    p = plan_recovery(
+        Lease(), listing(H(0, 1, 0), H(1, 1, 3), H(3, 6, 1, back=2), H(4, 7, 1, back=3))
+    )
     assert p.corruption is None
     assert (p.next_slot, p.next_lsn, p.torn) == (2, 4, [3, 4])
     assert "slot 2 is missing" in p.torn_reason
@@ -94,16 +104,19 @@ def test_hole_inside_the_window_is_a_torn_tail() -> None:
 
 def test_hole_behind_the_window_is_corruption_naming_the_key() -> None:
     # 4 was issued after 2 was acknowledged (frontier 3 >= 2): 2 once existed
-    p = plan_recovery(Lease(), listing(H(0, 1, 0), H(1, 1, 3), H(3, 6, 1, back=2),
-                                       H(4, 7, 1, back=1)))
+    p = plan_recovery(
+        Lease(), listing(H(0, 1, 0), H(1, 1, 3), H(3, 6, 1, back=2), H(4, 7, 1, back=1))
+    )
     assert p.corruption is not None and object_name(2) in p.corruption
     assert p.corrupt_slot == 2
 
 
 def test_a_superseded_writers_late_upload_ends_the_run() -> None:
     # epoch 2 took slot 2 (its marker); epoch 1's stalled PUT landed in 3 afterwards
-    p = plan_recovery(Lease(epoch=2), listing(H(0, 1, 0), H(1, 1, 3), H(2, 4, 0, epoch=2),
-                                              H(3, 4, 5, epoch=1, back=2)))
+    p = plan_recovery(
+        Lease(epoch=2),
+        listing(H(0, 1, 0), H(1, 1, 3), H(2, 4, 0, epoch=2), H(3, 4, 5, epoch=1, back=2)),
+    )
     assert p.corruption is None
     assert [o.slot for o in p.run] == [0, 1, 2] and p.torn == [3] and p.next_lsn == 4
     assert "superseded" in p.torn_reason and p.newest_epoch == 2

@@ -24,8 +24,15 @@ FAST = S3WalConfig(request_timeout_s=1.0, put_deadline_s=2.0, max_group_bytes=64
 
 
 def store_of(endpoint: str, bucket: str, prefix: str = "node-1/wal/") -> S3Store:
-    return S3Store(bucket, prefix, endpoint_url=endpoint, region="us-east-1", max_attempts=1,
-                   connect_timeout_s=1.0, read_timeout_s=1.0)
+    return S3Store(
+        bucket,
+        prefix,
+        endpoint_url=endpoint,
+        region="us-east-1",
+        max_attempts=1,
+        connect_timeout_s=1.0,
+        read_timeout_s=1.0,
+    )
 
 
 @pytest.fixture
@@ -94,8 +101,14 @@ async def test_append_reopen_trim_follow(store: S3Store) -> None:
     async with open_s3_wal(store, FAST) as wal:
         assert wal.first_lsn == 151 and wal.last_durable_lsn == 205
         assert [e[0] for e in await read_all(wal)] == list(range(151, 206))
-    assert wal_cli.verify(f"s3://{store.bucket}/{store.prefix}",
-                          out := io.StringIO(), endpoint_url=store._endpoint) == 0
+    assert (
+        wal_cli.verify(
+            f"s3://{store.bucket}/{store.prefix}",
+            out := io.StringIO(),
+            endpoint_url=store._endpoint,
+        )
+        == 0
+    )
     assert "status: OK" in out.getvalue() and "records: 55" in out.getvalue()
     assert metric("walproxy_wal_s3_objects_total") > 0
     # the read-only reader (rebuild's) sees what the writer recovered: trimmed entries gone
@@ -225,8 +238,10 @@ async def test_torn_tail_in_the_window_is_dropped_and_verify_reports_it(store: S
     from wal.s3_layout import encode_object
 
     n = slots(store)[-1]
-    store.put(object_name(n + 2), encode_object(epoch=epoch, slot=n + 2, first_lsn=3, back=2,
-                                                entries=[(0, b"torn")]))
+    store.put(
+        object_name(n + 2),
+        encode_object(epoch=epoch, slot=n + 2, first_lsn=3, back=2, entries=[(0, b"torn")]),
+    )
     out = io.StringIO()
     url = f"s3://{store.bucket}/{store.prefix}"
     assert wal_cli.verify(url, out, endpoint_url=store._endpoint) == 0

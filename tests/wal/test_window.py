@@ -298,9 +298,7 @@ async def _overlapping_groups_on_disk(d: str, cfg: WalConfig) -> tuple[str, Any,
 async def test_pipelined_log_on_disk_bit_flip_beyond_the_window_refuses_to_open() -> None:
     """Concurrent appenders on a real file: groups overlap (some back > 0), and a
     flipped bit in an early group is still corruption, named by file and offset."""
-    cfg = WalConfig(
-        segment_size=16 << 20, prepare_spares=False, max_inflight_groups=2, io="thread"
-    )
+    cfg = WalConfig(segment_size=16 << 20, prepare_spares=False, max_inflight_groups=2, io="thread")
     # On a starved CPU a write can finish before the next group is issued, so try a few
     # fresh logs until one has overlapping writes (the window must really be exercised).
     for _attempt in range(10):
