@@ -56,6 +56,7 @@ from .directory import read_directory, read_s3_wal
 from .errors import (
     WalClosedError,
     WalCorruptionError,
+    WalDirectIoError,
     WalEntryTooLargeError,
     WalError,
     WalFencedError,
@@ -80,6 +81,7 @@ __all__ = [
     "WalClosedError",
     "WalConfig",
     "WalCorruptionError",
+    "WalDirectIoError",
     "WalEntryTooLargeError",
     "WalError",
     "WalFencedError",

@@ -42,6 +42,10 @@ class WalLockedError(WalError):
     """Another process (or another `open_wal` in this one) holds the directory lock."""
 
 
+class WalDirectIoError(WalError):
+    """``direct_io`` is required (``wal.direct_io = on``) and the directory refuses O_DIRECT."""
+
+
 class WalClosedError(WalError):
     """The WAL was closed; appends and reads are no longer possible."""
 

@@ -25,7 +25,7 @@ import os
 import structlog
 
 from .dio import DEFAULT_ALIGNMENT, aligned_buffer, probe_direct_io
-from .errors import WalLockedError
+from .errors import WalDirectIoError, WalLockedError
 from .segment import SEG_PREFIX, SEG_SUFFIX
 from .superblock import SLOT_SIZE
 
@@ -101,6 +101,13 @@ class FileBackend:
             else:
                 ok, align, reason = probe_direct_io(self.directory)
                 self.direct_io, self.alignment, self.probe_reason = ok, align, reason
+                if not ok and direct_io:
+                    raise WalDirectIoError(
+                        f"wal.direct_io = on, but {self.directory} refuses O_DIRECT "
+                        f"({reason}): put the WAL on a file system that supports it (ext4, "
+                        "xfs), or set wal.direct_io = auto to fall back to buffered writes "
+                        "+ fdatasync"
+                    )
                 if not ok:
                     log.warning(
                         "wal_direct_io_unavailable",

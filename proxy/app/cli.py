@@ -50,15 +50,26 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except config_mod.ConfigError as exc:  # found at start-up, e.g. a broker outside the ranges
-        structlog.get_logger("walproxy").error("configuration error", error=str(exc))
-        print(f"walproxy: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, WalError) as exc:
-        structlog.get_logger("walproxy").error("cannot start", error=str(exc))
-        print(f"walproxy: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except Exception as raised:
+        # From inside the nursery an error comes wrapped in (nested) ExceptionGroups.
+        exc = _sole_error(raised)
+        if isinstance(exc, config_mod.ConfigError):  # e.g. a broker outside the ranges
+            structlog.get_logger("walproxy").error("configuration error", error=str(exc))
+            print(f"walproxy: configuration error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (OSError, WalError)):  # e.g. the WAL directory, wal.direct_io = on
+            structlog.get_logger("walproxy").error("cannot start", error=str(exc))
+            print(f"walproxy: cannot start: {exc}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (else ``exc`` itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _load(path: str | None, env: dict[str, str] | None = None) -> config_mod.Config | None:

@@ -117,7 +117,9 @@ class WalSection:
         default=60.0,
     )
     direct_io: str = _doc(
-        "`auto` (probe O_DIRECT, fall back loudly), `on` or `off`.", default="auto"
+        "`auto` (probe O_DIRECT, fall back loudly to buffered writes + fdatasync), `on` "
+        "(refuse to start where the WAL's file system refuses O_DIRECT) or `off`.",
+        default="auto",
     )
     io: str = _doc(
         "File WAL: where a group's write + sync runs. `auto`: on the event loop's thread "

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.containers.engine import require_engine
+from tests.containers.engine import REPORT, require_engine
 
 # testcontainers on this project's machines: its reaper image cannot be pulled, and the
 # machine looks like a container to it (it would look for the engine's bridge gateway).
@@ -17,3 +17,10 @@ os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 @pytest.fixture(autouse=True, scope="session")
 def docker_engine() -> None:
     require_engine()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("container images")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Figures the container tests measured (image sizes, stop times), printed after the run.
+REPORT: list[str] = []
 STATE = ROOT / ".cache" / "containers"
 # What deploy/containers.sh builds where no registry is reachable (images.env says so).
 DEFAULT_IMAGES = {

@@ -222,3 +222,30 @@ def test_run_flag_errors_name_the_setting(
 ) -> None:
     assert cli.main(["run", "--node-id", "x"]) == 2
     assert "proxy.node_id: expected an integer, got 'x'" in capsys.readouterr().err
+
+
+def test_run_that_cannot_open_its_wal_exits_1_with_the_reason(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An error opening the WAL comes out of the server's nursery inside exception groups:
+    still one line naming the setting and exit 1, no traceback (found in a container run,
+    tests/containers/test_image.py: wal.direct_io = on on a file system without O_DIRECT)."""
+    from wal import file_backend
+
+    refused = (False, 4096, "open(O_DIRECT) refused with EINVAL")
+    clean_env.setattr(file_backend, "probe_direct_io", lambda _d: refused)
+    # structlog stays as the tests have it (run would bind it to capsys' stderr for good)
+    clean_env.setattr(cli.logs, "configure", lambda *_a, **_k: None)
+    for key, value in {
+        "WALPROXY_WAL_DIR": str(tmp_path / "wal"),
+        "WALPROXY_WAL_DIRECT_IO": "on",
+        "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
+        "WALPROXY_PROXY_UPSTREAM": "127.0.0.1:1",
+        "WALPROXY_ADMIN_LISTEN": "",
+        "WALPROXY_OFFLOAD_ENABLED": "false",
+    }.items():
+        clean_env.setenv(key, value)
+    assert cli.main(["run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("walproxy: cannot start: wal.direct_io = on, but "), err
+    assert "Traceback" not in err

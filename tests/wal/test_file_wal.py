@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -15,6 +16,7 @@ import trio
 from tests.wal.helpers import dir_digest, metric, new_dir
 from wal import (
     WalConfig,
+    WalDirectIoError,
     WalEntryTooLargeError,
     WalLockedError,
     WalTrimmedError,
@@ -301,3 +303,20 @@ async def test_cancelled_waiters_in_queued_and_in_flight_groups() -> None:
         log = {e.lsn: e.payload for e in wal.read_from()}
     assert all(log.get(lsn) == body for lsn, body in acked)
     assert len(acked) < 24 * 30  # some were really cancelled
+
+
+async def test_direct_io_on_refuses_a_directory_without_it(
+    wal_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` falls back to buffered writes (loudly); `on` refuses to open, naming the setting.
+    (A real file system that refuses O_DIRECT: tests/containers/test_image.py, ramfs.)"""
+    from wal import file_backend
+
+    refused = (False, 4096, "open(O_DIRECT) refused with EINVAL")
+    monkeypatch.setattr(file_backend, "probe_direct_io", lambda _d: refused)
+    cfg = WalConfig(segment_size=256 * 1024, prepare_spares=False)
+    async with open_wal(wal_dir, cfg) as wal:
+        assert not wal.direct_io and metric("walproxy_wal_direct_io") == 0
+    with pytest.raises(WalDirectIoError, match=r"wal.direct_io = on, but .* refuses O_DIRECT"):
+        async with open_wal(wal_dir, dataclasses.replace(cfg, direct_io=True)):
+            pass
