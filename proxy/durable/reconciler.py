@@ -47,7 +47,7 @@ from proxy.durable.wal_entries import (
 from proxy.kafka.produce_codec import PartitionKey
 from proxy.kafka.protocol import DUPLICATE_SEQUENCE_NUMBER
 from proxy.kafka.record_batch import HEADER_SIZE, BatchError, iter_batches, parse_header
-from wal import Wal
+from wal import Wal, WalError
 from wal.s3_wal import S3Wal
 
 log = structlog.get_logger("walproxy.reconcile")
@@ -164,6 +164,20 @@ class Reconciler:
                     await self.durable.quiesce(timeout=30.0)
                     report = await self.reconcile(startup=startup)
                     break
+                except WalError as exc:
+                    if not self.wal.fenced:
+                        raise
+                    # Nothing can be recorded any more, so nothing is settled or replayed:
+                    # the gate stays closed, produce is refused (KAFKA_STORAGE_ERROR), the
+                    # other APIs flow and /readyz says why, until walproxy is restarted
+                    # (docs/operations.md "The WAL is fenced"). Before, the error ended the
+                    # server.
+                    log.error(
+                        "reconciliation stopped: the WAL is fenced; restart walproxy once "
+                        "its volume is healthy",
+                        error=str(exc),
+                    )
+                    await trio.sleep_forever()
                 except (UpstreamError, OSError, trio.TooSlowError) as exc:
                     pm.RECONCILIATIONS.labels("broker_unavailable").inc()
                     log.warning(

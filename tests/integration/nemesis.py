@@ -16,6 +16,8 @@ broker_crash   SIGKILL a broker and drop every write it did not fsync (the lossy
                dir, tests/faultfs), sometimes its sidecar too (a machine crash); restart
 disk_wipe      SIGKILL a broker, stop its sidecar, delete its log and metadata dirs, run
                ``walproxy rebuild`` (rebuild_harness.py), start both again
+wal_full       fill the sidecar's WAL volume (its own small ext4, volume.py) until the WAL
+               fences on ENOSPC (or the hold ends), free it, restart a fenced sidecar
 =============  ==========================================================================
 
 Afterwards everything is healed, the producers flush, the log is read back straight from
@@ -66,6 +68,8 @@ from .load import GroupConsumer, KafkaPythonLoad, LoadProducer
 from .nemesis_check import ProducerHistory, Verdict, check_history
 from .nemesis_plan import KINDS, Fault, describe_schedule, make_schedule, unavailability
 from .relay import Relay
+from .scrape import metric
+from .volume import LoopVolume
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PARTITIONS = 6
@@ -120,8 +124,14 @@ class Executed:
 class Faults:
     """Applies and heals each kind of fault on the running cluster."""
 
-    def __init__(self, cluster: NemesisCluster, s3: S3Relay, mounts: dict[int, LossyMount]) -> None:
-        self.cluster, self.s3, self.mounts = cluster, s3, mounts
+    def __init__(
+        self,
+        cluster: NemesisCluster,
+        s3: S3Relay,
+        mounts: dict[int, LossyMount],
+        volumes: dict[int, LoopVolume],
+    ) -> None:
+        self.cluster, self.s3, self.mounts, self.volumes = cluster, s3, mounts, volumes
         self.mount_locks = {n: threading.Lock() for n in mounts}
 
     def _wait_broker(self, node_id: int) -> None:
@@ -227,6 +237,36 @@ class Faults:
         self._wait_broker(f.node)
         self._start_proxy(f.node)
 
+    def wal_full(self, f: Fault, detail: dict[str, Any]) -> None:
+        assert f.node is not None
+        node = self.cluster.node(f.node)
+        volume = self.volumes[f.node]
+        detail["ballast_mib"] = round(volume.fill() / 2**20, 1)
+        t0 = time.monotonic()
+
+        def fenced_within(seconds: float) -> bool:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                if node.proxy is None or not node.proxy.alive:
+                    return True  # (walproxy before the reconciler's fix exited)
+                with contextlib.suppress(OSError, ValueError):
+                    if metric(node.admin_port or 0, "walproxy_wal_fenced") >= 1:
+                        return True
+            return False
+
+        try:
+            fenced = fenced_within(f.hold_s)
+        finally:
+            volume.drain()
+        # a segment roll already failing when the space came back fences a moment later
+        fenced = fenced or fenced_within(5.0)
+        detail["fenced_after_s"] = round(time.monotonic() - t0, 1) if fenced else None
+        if fenced:  # it stays fenced (its /readyz fails) until the pod is restarted
+            assert node.proxy is not None
+            node.proxy.stop(15)
+            self._start_proxy(f.node)
+
 
 def run_schedule(faults: Faults, schedule: list[Fault], t0: float) -> list[Executed]:
     """Each fault on its planned start (later if what it needs is still broken: a planned
@@ -324,6 +364,16 @@ class Sampler(threading.Thread):
         self.join(30)
 
 
+def _check_alive(cluster: DevCluster) -> None:
+    """Every fault is healed: a broker or sidecar that is not running exited by itself."""
+    dead = [p for n in cluster.nodes for p in (n.process, n.proxy) if p is not None and not p.alive]
+    if dead:
+        raise RuntimeError(
+            "exited during the run: "
+            + "; ".join(f"{p.name} (log {p.log_path}):\n{p.tail(15)}" for p in dead)
+        )
+
+
 def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
     from confluent_kafka.admin import AdminClient
 
@@ -369,10 +419,19 @@ class Result:
     report: dict[str, Any]
 
 
+@dataclass
+class Environment:
+    cluster: NemesisCluster
+    s3relay: S3Relay
+    mounts: dict[int, LossyMount]  # node -> its broker's lossy log dir
+    volumes: dict[int, LoopVolume]  # node -> its sidecar's WAL volume
+
+
 @contextlib.contextmanager
-def _environment(opts: Options) -> Iterator[tuple[NemesisCluster, S3Relay, dict[int, LossyMount]]]:
+def _environment(opts: Options) -> Iterator[Environment]:
     """moto S3 behind a fault relay, lossy mounts for the brokers' log dirs (when broker
-    crashes are scheduled), the cluster; all torn down on exit."""
+    crashes are scheduled), small WAL volumes (when full ones are), the cluster; all torn
+    down on exit."""
     shutil.rmtree(opts.workdir, ignore_errors=True)
     opts.workdir.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
@@ -388,12 +447,28 @@ def _environment(opts: Options) -> Iterator[tuple[NemesisCluster, S3Relay, dict[
                 d = opts.workdir / "cluster" / f"broker-{n}"
                 mount = LossyMount(d / "data-durable", d / "data", log_path=d / "faultfs.log")
                 mounts[n] = stack.enter_context(mount)
-        env = quick_offload_env(relay.endpoint_url) | {
-            "WALPROXY_WAL_RETENTION_S": str(opts.retention_s),
-            "WALPROXY_OFFLOAD_MAX_LAG_S": "1",
-            "WALPROXY_OFFLOAD_METADATA_INTERVAL_S": "2",
-            "WALPROXY_ADMIN_UPSTREAM_CHECK_INTERVAL_S": "1",
-        }
+        volumes: dict[int, LoopVolume] = {}
+        wal_env: dict[str, str] = {}
+        if "wal_full" in opts.kinds:
+            for n in NODES:  # DevCluster's WAL directory: <dir>/walproxy-wal
+                d = opts.workdir / "cluster" / f"broker-{n}"
+                volume = LoopVolume(d / "wal-volume.img", d / "walproxy-wal", size_mib=64)
+                volumes[n] = stack.enter_context(volume)
+            # 1 MiB segments: a run rolls segments, and meets a full volume soon
+            wal_env = {
+                "WALPROXY_WAL_SEGMENT_BYTES": str(2**20),
+                "WALPROXY_WAL_MAX_BYTES": str(40 * 2**20),
+            }
+        env = (
+            wal_env
+            | quick_offload_env(relay.endpoint_url)
+            | {
+                "WALPROXY_WAL_RETENTION_S": str(opts.retention_s),
+                "WALPROXY_OFFLOAD_MAX_LAG_S": "1",
+                "WALPROXY_OFFLOAD_METADATA_INTERVAL_S": "2",
+                "WALPROXY_ADMIN_UPSTREAM_CHECK_INTERVAL_S": "1",
+            }
+        )
         cluster = NemesisCluster(
             opts.workdir / "cluster",
             brokers=len(NODES),
@@ -405,19 +480,20 @@ def _environment(opts: Options) -> Iterator[tuple[NemesisCluster, S3Relay, dict[
         stack.callback(cluster.stop)  # first: sidecars drain while their relays are up
         cluster.start()
         rh.wait_proxy_ready(cluster)
-        yield cluster, relay, mounts
+        yield Environment(cluster, relay, mounts, volumes)
 
 
 def run(opts: Options) -> Result:
     schedule = make_schedule(opts.seed, opts.seconds, opts.kinds, nodes=NODES)
     print(describe_schedule(opts.seed, schedule), flush=True)
     started = time.monotonic()
-    with _environment(opts) as (cluster, s3relay, mounts):
+    with _environment(opts) as env:
+        cluster, mounts = env.cluster, env.mounts
         boot_s = time.monotonic() - started
         topic = create_topic(cluster.bootstrap, PARTITIONS)
         wait_leaders(cluster.direct_bootstrap, topic, PARTITIONS)
         leaders = _leaders(cluster.direct_bootstrap, topic)
-        faults = Faults(cluster, s3relay, mounts)
+        faults = Faults(cluster, env.s3relay, mounts, env.volumes)
         sampler = Sampler(cluster, mounts, faults.mount_locks, opts.sample_s, opts.writeback_s)
         sampler.start()
         group = c.unique_tag("nemesis-group")
@@ -448,6 +524,7 @@ def run(opts: Options) -> Result:
             c.wait_until(lambda: all(p.acked for p in producers), 60, "first acks")
             t0 = time.monotonic()
             executed = run_schedule(faults, schedule, t0)
+            _check_alive(cluster)
             rh.wait_proxy_ready(cluster, 180)
             time.sleep(opts.settle_s)
             fault_phase_s = time.monotonic() - t0

@@ -33,16 +33,19 @@ KINDS: dict[str, tuple[float, float]] = {
     "s3_slow": (3.0, 15.0),  # every S3 response held back 0.3-1.5 s
     "broker_crash": (0.0, 4.0),  # SIGKILL the broker, drop its unsynced writes, restart it
     "disk_wipe": (0.0, 2.0),  # broker's disk lost: `walproxy rebuild`, then start it again
+    "wal_full": (6.0, 15.0),  # the sidecar's WAL volume full (a ballast file) until it fences
 }
 
 #: Kinds that act on one node; the others act on the cluster's S3.
-NODE_KINDS = frozenset({"proxy_kill", "proxy_stop", "relay_cut", "broker_crash", "disk_wipe"})
+NODE_KINDS = frozenset(
+    {"proxy_kill", "proxy_stop", "relay_cut", "broker_crash", "disk_wipe", "wal_full"}
+)
 
 #: What a fault's slot on the schedule lasts on top of the time it is held: healing that the
 #: harness waits for (a broker's JVM start, a rebuild), so that planned overlaps are real ones.
 #: Measured on the 2-core build machine under load: a broker's restart after an unclean
 #: shutdown on the FUSE log dir took 20-45 s; a rebuild and restart about as long again.
-HEAL_S: dict[str, float] = {"broker_crash": 30.0, "disk_wipe": 50.0}
+HEAL_S: dict[str, float] = {"broker_crash": 30.0, "disk_wipe": 50.0, "wal_full": 8.0}
 
 S3_MODES = ("503", "reset", "stall")
 
@@ -123,8 +126,9 @@ def make_schedule(
     overlap: float = 0.4,
 ) -> list[Fault]:
     """The faults of one run, in start order. ``overlap`` is the chance that the next fault
-    starts while the last one is still on (when a resource and a slot are free)."""
-    kinds = list(dict.fromkeys(kinds))
+    starts while the last one is still on (when a resource and a slot are free). The order
+    ``kinds`` are given in does not matter (a replay may list them differently)."""
+    kinds = sorted(set(kinds), key=lambda k: list(KINDS).index(k) if k in KINDS else -1)
     for kind in kinds:
         resources(kind, nodes[0] if kind in NODE_KINDS else None)  # unknown kinds: ValueError
     if not kinds or duration_s <= 0:
@@ -171,7 +175,7 @@ def covering_seed(rng: random.Random, duration_s: float, kinds: Iterable[str]) -
     wanted = set(kinds)
     for _ in range(1000):
         seed = rng.randrange(1, 2**31)
-        if {f.kind for f in make_schedule(seed, duration_s, wanted)} == wanted:
+        if {f.kind for f in make_schedule(seed, duration_s, sorted(wanted))} == wanted:
             return seed
     raise ValueError(f"{duration_s} s is too short to fit every fault kind of {sorted(wanted)}")
 
@@ -188,20 +192,27 @@ def unavailability(
     end_s: float,
     partitions: Iterable[int],
     horizon_s: float,
+    *,
+    already_paused_s: float = 1.0,
 ) -> float:
     """The longest pause between acknowledgements, over ``partitions``, that overlaps the
     fault's window ``[start_s, end_s]``: from the last ack before the pause to the first after
     it (``horizon_s``, the end of the run, if none came). ``ack_times`` are sorted per
-    partition. A fault that stopped nothing scores about the normal gap between acks."""
+    partition. A fault that stopped nothing scores about the normal gap between acks. A
+    pause that had gone on for ``already_paused_s`` when the fault began is another fault's
+    (an overlapping one), not counted."""
     worst = 0.0
     for p in partitions:
         times = ack_times.get(p, ())
         # pauses overlapping the window: between acks a < b with b > start and a < end
         i = bisect.bisect_right(times, start_s)  # first ack after the start
         prev = times[i - 1] if i > 0 else start_s
+        skip = start_s - prev > already_paused_s
         while True:
             nxt = times[i] if i < len(times) else horizon_s
-            worst = max(worst, nxt - prev)
+            if not skip:
+                worst = max(worst, nxt - prev)
+            skip = False
             if i >= len(times) or nxt >= end_s:
                 break
             prev, i = nxt, i + 1

@@ -33,7 +33,8 @@ def test_schedule_keeps_its_rules(
     seed: int, duration: float, kinds: list[str], max_concurrent: int
 ) -> None:
     faults = make_schedule(seed, duration, kinds, max_concurrent=max_concurrent)
-    assert faults == make_schedule(seed, duration, kinds, max_concurrent=max_concurrent)
+    again = make_schedule(seed, duration, kinds[::-1], max_concurrent=max_concurrent)
+    assert faults == again  # the same whatever order the kinds come in
     assert [f.index for f in faults] == list(range(len(faults)))
     assert [f.start_s for f in faults] == sorted(f.start_s for f in faults)
     for f in faults:
@@ -83,15 +84,18 @@ def test_a_covering_seed_fits_every_kind() -> None:
 
 
 def test_unavailability_is_the_longest_pause_across_the_window() -> None:
-    times = {0: [1.0, 2.0, 3.0, 9.0, 10.0], 1: [1.0, 5.0, 6.0]}
+    times = {0: [1.0, 2.0, 3.0, 9.0, 10.0], 1: [2.0, 5.0, 6.0]}
     # fault 2.5..4: partition 0 paused 3.0 -> 9.0
     assert unavailability(times, 2.5, 4.0, [0], 20.0) == pytest.approx(6.0)
     assert unavailability(times, 2.5, 4.0, [0, 1], 20.0) == pytest.approx(6.0)
-    assert unavailability(times, 2.5, 4.0, [1], 20.0) == pytest.approx(4.0)  # 1.0 -> 5.0
+    assert unavailability(times, 2.5, 4.0, [1], 20.0) == pytest.approx(3.0)  # 2.0 -> 5.0
     # no ack after the start at all: until the horizon
     assert unavailability(times, 11.0, 12.0, [0], 20.0) == pytest.approx(10.0)
     # nothing before the start: from the start
     assert unavailability({2: [5.0]}, 0.0, 1.0, [2], 20.0) == pytest.approx(5.0)
+    # a pause going on for a while when the fault began is not the fault's
+    assert unavailability(times, 6.0, 7.0, [0], 20.0) == 0.0  # 3 -> 9 began before
+    assert unavailability(times, 3.5, 7.0, [0], 20.0) == pytest.approx(6.0)  # began 0.5 s ago
 
 
 values = st.lists(st.binary(min_size=1, max_size=6), unique=True, max_size=30)
