@@ -253,6 +253,7 @@ class Offloader:
         info = await client.cluster()
         mine: dict[TP, uuid.UUID] = {}
         for name, t in info.topics.items():
+            self.coverage.note_partition_count(name, len(t.partitions))
             for p, leader in t.partitions.items():
                 if leader == self.node_id:
                     mine[(name, p)] = t.topic_id
