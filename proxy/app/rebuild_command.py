@@ -11,6 +11,7 @@ from pathlib import Path
 import wal
 from offload.kafka_logdir import DEFAULT_SEGMENT_BYTES
 from offload.layout import LayoutError, parse_target
+from offload.offsets_tail import DEFAULT_OFFSETS_PARTITIONS
 from offload.rebuild import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -56,6 +57,13 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
         help="write the WAL tail even where offsets between it and the S3 copy are missing",
     )
     p.add_argument("--parallel", type=int, default=8, help="concurrent downloads")
+    p.add_argument(
+        "--offsets-topic-partitions",
+        type=int,
+        default=DEFAULT_OFFSETS_PARTITIONS,
+        help="the cluster's offsets.topic.num.partitions: which __consumer_offsets partition "
+        f"holds a group's commits (default {DEFAULT_OFFSETS_PARTITIONS})",
+    )
 
 
 def _configured_wal(cfg: Config) -> str:
@@ -110,6 +118,7 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
         segment_bytes=args.segment_bytes,
         allow_gaps=args.allow_gaps,
         parallel=args.parallel,
+        offsets_partitions=args.offsets_topic_partitions,
     )
     print(
         f"rebuild: node {node_id} from {store.describe()} into {opts.log_dir}"
