@@ -39,8 +39,6 @@ from .wal_tail import AckedCommit, TailBatch, WalFacts
 
 KEY_VERSION = 1
 VALUE_VERSION = 3
-#: Kafka's default ``offsets.topic.num.partitions``.
-DEFAULT_OFFSETS_PARTITIONS = 50
 
 _I16 = struct.Struct(">h")
 
@@ -114,7 +112,7 @@ def plan_offsets_tail(
     facts: WalFacts,
     hosted: set[int],
     topic_names: Mapping[uuid.UUID, str],
-    partitions: int = DEFAULT_OFFSETS_PARTITIONS,
+    partitions: int,
 ) -> OffsetsTail:
     """Group the last acknowledged commit per (group, topic, partition) by the
     ``__consumer_offsets`` partition that holds the group (of ``partitions``), keeping those

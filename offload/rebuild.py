@@ -40,7 +40,7 @@ from . import layout, segment_codec
 from . import manifest as mf
 from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
 from .node_files import BrokerInfo, NodeFileError, decode_broker_info
-from .offsets_tail import DEFAULT_OFFSETS_PARTITIONS, commit_batches, plan_offsets_tail
+from .offsets_tail import commit_batches, plan_offsets_tail
 from .store import ObjectNotFound, ObjectStore, StoreError
 from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail
 
@@ -73,8 +73,9 @@ class RebuildOptions:
     segment_bytes: int = kl.DEFAULT_SEGMENT_BYTES
     allow_gaps: bool = False
     parallel: int = 8
-    #: ``offsets.topic.num.partitions`` of the cluster: which partition holds a group.
-    offsets_partitions: int = DEFAULT_OFFSETS_PARTITIONS
+    #: ``offsets.topic.num.partitions`` of the cluster (which partition holds a group);
+    #: None: the count the offloader recorded in ``broker.json``.
+    offsets_partitions: int | None = None
 
 
 @dataclass
@@ -316,8 +317,19 @@ def _offsets_tail(
     """Append the acknowledged commits to this node's ``__consumer_offsets`` partitions."""
     entry = info.topics.get(CONSUMER_OFFSETS)
     hosted = set(entry.partitions) if entry is not None else set()
+    if not facts.commits:
+        return
+    count = opts.offsets_partitions or (entry.partition_count if entry is not None else None)
+    if count is None:
+        if entry is not None:
+            report.warnings.append(
+                f"{len(facts.commits)} acknowledged commit(s) in the WAL not restored: "
+                f"broker.json does not record how many partitions {CONSUMER_OFFSETS} has "
+                "(an older offloader); pass --offsets-topic-partitions"
+            )
+        return
     try:
-        planned = plan_offsets_tail(facts, hosted, names, opts.offsets_partitions)
+        planned = plan_offsets_tail(facts, hosted, names, count)
     except ValueError as exc:
         raise RebuildError(f"--offsets-topic-partitions: {exc}") from None
     report.offset_commits_acknowledged = planned.acknowledged
@@ -331,7 +343,7 @@ def _offsets_tail(
     if planned.elsewhere and not planned.commits:
         report.warnings.append(
             f"{planned.elsewhere} acknowledged commit(s) belong to {CONSUMER_OFFSETS} "
-            f"partitions this node does not host (of {opts.offsets_partitions}); check "
+            f"partitions this node does not host (of {count}); check "
             "--offsets-topic-partitions if this node coordinated them"
         )
     for p, commits in sorted(planned.commits.items()):

@@ -11,7 +11,6 @@ from pathlib import Path
 import wal
 from offload.kafka_logdir import DEFAULT_SEGMENT_BYTES
 from offload.layout import LayoutError, parse_target
-from offload.offsets_tail import DEFAULT_OFFSETS_PARTITIONS
 from offload.rebuild import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -60,9 +59,8 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--offsets-topic-partitions",
         type=int,
-        default=DEFAULT_OFFSETS_PARTITIONS,
         help="the cluster's offsets.topic.num.partitions: which __consumer_offsets partition "
-        f"holds a group's commits (default {DEFAULT_OFFSETS_PARTITIONS})",
+        "holds a group's commits (default: the count the offloader recorded in broker.json)",
     )
 
 

@@ -96,3 +96,18 @@ def test_commits_of_partitions_hosted_elsewhere_are_counted_not_written() -> Non
     facts = collect(_entries((_commit("g", CommitOffset("t", None, 0, 1, -1, None)), (0,))))
     planned = plan_offsets_tail(facts, set(), {}, 50)
     assert (planned.restored, planned.elsewhere) == (0, 1)
+
+
+def test_broker_json_records_the_offsets_partition_count_and_reads_without_it() -> None:
+    import json
+
+    from offload.node_files import BrokerInfo, TopicEntry, decode_broker_info, encode_broker_info
+
+    info = BrokerInfo(
+        "c", 1, None, None, {"__consumer_offsets": TopicEntry(TID, (0, 2), 10)}, writer_epoch=1
+    )
+    assert decode_broker_info(encode_broker_info(info)).topics == info.topics
+    doc = json.loads(encode_broker_info(info))
+    del doc["topics"]["__consumer_offsets"]["partition_count"]  # an older offloader's file
+    back = decode_broker_info(json.dumps(doc).encode())
+    assert back.topics["__consumer_offsets"] == TopicEntry(TID, (0, 2), None)
