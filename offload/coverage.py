@@ -16,7 +16,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from proxy.kafka.groups import CONSUMER_OFFSETS, group_partition
+
 PartitionKey = tuple[str | None, uuid.UUID | None, int]
+#: A partition, or (a ``str``) a consumer group: its commits live in the group's
+#: ``__consumer_offsets`` partition, which the partition count of that topic says.
+CoverKey = PartitionKey | str
 
 
 @dataclass(slots=True)
@@ -32,6 +37,13 @@ class Coverage:
         self._names: dict[uuid.UUID, str] = {}
         self._released: set[tuple[str, int]] = set()
         self._released_ids: set[uuid.UUID] = set()
+        self._offsets_partitions: int | None = None
+
+    def note_partition_count(self, topic: str, count: int) -> None:
+        """The broker's metadata lists ``count`` partitions of ``topic`` (only
+        ``__consumer_offsets``'s is kept: a group's commits live in one of them)."""
+        if topic == CONSUMER_OFFSETS and count > 0:
+            self._offsets_partitions = count
 
     def update(
         self, topic: str, topic_id: uuid.UUID, partition: int, next_offset: int, synced_at: float
@@ -54,9 +66,16 @@ class Coverage:
         if self._led_elsewhere_covered:
             self._released.add((topic, partition))
 
-    def covers(self, key: PartitionKey, last_offset: int | None, settled_at: float) -> bool:
+    def covers(self, key: CoverKey, last_offset: int | None, settled_at: float) -> bool:
         """Has S3 committed this batch (``last_offset`` None: offset unknown, e.g. acks=0;
-        then a fetch after ``settled_at`` must have been fully committed)?"""
+        then a fetch after ``settled_at`` must have been fully committed)? For a group
+        (``key`` a ``str``): has its ``__consumer_offsets`` partition been committed from a
+        fetch after ``settled_at``?"""
+        if isinstance(key, str):
+            if self._offsets_partitions is None:
+                return False
+            key = (CONSUMER_OFFSETS, None, group_partition(key, self._offsets_partitions))
+            last_offset = None
         name, topic_id, partition = key
         if name is None and topic_id is not None:
             if topic_id in self._released_ids:
@@ -80,5 +99,5 @@ class AnyCoverage:
     def __init__(self, coverages: Callable[[], Iterable[Coverage]]) -> None:
         self._coverages = coverages
 
-    def covers(self, key: PartitionKey, last_offset: int | None, settled_at: float) -> bool:
+    def covers(self, key: CoverKey, last_offset: int | None, settled_at: float) -> bool:
         return any(c.covers(key, last_offset, settled_at) for c in self._coverages())

@@ -13,7 +13,8 @@ epoch. An offloader that finds a higher epoch than its own is fenced and stops.
     {"format": 1, "cluster_id": "...", "node_id": 1, "directory_id": "..." | null,
      "meta_properties": {"cluster.id": "...", "node.id": "1", "directory.id": "...",
                          "version": "1"} | null,
-     "topics": {"<name>": {"topic_id": "<22 chars>", "partitions": [0, 1, 2]}},
+     "topics": {"<name>": {"topic_id": "<22 chars>", "partitions": [0, 1, 2],
+                "partition_count": 50}},
      "writer_epoch": 4, "updated_at": "ISO-8601"}
 
 ``directory_id`` and ``meta_properties`` come from the broker's log directory
@@ -105,6 +106,9 @@ def next_lease(current: Lease | None, node_id: int, owner: str) -> Lease:
 class TopicEntry:
     topic_id: uuid.UUID
     partitions: tuple[int, ...]
+    #: How many partitions the topic has in the cluster (all brokers), when recorded; the
+    #: rebuild needs ``__consumer_offsets``'s to know which partition holds a group.
+    partition_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ def encode_broker_info(info: BrokerInfo) -> bytes:
             "meta_properties": info.meta_properties,
             "topics": {
                 name: {"topic_id": topic_id_text(t.topic_id), "partitions": list(t.partitions)}
+                | ({"partition_count": t.partition_count} if t.partition_count else {})
                 for name, t in sorted(info.topics.items())
             },
             "writer_epoch": info.writer_epoch,
@@ -149,7 +154,10 @@ def decode_broker_info(data: bytes) -> BrokerInfo:
             parts = t["partitions"]
             if not isinstance(parts, list) or not all(isinstance(p, int) for p in parts):
                 raise TypeError("partitions")
-            topics[name] = TopicEntry(parse_topic_id(t["topic_id"]), tuple(parts))
+            count = t.get("partition_count")
+            if count is not None and (not isinstance(count, int) or count <= 0):
+                raise TypeError("partition_count")
+            topics[name] = TopicEntry(parse_topic_id(t["topic_id"]), tuple(parts), count)
         except (KeyError, TypeError, LayoutError) as exc:
             raise NodeFileError(f"broker.json.topics.{name}: {exc!r}") from None
     meta = doc.get("meta_properties")

@@ -28,6 +28,7 @@ import trio
 
 from proxy.client.errors import UpstreamError
 from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient
+from proxy.kafka.groups import CONSUMER_OFFSETS
 
 from . import commit, layout
 from . import manifest as mf
@@ -252,7 +253,10 @@ class Offloader:
     async def _discover(self, client: UpstreamClient) -> None:
         info = await client.cluster()
         mine: dict[TP, uuid.UUID] = {}
+        counts: dict[str, int] = {}
         for name, t in info.topics.items():
+            counts[name] = len(t.partitions)
+            self.coverage.note_partition_count(name, len(t.partitions))
             for p, leader in t.partitions.items():
                 if leader == self.node_id:
                     mine[(name, p)] = t.topic_id
@@ -279,7 +283,11 @@ class Offloader:
         hosted: dict[str, TopicEntry] = {}
         for (name, p), topic_id in sorted(mine.items()):
             entry = hosted.get(name)
-            hosted[name] = TopicEntry(topic_id, (*(entry.partitions if entry else ()), p))
+            hosted[name] = TopicEntry(
+                topic_id,
+                (*(entry.partitions if entry else ()), p),
+                counts[name] if name == CONSUMER_OFFSETS else None,
+            )
         if hosted != self._hosted:
             await self._write_broker_json(hosted)
             self._hosted = hosted

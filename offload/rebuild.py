@@ -24,12 +24,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import wal
+from proxy.kafka.groups import CONSUMER_OFFSETS
 from proxy.kafka.record_batch import iter_batches
 from wal import WalError
 
@@ -38,6 +40,7 @@ from . import layout, segment_codec
 from . import manifest as mf
 from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
 from .node_files import BrokerInfo, NodeFileError, decode_broker_info
+from .offsets_tail import commit_batches, plan_offsets_tail
 from .store import ObjectNotFound, ObjectStore, StoreError
 from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail
 
@@ -70,6 +73,9 @@ class RebuildOptions:
     segment_bytes: int = kl.DEFAULT_SEGMENT_BYTES
     allow_gaps: bool = False
     parallel: int = 8
+    #: ``offsets.topic.num.partitions`` of the cluster (which partition holds a group);
+    #: None: the count the offloader recorded in ``broker.json``.
+    offsets_partitions: int | None = None
 
 
 @dataclass
@@ -117,6 +123,12 @@ class Report:
     tail_batches: int = 0
     tail_bytes: int = 0
     wal_in_doubt: int = 0
+    #: acknowledged commits (latest per group, topic, partition) in the WAL, and of them
+    #: those written to this node's __consumer_offsets partitions
+    offset_commits_acknowledged: int = 0
+    offset_commits_restored: int = 0
+    offset_commits_transactional: int = 0  # TxnOffsetCommit: not written (see offsets_tail)
+    offset_commits_elsewhere: int = 0  # groups of partitions this node does not host
     seconds: float = 0.0
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -285,11 +297,76 @@ def plan(
             )
         except TailError as exc:
             raise RebuildError(f"WAL tail: {exc}") from None
+        _offsets_tail(facts, info, manifests, tails, names, opts, report)
     plans = [
         PartitionPlan(tp[0], tp[1], m, etag, tails.get(tp))
         for tp, (m, etag) in sorted(manifests.items())
     ]
     return info, plans
+
+
+def _offsets_tail(
+    facts: WalFacts,
+    info: BrokerInfo,
+    manifests: dict[tuple[str, int], tuple[mf.Manifest, str]],
+    tails: dict[tuple[str, int], PartitionTail],
+    names: dict[uuid.UUID, str],
+    opts: RebuildOptions,
+    report: Report,
+) -> None:
+    """Append the acknowledged commits to this node's ``__consumer_offsets`` partitions."""
+    entry = info.topics.get(CONSUMER_OFFSETS)
+    hosted = set(entry.partitions) if entry is not None else set()
+    if not facts.commits:
+        return
+    count = opts.offsets_partitions or (entry.partition_count if entry is not None else None)
+    if count is None:
+        if entry is not None:
+            report.warnings.append(
+                f"{len(facts.commits)} acknowledged commit(s) in the WAL not restored: "
+                f"broker.json does not record how many partitions {CONSUMER_OFFSETS} has "
+                "(an older offloader); pass --offsets-topic-partitions"
+            )
+        return
+    try:
+        planned = plan_offsets_tail(facts, hosted, names, count)
+    except ValueError as exc:
+        raise RebuildError(f"--offsets-topic-partitions: {exc}") from None
+    report.offset_commits_acknowledged = planned.acknowledged
+    report.offset_commits_transactional = planned.transactional_skipped
+    report.offset_commits_elsewhere = planned.elsewhere
+    if planned.unknown_topic:
+        report.warnings.append(
+            f"{planned.unknown_topic} acknowledged commit(s) name a topic id the offload "
+            "target does not list; not restored"
+        )
+    if planned.elsewhere and not planned.commits:
+        report.warnings.append(
+            f"{planned.elsewhere} acknowledged commit(s) belong to {CONSUMER_OFFSETS} "
+            f"partitions this node does not host (of {count}); check "
+            "--offsets-topic-partitions if this node coordinated them"
+        )
+    for p, commits in sorted(planned.commits.items()):
+        assert entry is not None
+        tp = (CONSUMER_OFFSETS, p)
+        if tp not in manifests:  # hosted, never offloaded: the commits start its log
+            manifests[tp] = (
+                mf.initial_manifest(
+                    CONSUMER_OFFSETS,
+                    entry.topic_id,
+                    p,
+                    writer_node=opts.node_id,
+                    writer_epoch=0,
+                    log_start_offset=0,
+                    version=0,
+                ),
+                "none",
+            )
+        m = manifests[tp][0]
+        tail = tails.setdefault(tp, PartitionTail(CONSUMER_OFFSETS, p, m.next_offset))
+        epoch = m.leader_epochs[-1][0] if m.leader_epochs else 0
+        tail.batches += commit_batches(commits, tail.next_offset, epoch, names)
+        report.offset_commits_restored += len(commits)
 
 
 def _meta(info: BrokerInfo, node_id: int) -> kl.MetaProperties:

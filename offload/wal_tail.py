@@ -35,11 +35,17 @@ import crc32c
 
 from proxy.durable.wal_entries import (
     BATCH,
+    COMMIT,
+    COMMIT_OUTCOME,
     OUTCOME,
     BatchEntry,
+    CommitEntry,
+    CommitOutcomeEntry,
     EntryError,
     OutcomeEntry,
     decode_batch,
+    decode_commit,
+    decode_commit_outcome,
     decode_outcome,
 )
 from proxy.kafka.record_batch import BatchError, BatchHeader, iter_batches
@@ -101,20 +107,56 @@ class AckedBatch:
         return any(h.is_transactional for h in self.headers)
 
 
+@dataclass(frozen=True, slots=True)
+class AckedCommit:
+    """One partition's offset from a COMMIT entry whose COMMIT_OUTCOME gave it error 0."""
+
+    lsn: int
+    group_id: str
+    topic: str | None
+    topic_id: uuid.UUID | None
+    partition: int
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+    commit_time_ms: int
+    transactional_id: str | None  # TxnOffsetCommit: counts once its transaction commits
+    producer_id: int = -1
+    producer_epoch: int = -1
+
+
 @dataclass
 class WalFacts:
-    """What a WAL scan found: acknowledged batches and the ones still in doubt."""
+    """What a WAL scan found: acknowledged batches and the ones still in doubt, and the
+    acknowledged offset commits (in LSN order)."""
 
     acked: list[AckedBatch] = field(default_factory=list)
     #: BATCH entries without an outcome (never acknowledged; maybe in the log, maybe not).
     in_doubt: list[tuple[int, BatchEntry]] = field(default_factory=list)
     entries: int = 0
+    commits: list[AckedCommit] = field(default_factory=list)
+    #: COMMIT entries without an outcome (never acknowledged).
+    commits_in_doubt: int = 0
+
+    def latest_commits(
+        self, *, transactional: bool = False
+    ) -> dict[tuple[str, str | None, uuid.UUID | None, int], AckedCommit]:
+        """The last acknowledged commit (by WAL order) per (group, topic, topic id,
+        partition): the offset the client was last told is committed. Transactional ones
+        only with ``transactional`` (they count only if their transaction committed)."""
+        out: dict[tuple[str, str | None, uuid.UUID | None, int], AckedCommit] = {}
+        for c in self.commits:
+            if c.transactional_id is None or transactional:
+                out[(c.group_id, c.topic, c.topic_id, c.partition)] = c
+        return out
 
 
 def collect(entries: Iterable[Entry]) -> WalFacts:
     """Fold WAL entries into acknowledged batches (latest OUTCOME per BATCH wins)."""
     batches: dict[int, BatchEntry] = {}
     outcomes: dict[int, OutcomeEntry] = {}
+    commits: dict[int, CommitEntry] = {}
+    commit_outcomes: dict[int, CommitOutcomeEntry] = {}
     facts = WalFacts()
     for entry in entries:
         facts.entries += 1
@@ -124,8 +166,14 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
             elif entry.type == OUTCOME:
                 decoded = decode_outcome(entry.payload)
                 outcomes[decoded.batch_lsn] = decoded
+            elif entry.type == COMMIT:
+                commits[entry.lsn] = decode_commit(entry.payload)
+            elif entry.type == COMMIT_OUTCOME:
+                c = decode_commit_outcome(entry.payload)
+                commit_outcomes[c.commit_lsn] = c
         except EntryError as exc:
             raise TailError(f"WAL entry at LSN {entry.lsn} does not decode: {exc}") from exc
+    facts.commits, facts.commits_in_doubt = _acked_commits(commits, commit_outcomes)
     for lsn, b in sorted(batches.items()):
         o = outcomes.get(lsn)
         if o is None:
@@ -153,6 +201,43 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
             )
         )
     return facts
+
+
+def _acked_commits(
+    commits: dict[int, CommitEntry], outcomes: dict[int, CommitOutcomeEntry]
+) -> tuple[list[AckedCommit], int]:
+    acked: list[AckedCommit] = []
+    in_doubt = 0
+    for lsn, c in sorted(commits.items()):
+        o = outcomes.get(lsn)
+        if o is None:
+            in_doubt += 1
+            continue
+        if len(o.error_codes) != len(c.offsets):
+            raise TailError(
+                f"COMMIT_OUTCOME of the commit at LSN {lsn} has {len(o.error_codes)} error "
+                f"codes for {len(c.offsets)} partitions"
+            )
+        for off, code in zip(c.offsets, o.error_codes, strict=True):
+            if code != 0:
+                continue
+            acked.append(
+                AckedCommit(
+                    lsn,
+                    c.group_id,
+                    off.topic,
+                    off.topic_id,
+                    off.partition,
+                    off.offset,
+                    off.leader_epoch,
+                    off.metadata,
+                    c.commit_time_ms,
+                    c.transactional_id,
+                    c.producer_id,
+                    c.producer_epoch,
+                )
+            )
+    return acked, in_doubt
 
 
 @dataclass(frozen=True, slots=True)

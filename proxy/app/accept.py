@@ -39,8 +39,10 @@ class Connections:
         produce: Callable[[], ProduceHandler[Any] | None],
         upstream_trouble: Callable[[], None],
         limits: ConnectionLimits,
+        commits: Callable[[], ProduceHandler[Any] | None] = lambda: None,
     ) -> None:
-        """``produce()``: the produce handler (None without a WAL); ``upstream_trouble()``:
+        """``produce()``: the produce handler (None without a WAL); ``commits()``: the offset
+        commit handler (likewise); ``upstream_trouble()``:
         a broker could not be reached or dropped a connection (the reconciler checks it);
         ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
@@ -48,6 +50,7 @@ class Connections:
         self._refusals = RefusalLog()
         self._dialer = dialer
         self._produce = produce
+        self._commits = commits
         self._upstream_trouble = upstream_trouble
         self.open: set[ProxyConnection[Any]] = set()
         self._ids = 0
@@ -137,6 +140,7 @@ class Connections:
             functools.partial(self._dial_upstream, targets, peer),
             self._settings,
             produce=produce,
+            commits=self._commits(),
             peer=peer,
             on_upstream_lost=self._upstream_trouble if produce is not None else None,
         )

@@ -56,6 +56,12 @@ def add_rebuild_arguments(p: argparse.ArgumentParser) -> None:
         help="write the WAL tail even where offsets between it and the S3 copy are missing",
     )
     p.add_argument("--parallel", type=int, default=8, help="concurrent downloads")
+    p.add_argument(
+        "--offsets-topic-partitions",
+        type=int,
+        help="the cluster's offsets.topic.num.partitions: which __consumer_offsets partition "
+        "holds a group's commits (default: the count the offloader recorded in broker.json)",
+    )
 
 
 def _configured_wal(cfg: Config) -> str:
@@ -110,6 +116,7 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
         segment_bytes=args.segment_bytes,
         allow_gaps=args.allow_gaps,
         parallel=args.parallel,
+        offsets_partitions=args.offsets_topic_partitions,
     )
     print(
         f"rebuild: node {node_id} from {store.describe()} into {opts.log_dir}"

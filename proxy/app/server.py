@@ -23,6 +23,7 @@ from proxy.app.wiring import open_configured_wal
 from proxy.client.dialer import dialer_of
 from proxy.client.upstream_client import ClusterClient, UpstreamClient
 from proxy.config import Config, parse_address
+from proxy.durable.commit_path import DurableCommit
 from proxy.durable.produce_path import DurableProduce
 from proxy.durable.reconciler import Reconciler
 from proxy.gateway import Gateway
@@ -76,12 +77,14 @@ class ProxyServer:
             limits=ConnectionLimits(
                 p.max_connections or AUTO_MAX_CONNECTIONS, p.max_connections_per_address
             ),
+            commits=lambda: self.commits,
         )
         self._stop = trio.Event()
         self._preflighted = False
         self.port: int | None = None
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
+        self.commits: DurableCommit | None = None
         self.reconciler: Reconciler | None = None
         self.probe = UpstreamProbe(
             self.topology.targets,
@@ -266,6 +269,7 @@ class ProxyServer:
         retention, or (offloading) once S3 covers each entry."""
         self.durable = durable = DurableProduce(wal)
         durable.attach(nursery)
+        self.commits = DurableCommit(durable)
         durable.track_settled = self.config.offload.enabled
         self.reconciler = Reconciler(
             durable,

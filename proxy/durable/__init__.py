@@ -1,10 +1,11 @@
 """The durable produce path: nothing is acknowledged before its WAL entry is durable.
 
 What this package owns: the WAL entry format (:mod:`.wal_entries`: BATCH before forwarding,
-OUTCOME before the acknowledgement), the produce handler the connection calls
-(:mod:`.produce_path`: :class:`DurableProduce`), reconciliation with the broker after
-trouble (:mod:`.reconciler`) and its pure repair planner (:mod:`.repair_plan`), and the
-produce path's metrics (:mod:`.metrics`).
+OUTCOME before the acknowledgement; COMMIT and COMMIT_OUTCOME for offset commits), the
+produce handler the connection calls (:mod:`.produce_path`: :class:`DurableProduce`), the
+offset commit handler (:mod:`.commit_path`: :class:`DurableCommit`), reconciliation with
+the broker after trouble (:mod:`.reconciler`) and its pure repair planner
+(:mod:`.repair_plan`), and the produce path's metrics (:mod:`.metrics`).
 
 The entry format is plain data that the offloader's rebuild reads too, so importing it must
 not start the trio runtime: the handler and the reconciler are loaded on first use
@@ -16,13 +17,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .wal_entries import BATCH, OUTCOME, BatchEntry, EntryError, OutcomeEntry, Source
+from .wal_entries import (
+    BATCH,
+    COMMIT,
+    COMMIT_OUTCOME,
+    OUTCOME,
+    BatchEntry,
+    CommitEntry,
+    CommitOutcomeEntry,
+    EntryError,
+    OutcomeEntry,
+    Source,
+)
 
 if TYPE_CHECKING:
+    from .commit_path import DurableCommit, PreparedCommit
     from .produce_path import DurableProduce, PreparedRequest
     from .reconciler import Reconciler, Report
 
 _RUNTIME = {
+    "DurableCommit": "commit_path",
+    "PreparedCommit": "commit_path",
     "DurableProduce": "produce_path",
     "PreparedRequest": "produce_path",
     "Reconciler": "reconciler",
@@ -39,11 +54,17 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BATCH",
+    "COMMIT",
+    "COMMIT_OUTCOME",
     "OUTCOME",
     "BatchEntry",
+    "CommitEntry",
+    "CommitOutcomeEntry",
+    "DurableCommit",
     "DurableProduce",
     "EntryError",
     "OutcomeEntry",
+    "PreparedCommit",
     "PreparedRequest",
     "Reconciler",
     "Report",

@@ -66,3 +66,18 @@ ABANDONED = Counter(
 # increase() an alert sees, not a new series starting at 1.
 for _acked in ("true", "false"):
     ABANDONED.labels(_acked)
+COMMITS_PERSISTED = Counter(
+    "walproxy_commits_persisted_total",
+    "Offset commit requests (OffsetCommit, TxnOffsetCommit) made durable in the WAL before "
+    "forwarding.",
+)
+COMMITTED_OFFSETS_ACKED = Counter(
+    "walproxy_committed_offsets_acknowledged_total",
+    "Partition offsets the broker committed whose outcome is durable in the WAL (the client "
+    "was then told).",
+)
+COMMITS_REFUSED = Counter(
+    "walproxy_commits_refused_total",
+    "Offset commit requests answered COORDINATOR_NOT_AVAILABLE because the WAL could not "
+    "persist them.",
+)

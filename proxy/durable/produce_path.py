@@ -58,6 +58,10 @@ from wal.writer import Submission
 
 log = structlog.get_logger("walproxy.produce")
 
+#: What a settled WAL entry waits for S3 to cover: a partition's batch, or (a ``str``) a
+#: group's committed offsets, in that group's ``__consumer_offsets`` partition.
+CoverKey = PartitionKey | str
+
 
 @dataclass(eq=False, slots=True)
 class PreparedRequest:
@@ -123,11 +127,15 @@ class DurableProduce:
         #: (LSN, partition, last offset or None if unknown, settled at), until S3 covers them.
         self.track_settled = False
         self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
-        self._settled: list[tuple[int, PartitionKey, int | None, float]] = []
+        self._settled: list[tuple[int, CoverKey, int | None, float]] = []
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Where background outcome writes run (those a dying connection cannot await)."""
         self._nursery = nursery
+
+    @property
+    def nursery(self) -> trio.Nursery | None:
+        return self._nursery
 
     # -- ProduceHandler ------------------------------------------------------------------
     async def prepare(
@@ -364,7 +372,7 @@ class DurableProduce:
 
     async def trim_after_offload(
         self,
-        covers: Callable[[PartitionKey, int | None, float], bool],
+        covers: Callable[[CoverKey, int | None, float], bool],
         interval_s: float = 0.5,
         progress: Callable[[int, int], None] = lambda trimmed, last: None,
         retention_s: float = 0.0,
@@ -418,6 +426,13 @@ class DurableProduce:
                 await self.wal.trim(target)
                 trimmed = target
             progress(trimmed, bound)
+
+    def note_commit_settled(self, lsn: int, group_id: str) -> None:
+        """A COMMIT entry's outcome is durable and some of its offsets were committed: it
+        waits in the index until the S3 copy of the group's ``__consumer_offsets`` partition
+        was synced after now (a commit's offset in that partition is not known here)."""
+        if self.track_settled:
+            heapq.heappush(self._settled, (lsn, group_id, None, trio.current_time()))
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:

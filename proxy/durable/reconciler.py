@@ -36,11 +36,15 @@ from proxy.durable.repair_plan import (
 )
 from proxy.durable.wal_entries import (
     BATCH,
+    COMMIT,
+    COMMIT_OUTCOME,
     OUTCOME,
     BatchEntry,
     OutcomeEntry,
     Source,
     decode_batch,
+    decode_commit,
+    decode_commit_outcome,
     decode_outcome,
     encode_outcome,
 )
@@ -84,17 +88,28 @@ class _PartitionState:
 
 
 def scan_wal(
-    wal: Wal | S3Wal, from_lsn: int | None = None
+    wal: Wal | S3Wal,
+    from_lsn: int | None = None,
+    acked_commits: dict[int, str] | None = None,
 ) -> tuple[dict[int, BatchEntry], dict[int, OutcomeEntry]]:
-    """Every BATCH and the latest OUTCOME per batch, from ``from_lsn`` (default: the start)."""
+    """Every BATCH and the latest OUTCOME per batch, from ``from_lsn`` (default: the start);
+    with ``acked_commits``, also the LSN -> group of every COMMIT entry that committed an
+    offset (a COMMIT_OUTCOME with an error 0), in the same pass."""
     batches: dict[int, BatchEntry] = {}
     outcomes: dict[int, OutcomeEntry] = {}
+    groups: dict[int, str] = {}
     for entry in wal.read_from(from_lsn):
         if entry.type == BATCH:
             batches[entry.lsn] = decode_batch(bytes(entry.payload))
         elif entry.type == OUTCOME:
             o = decode_outcome(entry.payload)
             outcomes[o.batch_lsn] = o
+        elif acked_commits is not None and entry.type == COMMIT:
+            groups[entry.lsn] = decode_commit(entry.payload).group_id
+        elif acked_commits is not None and entry.type == COMMIT_OUTCOME:
+            c = decode_commit_outcome(entry.payload)
+            if 0 in c.error_codes and c.commit_lsn in groups:
+                acked_commits[c.commit_lsn] = groups[c.commit_lsn]
     return batches, outcomes
 
 
@@ -216,7 +231,11 @@ class Reconciler:
 
         # Which partitions lost acknowledged data (their log ends before what we acked)?
         if startup:
-            batches, outcomes = scan_wal(self.wal)
+            commits: dict[int, str] = {}
+            batches, outcomes = scan_wal(self.wal, acked_commits=commits)
+            for lsn, group in commits.items():  # an earlier process's: kept until S3 has them
+                if lsn < self.durable.session_start_lsn:
+                    self.durable.note_commit_settled(lsn, group)
             for lsn, b in batches.items():
                 o = outcomes.get(lsn)
                 if o is not None and lsn < self.durable.session_start_lsn:

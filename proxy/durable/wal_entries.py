@@ -1,6 +1,6 @@
-"""What the produce path writes to the WAL, sans-IO: plain functions over bytes.
+"""What the durable paths write to the WAL, sans-IO: plain functions over bytes.
 
-Two entry types, both little more than fixed headers:
+Two entry types of the produce path, both little more than fixed headers:
 
 ``BATCH`` — one partition's records from one Produce request, written (durably) before the
 request is forwarded::
@@ -27,6 +27,37 @@ request is forwarded::
 
 Producer id, epoch, base sequence, record count and the transactional flag are not copied
 out: they are in the batch header itself (:mod:`proxy.kafka.record_batch`).
+
+Two more for offset commits (OffsetCommit and TxnOffsetCommit), written the same way:
+
+``COMMIT`` — one commit request's offsets, written (durably) before it is forwarded::
+
+    u8   format version (1)
+    u8   flags            bit 0: TxnOffsetCommit (the offsets count once its transaction commits)
+    i16  api key, i16 api version (of the request)
+    i64  commit time      ms since the epoch, the proxy's clock when the request arrived
+    u16  group id length, then UTF-8 bytes
+    i16  transactional id length (-1: none), then UTF-8 bytes
+    i64  producer id      -1 unless TxnOffsetCommit
+    i16  producer epoch   -1 unless TxnOffsetCommit
+    u32  partition count, then per partition:
+         16B topic id     all zero when the request named the topic
+         u16 topic name length, then UTF-8 bytes (0 when the request used the topic id)
+         i32 partition, i64 offset, i32 leader epoch (-1: none)
+         i32 metadata length (-1: null), then UTF-8 bytes
+
+``COMMIT_OUTCOME`` — the broker's answer to a COMMIT entry, written before the client is
+answered::
+
+    u8   format version (1)
+    u8   source           1 broker response, 4 abandoned (never answered by the broker)
+    u64  LSN of the COMMIT entry
+    u32  partition count (the COMMIT entry's), then one i16 error code per partition, in the
+         COMMIT entry's order (0: committed; -1: the broker's response did not name it)
+
+A commit is *acknowledged* for a partition when its COMMIT_OUTCOME gives that partition
+error 0. Readers that do not know these types skip them (the WAL stores opaque payloads with
+a type; every reader here dispatches on the type and ignores the others).
 """
 
 from __future__ import annotations
@@ -38,6 +69,8 @@ from enum import IntEnum
 
 BATCH = 1
 OUTCOME = 2
+COMMIT = 3
+COMMIT_OUTCOME = 4
 
 _FORMAT = 1
 _BATCH_HEAD = struct.Struct(">BBhi16s")
@@ -183,3 +216,169 @@ def decode_outcome(payload: bytes | memoryview) -> OutcomeEntry:
         if isinstance(exc, EntryError):
             raise
         raise EntryError(f"OUTCOME entry does not decode: {exc}") from exc
+
+
+# -- offset commits --------------------------------------------------------------------------
+_COMMIT_HEAD = struct.Struct(">BBhhq")
+_PRODUCER = struct.Struct(">qh")
+_U32 = struct.Struct(">I")
+_COMMIT_PART = struct.Struct(">iqi")
+_I32 = struct.Struct(">i")
+_COMMIT_OUTCOME_HEAD = struct.Struct(">BBQI")
+FLAG_TXN = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOffset:
+    topic: str | None
+    topic_id: uuid.UUID | None
+    partition: int
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEntry:
+    api_key: int
+    api_version: int
+    commit_time_ms: int
+    group_id: str
+    transactional_id: str | None
+    producer_id: int
+    producer_epoch: int
+    offsets: tuple[CommitOffset, ...]
+
+    @property
+    def transactional(self) -> bool:
+        return self.transactional_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcomeEntry:
+    commit_lsn: int
+    source: Source
+    error_codes: tuple[int, ...]  # one per CommitEntry.offsets, same order
+
+
+def _str16(value: str) -> bytes:
+    raw = value.encode()
+    return _U16.pack(len(raw)) + raw
+
+
+def _nullable16(value: str | None) -> bytes:
+    if value is None:
+        return _I16.pack(-1)
+    raw = value.encode()
+    return _I16.pack(len(raw)) + raw
+
+
+def encode_commit(entry: CommitEntry) -> bytes:
+    parts = [
+        _COMMIT_HEAD.pack(
+            _FORMAT,
+            FLAG_TXN if entry.transactional else 0,
+            entry.api_key,
+            entry.api_version,
+            entry.commit_time_ms,
+        ),
+        _str16(entry.group_id),
+        _nullable16(entry.transactional_id),
+        _PRODUCER.pack(entry.producer_id, entry.producer_epoch),
+        _U32.pack(len(entry.offsets)),
+    ]
+    for o in entry.offsets:
+        parts += [
+            o.topic_id.bytes if o.topic_id else _NO_TOPIC_ID,
+            _str16(o.topic or ""),
+            _COMMIT_PART.pack(o.partition, o.offset, o.leader_epoch),
+        ]
+        if o.metadata is None:
+            parts.append(_I32.pack(-1))
+        else:
+            raw = o.metadata.encode()
+            parts += [_I32.pack(len(raw)), raw]
+    return b"".join(parts)
+
+
+class _Reader:
+    __slots__ = ("pos", "view")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        self.view = memoryview(payload)
+        self.pos = 0
+
+    def unpack(self, st: struct.Struct) -> tuple[int, ...]:
+        values = st.unpack_from(self.view, self.pos)
+        self.pos += st.size
+        return values
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.view):
+            raise EntryError("COMMIT entry is truncated")
+        raw = bytes(self.view[self.pos : self.pos + n])
+        self.pos += n
+        return raw
+
+    def str16(self) -> str:
+        return self.take(self.unpack(_U16)[0]).decode()
+
+
+def decode_commit(payload: bytes | memoryview) -> CommitEntry:
+    r = _Reader(payload)
+    try:
+        version, _flags, api_key, api_version, commit_time = r.unpack(_COMMIT_HEAD)
+        if version != _FORMAT:
+            raise EntryError(f"COMMIT entry format {version} is not {_FORMAT}")
+        group = r.str16()
+        (t,) = r.unpack(_I16)
+        txn = r.take(t).decode() if t >= 0 else None
+        producer_id, producer_epoch = r.unpack(_PRODUCER)
+        (n,) = r.unpack(_U32)
+        offsets = []
+        for _ in range(n):
+            tid = r.take(16)
+            name = r.str16()
+            partition, offset, epoch = r.unpack(_COMMIT_PART)
+            (m,) = r.unpack(_I32)
+            metadata = r.take(m).decode() if m >= 0 else None
+            offsets.append(
+                CommitOffset(
+                    name or None,
+                    None if tid == _NO_TOPIC_ID else uuid.UUID(bytes=tid),
+                    partition,
+                    offset,
+                    epoch,
+                    metadata,
+                )
+            )
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise EntryError(f"COMMIT entry does not decode: {exc}") from exc
+    if r.pos != len(r.view):
+        raise EntryError(f"COMMIT entry has {len(r.view) - r.pos} trailing bytes")
+    return CommitEntry(
+        api_key, api_version, commit_time, group, txn, producer_id, producer_epoch, tuple(offsets)
+    )
+
+
+def encode_commit_outcome(entry: CommitOutcomeEntry) -> bytes:
+    codes = entry.error_codes
+    return _COMMIT_OUTCOME_HEAD.pack(
+        _FORMAT, int(entry.source), entry.commit_lsn, len(codes)
+    ) + struct.pack(f">{len(codes)}h", *codes)
+
+
+def decode_commit_outcome(payload: bytes | memoryview) -> CommitOutcomeEntry:
+    try:
+        version, source, lsn, n = _COMMIT_OUTCOME_HEAD.unpack_from(payload, 0)
+        if version != _FORMAT:
+            raise EntryError(f"COMMIT_OUTCOME entry format {version} is not {_FORMAT}")
+        size = _COMMIT_OUTCOME_HEAD.size + 2 * n
+        if len(payload) != size:
+            raise EntryError(f"COMMIT_OUTCOME entry is {len(payload)} bytes, not {size}")
+        codes = struct.unpack_from(f">{n}h", payload, _COMMIT_OUTCOME_HEAD.size)
+        return CommitOutcomeEntry(lsn, Source(source), tuple(codes))
+    except (struct.error, ValueError) as exc:
+        if isinstance(exc, EntryError):
+            raise
+        raise EntryError(f"COMMIT_OUTCOME entry does not decode: {exc}") from exc

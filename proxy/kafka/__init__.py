@@ -1,7 +1,9 @@
 """The Kafka wire, sans-IO: plain functions over bytes and kio values, no sockets, no trio.
 
 What this package owns: frame boundaries and fixed header fields (:mod:`.framing`), the
-zero-copy Produce skimmer (:mod:`.produce_skim`), record batch headers and the batch
+zero-copy Produce skimmer (:mod:`.produce_skim`), the offset commit skimmer and responses
+(:mod:`.commit_skim`, :mod:`.commit_codec`), a group's ``__consumer_offsets`` partition
+(:mod:`.groups`), record batch headers and the batch
 patching offload needs (:mod:`.record_batch`), kio decode/encode for the few APIs the proxy
 changes (:mod:`.codec`, :mod:`.produce_codec`), the response rewrites (:mod:`.apiversions`:
 version clamping; :mod:`.endpoints`, :mod:`.node_endpoints`: no broker address that
@@ -9,6 +11,7 @@ bypasses the proxy reaches a client).
 """
 
 from .codec import CodecError, decode_request, decode_response, encode, kio_version_range
+from .commit_skim import CommitSkimError, SkimmedCommit, skim_commit
 from .framing import FrameDecoder, FrameError, RequestHeader, encode_frame, parse_request_header
 from .produce_skim import PartitionRecords, SkimError, SkimmedProduce, produce_acks, skim_produce
 from .record_batch import BatchError, BatchHeader, build_batch, iter_batches, parse_header
@@ -17,11 +20,13 @@ __all__ = [
     "BatchError",
     "BatchHeader",
     "CodecError",
+    "CommitSkimError",
     "FrameDecoder",
     "FrameError",
     "PartitionRecords",
     "RequestHeader",
     "SkimError",
+    "SkimmedCommit",
     "SkimmedProduce",
     "build_batch",
     "decode_request",
@@ -33,5 +38,6 @@ __all__ = [
     "parse_header",
     "parse_request_header",
     "produce_acks",
+    "skim_commit",
     "skim_produce",
 ]

@@ -23,6 +23,9 @@ SASL_HANDSHAKE = _KEYS["sasl_handshake"]
 API_VERSIONS = _KEYS["api_versions"]
 SASL_AUTHENTICATE = _KEYS["sasl_authenticate"]
 DESCRIBE_CLUSTER = _KEYS["describe_cluster"]
+OFFSET_COMMIT = _KEYS["offset_commit"]
+TXN_OFFSET_COMMIT = _KEYS["txn_offset_commit"]
+OFFSET_FETCH = _KEYS["offset_fetch"]
 
 # -- error codes --------------------------------------------------------------------------------
 OFFSET_OUT_OF_RANGE = int(ErrorCode.offset_out_of_range)
@@ -32,6 +35,7 @@ COORDINATOR_NOT_AVAILABLE = int(ErrorCode.coordinator_not_available)
 UNSUPPORTED_VERSION = int(ErrorCode.unsupported_version)
 DUPLICATE_SEQUENCE_NUMBER = int(ErrorCode.duplicate_sequence_number)
 KAFKA_STORAGE_ERROR = int(ErrorCode.kafka_storage_error)
+UNKNOWN_SERVER_ERROR = int(ErrorCode.unknown_server_error)
 
 
 @cache

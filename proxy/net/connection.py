@@ -15,6 +15,10 @@ needs the broker, so a client that connects and sends nothing costs the broker n
 * ``_client_writer`` writes responses strictly in request order; a Produce response only once
   its outcome is durable, so an acknowledgement never outruns the WAL.
 
+Offset commits (OffsetCommit, TxnOffsetCommit) go the same way through their own handler
+(``commits``, the same contract): in the WAL before forwarding, answered once the broker's
+outcome is durable. Only requests that are not Produce look it up, by API key.
+
 When the slot channels are full the reader stops reading and TCP back-pressures the client.
 Requests with no answer (Produce with ``acks=0``) get no slot. Anything malformed, from
 either side, closes this connection only.
@@ -37,6 +41,7 @@ from proxy.kafka.apiversions import (
     unsupported_version_response,
 )
 from proxy.kafka.codec import CodecError, kio_version_range
+from proxy.kafka.commit_skim import CommitSkimError
 from proxy.kafka.framing import (
     FrameDecoder,
     FrameError,
@@ -46,7 +51,7 @@ from proxy.kafka.framing import (
 )
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
 from proxy.kafka.produce_skim import SkimError, produce_acks
-from proxy.kafka.protocol import API_VERSIONS, PRODUCE, api_name
+from proxy.kafka.protocol import API_VERSIONS, OFFSET_COMMIT, PRODUCE, TXN_OFFSET_COMMIT, api_name
 from proxy.net import metrics
 from proxy.net.budget import MemoryBudget
 
@@ -150,7 +155,8 @@ class _Slot(Generic[P]):
     received_at: float
     done: trio.Event = field(default_factory=trio.Event)
     response: bytes | None = None
-    produce: P | None = None
+    produce: P | None = None  # prepared by ``handler`` (a Produce or an offset commit)
+    handler: ProduceHandler[P] | None = None
     outcome: Awaitable[None] | None = None  # the produce outcome's WAL write
     acks0_before: list[P] = field(default_factory=list)
     internal: bool = False  # the proxy's own request: the answer is not the client's
@@ -167,6 +173,7 @@ class _Forward(Generic[P]):
     slot: _Slot[P] | None
     produce: P | None
     size: int  # bytes read for it, given back to the memory budget once it is done
+    handler: ProduceHandler[P] | None = None
 
 
 class ProxyConnection(Generic[P]):
@@ -177,6 +184,7 @@ class ProxyConnection(Generic[P]):
         settings: ConnectionSettings,
         *,
         produce: ProduceHandler[P] | None = None,
+        commits: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
         peer: str = "?",
     ) -> None:
@@ -187,10 +195,16 @@ class ProxyConnection(Generic[P]):
         self._upstream_open = trio.Event()
         self._settings = settings
         self._produce = produce
+        #: The other APIs that take the durable path (offset commits), by API key; a Produce
+        #: request never looks here.
+        self._durable_apis: dict[int, ProduceHandler[P]] = (
+            dict.fromkeys((OFFSET_COMMIT, TXN_OFFSET_COMMIT), commits) if commits else {}
+        )
         self._awaiting: deque[_Slot[P]] = deque()
         self._acks0_forwarded: list[P] = []
         self._barrier_ids = 0  # the proxy's own requests use negative correlation ids
-        self._unfinished: set[P] = set()  # in the WAL, outcome not yet known
+        #: In the WAL, outcome not yet known, and the handler that prepared it.
+        self._unfinished: dict[P, ProduceHandler[P]] = {}
         self._outstanding = 0
         self._draining = False
         self._client_gone = False
@@ -231,7 +245,7 @@ class ProxyConnection(Generic[P]):
             self._closed_for("partial_frame_timeout", group.exceptions[0])
         except* FrameError as group:
             self._closed_for("malformed_frame", group.exceptions[0])
-        except* (SkimError, CodecError) as group:
+        except* (SkimError, CommitSkimError, CodecError) as group:
             self._closed_for("malformed_message", group.exceptions[0])
         except* ClientRefused as group:
             self._closed_for("refused", group.exceptions[0])
@@ -272,8 +286,11 @@ class ProxyConnection(Generic[P]):
                 await trio.aclose_forcefully(self._client)
 
     def _abandon_unanswered(self) -> None:
-        if self._produce is not None and self._unfinished:
-            self._produce.abandoned(list(self._unfinished))
+        by_handler: dict[int, tuple[ProduceHandler[P], list[P]]] = {}
+        for prepared, handler in self._unfinished.items():
+            by_handler.setdefault(id(handler), (handler, []))[1].append(prepared)
+        for handler, prepared_list in by_handler.values():
+            handler.abandoned(prepared_list)
         self._unfinished.clear()
         self._awaiting.clear()
         self._acks0_forwarded = []
@@ -381,19 +398,31 @@ class ProxyConnection(Generic[P]):
                 )
                 acks = prepared.acks
                 if prepared.local_response is None:
-                    self._unfinished.add(prepared)
+                    self._unfinished[prepared] = self._produce
             else:
                 acks = _acks(payload)
             if acks == 0:  # the broker will not answer: no slot
-                await fwd.send(_Forward(frame, None, prepared, len(frame)))
+                await fwd.send(_Forward(frame, None, prepared, len(frame), self._produce))
                 return
             slot = self._new_slot(header.api_key, header.api_version, header.correlation_id, now)
-            slot.produce = prepared
+            slot.produce, slot.handler = prepared, self._produce
             if prepared is not None and prepared.local_response is not None:
                 slot.answer(prepared.local_response)
-            await fwd.send(_Forward(frame, slot, prepared, len(frame)))
+            await fwd.send(_Forward(frame, slot, prepared, len(frame), self._produce))
             return
         slot = self._new_slot(header.api_key, header.api_version, header.correlation_id, now)
+        durable = self._durable_apis.get(header.api_key) if self._durable_apis else None
+        if durable is not None:
+            prepared = await durable.prepare(
+                header.api_version, header.correlation_id, frame, payload
+            )
+            slot.produce, slot.handler = prepared, durable
+            if prepared.local_response is not None:
+                slot.answer(prepared.local_response)
+            else:
+                self._unfinished[prepared] = durable
+            await fwd.send(_Forward(frame, slot, prepared, len(frame), durable))
+            return
         if header.api_key == API_VERSIONS and header.api_version > self._max_api_versions:
             # KIP-511: answer in v0 form so the client retries with a version we know.
             slot.answer(unsupported_version_response(header.correlation_id))
@@ -415,9 +444,10 @@ class ProxyConnection(Generic[P]):
                     await out.send(slot)
                     continue
                 frame = item.frame
+                handler = item.handler
                 if prepared is not None:
-                    assert self._produce is not None
-                    local = await self._produce.ready(prepared)
+                    assert handler is not None
+                    local = await handler.ready(prepared)
                     if local is not None:
                         if slot is None:
                             raise ClientRefused("acks=0 produce refused (WAL unavailable)")
@@ -434,8 +464,8 @@ class ProxyConnection(Generic[P]):
                 if prepared is not None:
                     # Before sending: its answer may be read before this task resumes, and
                     # a send that fails halfway still leaves the batch possibly in the log.
-                    assert self._produce is not None
-                    self._produce.forwarded(prepared)
+                    assert handler is not None
+                    handler.forwarded(prepared)
                 await (await self._upstream_stream()).send_all(frame)
                 self._budget.release(item.size)
                 if prepared is not None:
@@ -503,17 +533,18 @@ class ProxyConnection(Generic[P]):
                 if slot.acks0_before:
                     assert self._produce is not None
                     self._produce.proven_processed(slot.acks0_before)
-                    self._unfinished.difference_update(slot.acks0_before)
+                    for done in slot.acks0_before:
+                        self._unfinished.pop(done, None)
                     slot.acks0_before = []
                 if slot.internal:
                     continue
                 new: bytes | memoryview = payload
                 if slot.produce is not None:
-                    assert self._produce is not None
-                    new, slot.outcome = await self._produce.answered(
+                    assert slot.handler is not None
+                    new, slot.outcome = await slot.handler.answered(
                         slot.produce, slot.api_version, payload
                     )
-                    self._unfinished.discard(slot.produce)
+                    self._unfinished.pop(slot.produce, None)
                 response_filter = filters.get(slot.api_key)
                 if response_filter is not None:  # after the WAL outcome: the filter may copy
                     view = new if isinstance(new, memoryview) else memoryview(new)

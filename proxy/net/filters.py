@@ -7,6 +7,9 @@ advertises only versions the proxy can decode for exactly the APIs it filters:
 * ApiVersions: versions clamped to what kio and the skimmer cover (KIP-511 both ways);
 * Metadata, FindCoordinator, DescribeCluster: broker endpoints resolved to walproxy's;
 * Produce, Fetch: KIP-951 node endpoints resolved likewise.
+
+OffsetCommit and TxnOffsetCommit have no response filter, but their versions are clamped to
+what the commit skimmer reads (:mod:`proxy.kafka.commit_skim`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from proxy.kafka import apiversions, endpoints, node_endpoints
+from proxy.kafka.commit_skim import VERSION_RANGES as COMMIT_VERSIONS
 from proxy.kafka.protocol import API_VERSIONS, FETCH, PRODUCE
 from proxy.net import metrics
 from proxy.net.connection import ResponseFilter
@@ -55,6 +59,9 @@ def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFi
     # Fetch is decoded only as far as the KIP-951 walker knows its layout.
     lo, hi = limits[FETCH]
     limits[FETCH] = (lo, min(hi, node_endpoints.LAST_VERSION[FETCH]))
+    # Offset commits go through the commit skimmer (the durable commit path): no filter, but
+    # only the versions it reads are advertised.
+    limits.update(COMMIT_VERSIONS)
     resolve = _counting(resolver)
     return {key: factory(key, resolve, limits) for key, factory in FILTERS.items()}
 

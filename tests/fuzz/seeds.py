@@ -123,6 +123,17 @@ def seeds_produce_skim() -> list[bytes]:
     return [request_frame(PRODUCE, v, var) for v in _versions(PRODUCE, 3, 13) for var in (0, 1)]
 
 
+def seeds_commit_skim() -> list[bytes]:
+    from proxy.kafka.protocol import OFFSET_COMMIT, TXN_OFFSET_COMMIT
+
+    return [
+        request_frame(api, v, var)
+        for api in (OFFSET_COMMIT, TXN_OFFSET_COMMIT)
+        for v in _versions(api)
+        for var in (0, 1)
+    ]
+
+
 def seeds_record_batch() -> list[bytes]:
     two = build_batch([b"a", b"bb"]) + build_batch([None], base_offset=2, producer_id=7)
     return [b"\x00" + two, b"\x01" + build_batch([b"x"] * 3, headers=[("h", b"v")])]

@@ -28,6 +28,10 @@ from offload.layout import LayoutError, parse_topic_id
 from proxy.durable import wal_entries
 from proxy.kafka import apiversions, endpoints, node_endpoints, produce_codec, record_batch
 from proxy.kafka.codec import CodecError, decode_request, decode_response
+from proxy.kafka.commit_codec import error_response as commit_error_response
+from proxy.kafka.commit_codec import response_errors as commit_response_errors
+from proxy.kafka.commit_skim import VERSION_RANGES as COMMIT_VERSIONS
+from proxy.kafka.commit_skim import CommitSkimError, skim_commit
 from proxy.kafka.framing import (
     FrameDecoder,
     FrameError,
@@ -81,6 +85,60 @@ def fuzz_framing(data: bytes) -> None:
                 parse(memoryview(f)[4:])
             except FrameError:
                 pass
+
+
+# -- the offset commit skimmer, against kio -------------------------------------------------
+@target
+def fuzz_commit_skim(data: bytes) -> None:
+    """OffsetCommit / TxnOffsetCommit: the skimmer refuses with CommitSkimError or reads the
+    group and every partition's offset as kio does; the proxy's own refusal decodes and names
+    every partition; reading the same bytes as a response gives CodecError or error codes."""
+    try:
+        skim: Any = skim_commit(data)
+    except CommitSkimError as exc:
+        skim = exc
+    api_key, version = struct.unpack_from(">hh", data, 0) if len(data) >= 4 else (-1, -1)
+    rng = COMMIT_VERSIONS.get(api_key)
+    kio_body = None
+    if rng is not None and rng[0] <= version <= rng[1]:
+        try:
+            _, kio_body = decode_request(api_key, version, data)
+        except CodecError:
+            pass
+        try:
+            commit_response_errors(api_key, version, data)
+        except CodecError:
+            pass
+    if kio_body is not None:
+        assert not isinstance(skim, CommitSkimError), (
+            f"kio decodes what the skimmer refuses: {skim}"
+        )
+    if isinstance(skim, CommitSkimError):
+        return
+    answer = commit_error_response(skim, 15)
+    errors = commit_response_errors(skim.api_key, skim.version, answer)
+    assert set(errors) == {(p.topic, p.topic_id, p.partition) for p in skim.partitions}
+    if kio_body is None:
+        return
+    assert skim.group_id == kio_body.group_id
+    assert skim.transactional_id == getattr(kio_body, "transactional_id", None)
+    expected = [
+        (
+            getattr(t, "name", None),
+            getattr(t, "topic_id", None),
+            int(p.partition_index),
+            int(p.committed_offset),
+            int(getattr(p, "committed_leader_epoch", -1)),
+            p.committed_metadata,
+        )
+        for t in kio_body.topics
+        for p in t.partitions
+    ]
+    got = [
+        (p.topic, p.topic_id, p.partition, p.offset, p.leader_epoch, p.metadata)
+        for p in skim.partitions
+    ]
+    assert got == expected, (got, expected)
 
 
 # -- the Produce skimmer, against kio -------------------------------------------------------
@@ -341,7 +399,12 @@ def fuzz_wal_records(data: bytes) -> None:
     if scan.bad_offset is not None:
         assert scan.bad_offset >= scan.end_offset
     decode_segment_header(data[1:65])
-    for decode in (wal_entries.decode_batch, wal_entries.decode_outcome):
+    for decode in (
+        wal_entries.decode_batch,
+        wal_entries.decode_outcome,
+        wal_entries.decode_commit,
+        wal_entries.decode_commit_outcome,
+    ):
         try:
             decode(data[1:])
         except wal_entries.EntryError:

@@ -150,19 +150,39 @@ def test_disk_lost_under_load_mid_offload(env: Env, tmp_path: Path) -> None:
     )
 
 
+def _kip848_commit(bootstrap: str, topic: str, group: str, records: int) -> dict[int, int]:
+    """A KIP-848 consumer group member reads ``records`` records and commits its positions;
+    returns what it was acknowledged."""
+    member = c.ConfluentMember("k", group, bootstrap, topic, "consumer")
+    try:
+        deadline = time.monotonic() + 60
+        while len(member.records) < records:
+            assert time.monotonic() < deadline, f"KIP-848 member read {len(member.records)}"
+            member.poll()
+        member.commit()
+        return c.positions(member.records, member.assignment())
+    finally:
+        member.close()
+
+
 def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -> None:
-    """S3 becomes unreachable (offload stalls), more records are acknowledged: they exist only
-    in the WAL. With S3 back, the first rebuild meets a segment object that is gone and
-    refuses; once it is back, a re-run keeps the partitions it finished and completes."""
+    """S3 becomes unreachable (offload stalls), more records are acknowledged and groups
+    commit further (a classic group and a KIP-848 one): they exist only in the WAL. With S3
+    back, the first rebuild meets a segment object that is gone and refuses; once it is
+    back, a re-run keeps the partitions it finished and completes, and no group's committed
+    offset is behind what the client was acknowledged."""
     topic = _create_topic(env.cluster)
     group = c.unique_tag("grp")
+    group848 = c.unique_tag("grp848")
     first = h.verifiable_produce(env.cluster, topic, 1500, tmp_path)
-    committed = _ends(first)
-    h.commit_offsets(env.cluster.bootstrap, group, topic, committed)
+    h.commit_offsets(env.cluster.bootstrap, group, topic, _ends(first))
     copied = h.wait_offloaded(env.cluster, env.store, [topic])
     env.relay.set_mode("stall")
     try:
         later = h.verifiable_produce(env.cluster, topic, 1500, tmp_path)
+        committed = _ends(first + later)  # acknowledged while S3 sees nothing: WAL only
+        h.commit_offsets(env.cluster.bootstrap, group, topic, committed)
+        committed848 = _kip848_commit(env.cluster.bootstrap, topic, group848, 2000)
         h.lose_disk(env.cluster)
     finally:
         env.relay.set_mode("pass")
@@ -185,8 +205,16 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
     report = _rebuilt(h.run_rebuild(env.cluster))
     assert report["skipped_finished"] > 0  # resumed, not restarted
     assert report["tail_batches"] > 0  # the records S3 never saw came from the WAL
+    assert report["offset_commits_restored"] >= 2 * PARTITIONS  # so did the commits
     h.start_again(env.cluster)
     _check_restored(env, topic, acked, group, committed)
+    restored848 = c.committed_offsets(env.cluster.bootstrap, group848, topic, PARTITIONS)
+    assert restored848 == committed848  # not behind (nor ahead of) what was acknowledged
+    print(
+        f"commits only in the WAL: {report['offset_commits_acknowledged']} acknowledged "
+        f"(latest per group and partition), {report['offset_commits_restored']} restored; "
+        f"groups behind after the rebuild: 0 of 2"
+    )
 
 
 def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:

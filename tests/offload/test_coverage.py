@@ -48,3 +48,18 @@ def test_any_coverage_asks_every_brokers_offloader() -> None:
     assert combined.covers(("t", None, 0), 12, 1.0)
     live.remove(b)  # b's broker left the cluster: what only b vouched for is kept again
     assert not combined.covers(("t", None, 0), 12, 1.0)
+
+
+def test_a_groups_commits_wait_for_its_consumer_offsets_partition() -> None:
+    from proxy.kafka.groups import group_partition
+
+    cov = Coverage()
+    assert not cov.covers("g", None, 1.0)  # partition count unknown yet: kept
+    cov.note_partition_count("__consumer_offsets", 50)
+    p = group_partition("g", 50)
+    assert not cov.covers("g", None, 1.0)  # its partition was never offloaded: kept
+    cov.update("__consumer_offsets", TID, (p + 1) % 50, 3, 9.0)
+    assert not cov.covers("g", None, 1.0)  # another group's partition does not count
+    cov.update("__consumer_offsets", TID, p, 3, 9.0)
+    assert cov.covers("g", None, 1.0)  # a fetch after the commit settled was committed
+    assert not cov.covers("g", None, 9.5)

@@ -1,0 +1,157 @@
+"""The ``__consumer_offsets`` tail of a rebuild: acknowledged commits as the coordinator's own
+records, sans-IO.
+
+Every OffsetCommit that walproxy acknowledged is in its WAL (COMMIT entry, COMMIT_OUTCOME of
+error 0; :mod:`offload.wal_tail` folds them). The group coordinator keeps committed offsets
+in ``__consumer_offsets`` as records whose key and value are Kafka's ``OffsetCommitKey`` and
+``OffsetCommitValue`` (``group-coordinator/src/main/resources/common/message/``), each
+prefixed by its int16 version:
+
+* key, version 1: ``group`` (string), ``topic`` (string), ``partition`` (int32);
+* value, version 3: ``offset`` (int64), ``leaderEpoch`` (int32, -1 unknown), ``metadata``
+  (string, not nullable: null is written as ""), ``commitTimestamp`` (int64 ms).
+
+Strings are int16-length-prefixed UTF-8 (neither schema version is flexible). The broker
+replays these records when it loads the partition on start, classic and KIP-848 groups
+alike (a commit for a group it has no metadata for makes an empty classic group, which a
+KIP-848 member may take over).
+
+Which commits: for each (group, topic, partition) the last acknowledged one in the WAL.
+Since the WAL is trimmed as a prefix (by LSN), a commit still in it has every later commit
+through walproxy beside it, so the last one is the newest a client was told about. They are
+appended after the S3 copy of the group's partition whether or not S3 already has them:
+a commit written again with its own value changes nothing. Transactional commits
+(TxnOffsetCommit) are not written: they count only if their transaction committed, whose
+marker the WAL does not see; they are counted in the report.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxy.kafka.groups import group_partition
+from proxy.kafka.record_batch import build_batch
+
+from .wal_tail import AckedCommit, TailBatch, WalFacts
+
+KEY_VERSION = 1
+VALUE_VERSION = 3
+
+_I16 = struct.Struct(">h")
+
+
+def _string(value: str) -> bytes:
+    raw = value.encode()
+    if len(raw) > 0x7FFF:
+        raise ValueError(f"string of {len(raw)} bytes does not fit an int16 length")
+    return _I16.pack(len(raw)) + raw
+
+
+def commit_key(group: str, topic: str, partition: int) -> bytes:
+    """``OffsetCommitKey`` as the coordinator writes it (version 1)."""
+    return _I16.pack(KEY_VERSION) + _string(group) + _string(topic) + struct.pack(">i", partition)
+
+
+def commit_value(offset: int, leader_epoch: int, metadata: str | None, commit_time: int) -> bytes:
+    """``OffsetCommitValue`` version 3."""
+    return (
+        _I16.pack(VALUE_VERSION)
+        + struct.pack(">qi", offset, leader_epoch)
+        + _string(metadata or "")
+        + struct.pack(">q", commit_time)
+    )
+
+
+def decode_commit_record(key: bytes, value: bytes) -> tuple[str, str, int, int, int, str, int]:
+    """``(group, topic, partition, offset, leader epoch, metadata, commit time)`` of an
+    offset commit record of key version 0/1 and value version 1/3 (the tests read the
+    rebuilt log with it)."""
+
+    def string(buf: bytes, pos: int) -> tuple[str, int]:
+        (n,) = _I16.unpack_from(buf, pos)
+        return buf[pos + 2 : pos + 2 + n].decode(), pos + 2 + n
+
+    (kv,) = _I16.unpack_from(key, 0)
+    if kv not in (0, 1):
+        raise ValueError(f"not an offset commit key (version {kv})")
+    group, pos = string(key, 2)
+    topic, pos = string(key, pos)
+    (partition,) = struct.unpack_from(">i", key, pos)
+    (vv,) = _I16.unpack_from(value, 0)
+    (offset,) = struct.unpack_from(">q", value, 2)
+    pos, epoch = 10, -1
+    if vv >= 3:
+        (epoch,) = struct.unpack_from(">i", value, pos)
+        pos += 4
+    metadata, pos = string(value, pos)
+    (commit_time,) = struct.unpack_from(">q", value, pos)
+    return group, topic, partition, offset, epoch, metadata, commit_time
+
+
+@dataclass
+class OffsetsTail:
+    """What the WAL adds to the ``__consumer_offsets`` partitions of this node."""
+
+    #: partition -> the commits to append there, oldest first
+    commits: dict[int, list[AckedCommit]] = field(default_factory=dict)
+    acknowledged: int = 0  # latest acknowledged (group, topic, partition) commits in the WAL
+    transactional_skipped: int = 0
+    #: commits of groups whose partition this node does not host (another coordinator's)
+    elsewhere: int = 0
+    unknown_topic: int = 0  # named by a topic id the offload target does not list
+
+    @property
+    def restored(self) -> int:
+        return sum(len(c) for c in self.commits.values())
+
+
+def plan_offsets_tail(
+    facts: WalFacts,
+    hosted: set[int],
+    topic_names: Mapping[uuid.UUID, str],
+    partitions: int,
+) -> OffsetsTail:
+    """Group the last acknowledged commit per (group, topic, partition) by the
+    ``__consumer_offsets`` partition that holds the group (of ``partitions``), keeping those
+    of the ``hosted`` partitions."""
+    out = OffsetsTail()
+    latest = facts.latest_commits()
+    out.transactional_skipped = len(facts.latest_commits(transactional=True)) - len(latest)
+    for c in sorted(latest.values(), key=lambda c: c.lsn):
+        out.acknowledged += 1
+        if c.topic is None and (c.topic_id is None or c.topic_id not in topic_names):
+            out.unknown_topic += 1
+            continue
+        p = group_partition(c.group_id, partitions)
+        if p not in hosted:
+            out.elsewhere += 1
+            continue
+        out.commits.setdefault(p, []).append(c)
+    return out
+
+
+def commit_batches(
+    commits: list[AckedCommit],
+    start: int,
+    leader_epoch: int,
+    topic_names: Mapping[uuid.UUID, str],
+) -> list[TailBatch]:
+    """One record batch per commit, at offsets from ``start``, stamped with its commit time
+    (what the coordinator writes: a non-transactional batch, no producer id)."""
+    out = []
+    offset = start
+    for c in commits:
+        topic = c.topic if c.topic is not None else topic_names[c.topic_id]  # type: ignore[index]
+        data = build_batch(
+            [commit_value(c.offset, c.leader_epoch, c.metadata, c.commit_time_ms)],
+            keys=[commit_key(c.group_id, topic, c.partition)],
+            timestamp_ms=c.commit_time_ms,
+            base_offset=offset,
+            partition_leader_epoch=leader_epoch,
+        )
+        out.append(TailBatch(offset, offset, data, c.lsn))
+        offset += 1
+    return out

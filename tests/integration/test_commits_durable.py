@@ -1,0 +1,220 @@
+"""Offset commits take the durable path: every commit a real client was told succeeded is in
+walproxy's WAL (COMMIT entry with a COMMIT_OUTCOME of error 0) at the offset it committed.
+
+Classic and KIP-848 consumer groups (confluent-kafka) commit synchronously through a walproxy
+of the test's own in front of the shared broker, and a transactional producer commits
+consumed offsets with its transaction (TxnOffsetCommit). The WAL, read after the proxy
+stopped, holds exactly the offsets the clients were acknowledged, and the broker serves them.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+from confluent_kafka import Consumer, Producer, TopicPartition
+from kio.schema.offset_commit.v9.request import (
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+)
+from kio.static.primitive import i32, i64
+
+from offload.wal_tail import collect
+from proxy import config as config_mod
+from proxy.app.server import ProxyServer
+from proxy.dev.cluster import DevCluster
+from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
+from wal import read_directory
+from wal.testing import MemoryBackend
+
+from .proxy_process import OwnProxy
+from .rawkafka import RawConnection, request_frame
+
+RECORDS = 60
+PARTITIONS = 3
+
+
+def _consume_and_commit(bootstrap: str, topic: str, group: str, protocol: str) -> dict:
+    """Read the topic, committing after every 7 records; the offsets the client was told
+    are committed, per partition (the last acknowledged commit wins), and the count."""
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": protocol,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    if protocol == "classic":
+        config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    acked: dict[int, int] = {}
+    commits = 0
+    seen = 0
+    positions: dict[int, int] = {}
+    try:
+        while seen < RECORDS:
+            for msg in consumer.consume(10, 1.0):
+                assert msg.error() is None, msg.error()
+                seen += 1
+                positions[msg.partition()] = msg.offset() + 1
+                if seen % 7 == 0 or seen == RECORDS:
+                    offsets = [TopicPartition(topic, p, o) for p, o in positions.items()]
+                    result = consumer.commit(offsets=offsets, asynchronous=False)
+                    for tp in result or ():
+                        assert tp.error is None, tp.error
+                        acked[tp.partition] = tp.offset
+                    commits += 1
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
+    finally:
+        consumer.close()
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == acked
+    return {"acked": acked, "commits": commits}
+
+
+def _transactional_commit(bootstrap: str, topic: str, group: str) -> dict[int, int]:
+    """Commit consumed offsets inside a transaction (TxnOffsetCommit), then commit it."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{group}"})
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(topic, b"from-a-transaction")
+        offsets = [TopicPartition(topic, p, 10 + p) for p in range(PARTITIONS)]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in offsets}
+
+
+def test_acknowledged_commits_are_in_the_wal(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=PARTITIONS)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    for i in range(RECORDS):
+        producer.produce(topic, f"r{i}".encode(), partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+    proxy = OwnProxy(kafka, tmp_path).start()
+    expected: dict[tuple[str, int], int] = {}
+    commits = 0
+    try:
+        proxy.wait_ready()
+        for protocol in ("classic", "consumer"):
+            group = f"g-{protocol}-{topic}"
+            run = _consume_and_commit(proxy.bootstrap, topic, group, protocol)
+            commits += run["commits"]
+            expected |= {(group, p): o for p, o in run["acked"].items()}
+        txn_group = f"g-txn-{topic}"
+        txn_expected = _transactional_commit(proxy.bootstrap, topic, txn_group)
+        persisted = proxy.metric("walproxy_commits_persisted_total")
+        acked_offsets = proxy.metric("walproxy_committed_offsets_acknowledged_total")
+    finally:
+        proxy.stop()
+    assert persisted >= commits + 1  # every commit (and the transaction's) went to the WAL
+    assert acked_offsets >= sum(1 for _ in expected) + PARTITIONS
+    facts = collect(read_directory(str(proxy.wal_dir)))
+    assert facts.commits_in_doubt == 0
+    plain = facts.latest_commits()
+    got = {(g, t, p): c.offset for (g, t, _tid, p), c in plain.items() if t == topic}
+    assert got == {(g, topic, p): o for (g, p), o in expected.items()}
+    assert all(c.commit_time_ms > 0 for c in plain.values())
+    txn = {
+        (c.group_id, c.partition): c
+        for c in facts.latest_commits(transactional=True).values()
+        if c.transactional_id is not None and c.topic == topic
+    }
+    assert {p: c.offset for (g, p), c in txn.items() if g == txn_group} == txn_expected
+    assert {c.transactional_id for c in txn.values()} == {f"tx-{txn_group}"}
+    assert all(c.producer_id >= 0 for c in txn.values())
+    print(
+        f"commit requests acknowledged: {commits} (+1 transactional); "
+        f"partition offsets in the WAL: {len(got)} plain, {len(txn)} transactional"
+    )
+
+
+def _commit_frame(group: str, topic: str, offset: int, correlation_id: int) -> bytes:
+    part = OffsetCommitRequestPartition(
+        partition_index=i32(0), committed_offset=i64(offset), committed_metadata="m"
+    )
+    return request_frame(
+        OFFSET_COMMIT,
+        9,
+        correlation_id,
+        group_id=group,
+        generation_id_or_member_epoch=i32(-1),  # a simple (memberless) group's commit
+        member_id="",
+        group_instance_id=None,
+        topics=(OffsetCommitRequestTopic(name=topic, partitions=(part,)),),
+    )
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return int(tp.offset)
+    finally:
+        consumer.close()
+
+
+async def test_fsync_failure_stops_acknowledging_commits(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    """EIO on the WAL's sync fences it: the commit that hit it and every later one are
+    answered COORDINATOR_NOT_AVAILABLE (retriable) and never reach the broker."""
+    topic = new_topic()
+    group = f"g-fsync-{topic}"
+    node = kafka.broker_nodes[0]
+    cfg = config_mod.load(
+        None,
+        env={
+            "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
+            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+            "WALPROXY_ADMIN_LISTEN": "",
+        },
+    )
+    backend = MemoryBackend()
+    server = ProxyServer(cfg, wal_backend=backend)
+
+    def commit(offset: int, corr: int) -> int:
+        with RawConnection(f"127.0.0.1:{server.port}") as conn:
+            conn.send(_commit_frame(group, topic, offset, corr))
+            _, body = conn.recv_response(OFFSET_COMMIT, 9)
+        [t] = body.topics
+        [p] = t.partitions
+        return int(p.error_code)
+
+    def first_commit() -> int:
+        deadline = time.monotonic() + 30
+        while (code := commit(5, 1)) != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the coordinator may still be loading its partition
+        return code
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        with trio.fail_after(30):
+            while not server.ready()[0]:
+                await trio.sleep(0.05)
+        assert await trio.to_thread.run_sync(first_commit) == 0
+        backend.fail_next["sync"] = errno.EIO
+        assert await trio.to_thread.run_sync(commit, 9, 2) == COORDINATOR_NOT_AVAILABLE
+        assert await trio.to_thread.run_sync(commit, 11, 3) == COORDINATOR_NOT_AVAILABLE
+        assert server.ready() == (False, "WAL fenced after an I/O error")
+        server.shutdown()
+    got = await trio.to_thread.run_sync(_committed, kafka.direct_bootstrap, group, topic)
+    assert got == 5  # only the commit acknowledged before the failure reached the broker
