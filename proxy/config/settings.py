@@ -69,7 +69,9 @@ class ProxySection:
         default=256 * 1024 * 1024,
     )
     max_buffered_bytes_per_connection: int = _doc(
-        "The same bound for one connection; at least `max_frame_bytes` + 4 (one whole frame).",
+        "The same bound for one connection; at least `max_frame_bytes` + 4 (one whole frame). "
+        "Responses read from the broker and not yet written to the client are held to it "
+        "too (apart from the total): a client that does not read stops its broker connection.",
         default=128 * 1024 * 1024,
     )
     max_in_flight: int = _doc(

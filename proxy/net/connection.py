@@ -212,6 +212,7 @@ class ProxyConnection(Generic[P]):
         #: closes the connection (as it does after a failed SaslAuthenticate), these still go
         #: out first, so the client sees the broker's answer and then the close, as directly.
         self._unwritten = 0
+        self._unwritten_bytes = 0  # held to the per-connection memory bound
         self._written = trio.Event()
         self._receive_scope: trio.CancelScope | None = None
         self._budget = settings.memory.connection()
@@ -507,7 +508,15 @@ class ProxyConnection(Generic[P]):
         await self._upstream_open.wait()
         upstream = self._upstream
         assert upstream is not None
+        bound = self._settings.memory.ledger.per_connection_limit
         while True:
+            if self._unwritten_bytes >= bound:
+                # The client is not reading its answers: stop reading the broker's (it then
+                # stops reading this connection's requests) rather than buffer them.
+                metrics.READ_WAITS.labels("responses").inc()
+                while self._unwritten_bytes >= bound:
+                    await self._written.wait()
+                    self._written = trio.Event()
             data = await upstream.receive_some(_READ_SIZE)
             if not data:
                 with trio.move_on_after(_FLUSH_AFTER_UPSTREAM_CLOSED_S):
@@ -553,6 +562,7 @@ class ProxyConnection(Generic[P]):
                     frame = encode_frame(new)
                 slot.response = frame
                 self._unwritten += 1
+                self._unwritten_bytes += len(frame)
                 slot.unwritten = True
                 slot.done.set()
 
@@ -583,6 +593,7 @@ class ProxyConnection(Generic[P]):
         if slot.unwritten:
             slot.unwritten = False
             self._unwritten -= 1
+            self._unwritten_bytes -= len(slot.response or b"")
             self._written.set()
         self._outstanding -= 1
         metrics.IN_FLIGHT.dec()

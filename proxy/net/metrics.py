@@ -53,7 +53,8 @@ BUFFERED_BYTES = Gauge(
 )
 READ_WAITS = Counter(
     "walproxy_client_read_waits_total",
-    "Times a connection stopped reading its client because a memory bound was used up "
-    "(limit: connection or total).",
+    "Times a connection stopped reading because a memory bound was used up (limit: "
+    "connection or total, reading its client; responses, reading the broker's answers "
+    "while its client does not read them).",
     ["limit"],
 )

@@ -236,3 +236,40 @@ def test_a_connection_limit_the_descriptors_cannot_hold_stops_start_up(tmp_path:
     assert out.returncode == 2, out.stderr
     assert "configuration error: proxy.max_connections: 2147483648 connections need" in out.stderr
     assert not (tmp_path / "wal").exists()  # stopped before opening anything
+
+
+async def test_answers_a_client_does_not_read_stop_the_broker_reads_at_the_bound() -> None:
+    """Responses read from the broker and not yet written are held to the per-connection
+    bound: past it the proxy stops reading the broker, and goes on once the client reads."""
+    bound = 64 * 1024
+    settings = _settings(60_000, MemoryBudget(total_limit=bound, per_connection_limit=bound))
+    client, proxy_side = trio.testing.lockstep_stream_pair()  # no buffer: a send waits
+    upstream, broker = trio.testing.lockstep_stream_pair()
+
+    async def connect() -> trio.abc.Stream:
+        return upstream
+
+    requests = [_frame(i, 10) for i in (1, 2, 3)]
+    answers = [struct.pack(">ii", 4 + 40_000, i) + b"r" * 40_000 for i in (1, 2, 3)]
+    waits_before = metrics.READ_WAITS.labels("responses")._value.get()
+    conn: ProxyConnection[object] = ProxyConnection(proxy_side, connect, settings)  # type: ignore[type-var]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            await client.send_all(b"".join(requests))
+            assert await _read_exactly(broker, sum(map(len, requests))) == b"".join(requests)
+            await broker.send_all(answers[0])  # read; waits to be written: the client is busy
+            await broker.send_all(answers[1])  # read: 40 000 bytes held, under the bound
+            third_read = trio.Event()
+
+            async def send_third() -> None:
+                await broker.send_all(answers[2])
+                third_read.set()
+
+            nursery.start_soon(send_third)
+            await trio.sleep(0.5)
+            assert not third_read.is_set(), "the proxy kept reading answers past the bound"
+            assert metrics.READ_WAITS.labels("responses")._value.get() == waits_before + 1
+            got = await _read_exactly(client, sum(map(len, answers)))  # the client reads
+            assert got == b"".join(answers)  # all of them, in order
+            nursery.cancel_scope.cancel()
