@@ -56,6 +56,7 @@ from typing import Any
 
 import psutil
 
+from offload.store import S3Store
 from proxy.dev.cluster import DevCluster, ManagedProcess
 from tests.faultfs import LossyMount
 from tests.offload.s3relay import S3Relay
@@ -282,8 +283,10 @@ def run_schedule(faults: Faults, schedule: list[Fault], t0: float) -> list[Execu
             if exc is not None:
                 rec.error = f"{type(exc).__name__}: {exc}"
             done.append(rec)
+            outcome = f"FAILED: {rec.error}" if rec.error else "healed"
             print(
-                f"nemesis: healed {rec.fault.describe()} at {rec.end_s}s {rec.detail}", flush=True
+                f"nemesis: {outcome} {rec.fault.describe()} at {rec.end_s}s {rec.detail}",
+                flush=True,
             )
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nemesis") as pool:
@@ -364,6 +367,34 @@ class Sampler(threading.Thread):
         self.join(30)
 
 
+def _wait_first_manifests(
+    cluster: DevCluster, store: S3Store, topic: str, timeout: float = 90.0
+) -> None:
+    """Until every partition of ``topic`` has a committed manifest in S3. The fault phase
+    starts after it: `walproxy rebuild` refuses a partition that has acknowledged batches in
+    the WAL but no manifest yet ("the offload target has no manifest for this partition",
+    found by this run, see docs/durability.md), so a disk wipe in a topic's first seconds
+    would stop the run on that known refusal instead of looking for new trouble."""
+    from offload import commit, layout
+    from offload.node_files import decode_broker_info
+
+    deadline = time.monotonic() + timeout
+    missing: set[int] = set(range(PARTITIONS))
+    while time.monotonic() < deadline:
+        for node in cluster.broker_nodes:
+            with contextlib.suppress(Exception):  # broker.json not written yet
+                raw = store.get(layout.broker_key(cluster.cluster_id, node.node_id)).data
+                entry = decode_broker_info(raw).topics.get(topic)
+                for p in list(entry.partitions if entry is not None else []):
+                    key = layout.manifest_key(cluster.cluster_id, entry.topic_id, p)
+                    if commit.read_manifest(store, key).manifest is not None:
+                        missing.discard(p)
+        if not missing:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{topic}: no manifest in S3 for partitions {sorted(missing)}")
+
+
 def _check_alive(cluster: DevCluster) -> None:
     """Every fault is healed: a broker or sidecar that is not running exited by itself."""
     dead = [p for n in cluster.nodes for p in (n.process, n.proxy) if p is not None and not p.alive]
@@ -423,6 +454,7 @@ class Result:
 class Environment:
     cluster: NemesisCluster
     s3relay: S3Relay
+    store: S3Store  # straight to moto: the harness's view of the offloaded copy
     mounts: dict[int, LossyMount]  # node -> its broker's lossy log dir
     volumes: dict[int, LoopVolume]  # node -> its sidecar's WAL volume
 
@@ -480,7 +512,8 @@ def _environment(opts: Options) -> Iterator[Environment]:
         stack.callback(cluster.stop)  # first: sidecars drain while their relays are up
         cluster.start()
         rh.wait_proxy_ready(cluster)
-        yield Environment(cluster, relay, mounts, volumes)
+        store = S3Store(bucket, "kafka/", endpoint_url=s3.endpoint_url, region="us-east-1")
+        yield Environment(cluster, relay, store, mounts, volumes)
 
 
 def run(opts: Options) -> Result:
@@ -520,17 +553,24 @@ def run(opts: Options) -> Result:
         ]
         for w in [*producers, *consumers]:
             w.start()
+        healed = False
         try:
             c.wait_until(lambda: all(p.acked for p in producers), 60, "first acks")
+            _wait_first_manifests(cluster, env.store, topic)
             t0 = time.monotonic()
             executed = run_schedule(faults, schedule, t0)
             _check_alive(cluster)
             rh.wait_proxy_ready(cluster, 180)
             time.sleep(opts.settle_s)
             fault_phase_s = time.monotonic() - t0
+            healed = True
         finally:
             for p in producers:
-                p.finish(300)
+                if healed:
+                    p.finish(300)
+                else:  # the run failed already: stop, do not wait out a dead partition
+                    with contextlib.suppress(AssertionError):
+                        p.finish(5)
             for m in consumers:
                 m.finish()
             sampler.stop()
