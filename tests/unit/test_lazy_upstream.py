@@ -8,7 +8,7 @@ import struct
 import trio
 import trio.testing
 
-from proxy.net.connection import ConnectionSettings, ProxyConnection
+from proxy.net.connection import ConnectionSettings, PreparedProduce, ProxyConnection
 from tests.integration.rawkafka import metadata_frame
 
 SETTINGS = ConnectionSettings(
@@ -28,10 +28,16 @@ class Broker:
         return self.proxy_side
 
 
-async def test_an_idle_client_is_closed_without_ever_dialling_the_broker() -> None:
+def _proxied() -> tuple[Broker, trio.StapledStream, ProxyConnection[PreparedProduce]]:
+    """A dialler, the client's end, and the connection between them (not yet running)."""
     broker = Broker()
     client, proxy_side = trio.testing.memory_stream_pair()
-    conn: ProxyConnection[object] = ProxyConnection(proxy_side, broker.connect, SETTINGS)  # type: ignore[type-var]
+    conn: ProxyConnection[PreparedProduce] = ProxyConnection(proxy_side, broker.connect, SETTINGS)
+    return broker, client, conn
+
+
+async def test_an_idle_client_is_closed_without_ever_dialling_the_broker() -> None:
+    broker, client, conn = _proxied()
     with trio.fail_after(5):
         await conn.run()  # returns at the idle timeout
     assert await client.receive_some(1024) == b""
@@ -39,9 +45,7 @@ async def test_an_idle_client_is_closed_without_ever_dialling_the_broker() -> No
 
 
 async def test_a_half_sent_frame_never_dials_the_broker() -> None:
-    broker = Broker()
-    client, proxy_side = trio.testing.memory_stream_pair()
-    conn: ProxyConnection[object] = ProxyConnection(proxy_side, broker.connect, SETTINGS)  # type: ignore[type-var]
+    broker, client, conn = _proxied()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run)
@@ -51,9 +55,7 @@ async def test_a_half_sent_frame_never_dials_the_broker() -> None:
 
 
 async def test_the_first_request_dials_once_and_is_forwarded() -> None:
-    broker = Broker()
-    client, proxy_side = trio.testing.memory_stream_pair()
-    conn: ProxyConnection[object] = ProxyConnection(proxy_side, broker.connect, SETTINGS)  # type: ignore[type-var]
+    broker, client, conn = _proxied()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run)
