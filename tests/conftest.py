@@ -27,6 +27,9 @@ settings.register_profile("walproxy", deadline=None, suppress_health_check=[Heal
 settings.load_profile("walproxy")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+#: A user's project, run from outside the tree with walproxy's wheel installed
+#: (tests/containers/test_outside_in.py), not as part of this suite.
+collect_ignore = ["outside_in"]
 
 
 @pytest.fixture(scope="session")

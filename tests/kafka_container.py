@@ -2,8 +2,11 @@
 
 Selected with ``WALPROXY_TEST_KAFKA=testcontainers`` on machines with a Docker engine. The
 container's client listener advertises the walproxy sidecar's host port, and the sidecar runs
-on the host as in the jar set-up, so the tests see the same ``DevCluster`` shape. Not run in
-this project's CI (its machines have no Docker engine).
+on the host as in the jar set-up, so the tests see the same ``DevCluster`` shape. The image is
+``apache/kafka:4.1.1``, or the local stand-in deploy/containers.sh built where no registry
+answers (tests/containers/engine.py: images). `make test-clients-containers` runs the client
+matrix (tests/integration/test_clients_*.py) this way; without an engine it is skipped with
+the reason, and fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -14,25 +17,36 @@ from pathlib import Path
 
 from proxy.dev.cluster import DevCluster, KafkaNode, ManagedProcess, free_port
 
-IMAGE = "apache/kafka:4.1.1"
-
 
 @contextlib.contextmanager
 def container_cluster(workdir: Path) -> Iterator[DevCluster]:
     from testcontainers.core.container import DockerContainer
 
-    proxy_port, admin_port = free_port(), free_port()
+    from tests.containers.engine import configure_testcontainers, images, require_engine
+
+    require_engine()
+    configure_testcontainers()
+    proxy_port, admin_port, direct_port = free_port(), free_port(), free_port()
     node = KafkaNode(
         1, "broker,controller", workdir / "node-1", proxy_port=proxy_port, admin_port=admin_port
     )
     container = (
-        DockerContainer(IMAGE)
+        DockerContainer(images()["WALPROXY_KAFKA_IMAGE"])
         .with_exposed_ports(9092)
+        # DIRECT: advertised as itself on a fixed host port, for clients that bypass walproxy
+        # (the tests' topic set-up, DevCluster.direct_bootstrap)
+        .with_bind_ports(9094, direct_port)
         .with_env("KAFKA_NODE_ID", "1")
         .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
-        .with_env("KAFKA_LISTENERS", "CLIENT://:9092,CONTROLLER://:9093")
-        .with_env("KAFKA_ADVERTISED_LISTENERS", f"CLIENT://127.0.0.1:{proxy_port}")
-        .with_env("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+        .with_env("KAFKA_LISTENERS", "CLIENT://:9092,CONTROLLER://:9093,DIRECT://:9094")
+        .with_env(
+            "KAFKA_ADVERTISED_LISTENERS",
+            f"CLIENT://127.0.0.1:{proxy_port},DIRECT://127.0.0.1:{direct_port}",
+        )
+        .with_env(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT,DIRECT:PLAINTEXT",
+        )
         .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "CLIENT")
         .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
         .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
@@ -43,6 +57,7 @@ def container_cluster(workdir: Path) -> Iterator[DevCluster]:
     )
     with container:
         node.client_port = int(container.get_exposed_port(9092))
+        node.direct_port = direct_port
         cluster = DevCluster(workdir, brokers=1)
         cluster.nodes = [node]
         node.directory.mkdir(parents=True, exist_ok=True)

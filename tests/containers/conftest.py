@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.containers.engine import REPORT, require_engine
+from tests.containers.engine import REPORT, configure_testcontainers, require_engine
 
-# testcontainers on this project's machines: its reaper image cannot be pulled, and the
-# machine looks like a container to it (it would look for the engine's bridge gateway).
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+configure_testcontainers()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -49,6 +49,13 @@ def require_engine() -> None:
     pytest.skip(message)
 
 
+def configure_testcontainers() -> None:
+    """testcontainers on this project's machines: its reaper image cannot be pulled, and the
+    machine looks like a container to it (it would look for the engine's bridge gateway)."""
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+
+
 def images() -> dict[str, str]:
     """Image names: the environment, else deploy/containers.sh's images.env, else defaults."""
     found = dict(DEFAULT_IMAGES)
