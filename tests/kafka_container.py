@@ -17,6 +17,9 @@ from pathlib import Path
 
 from proxy.dev.cluster import DevCluster, KafkaNode, ManagedProcess, free_port
 
+#: The container's KRaft cluster id (what DescribeCluster answers; the tests compare).
+CLUSTER_ID = "5L6g3nShT-eMCtK--X86sw"
+
 
 @contextlib.contextmanager
 def container_cluster(workdir: Path) -> Iterator[DevCluster]:
@@ -53,13 +56,24 @@ def container_cluster(workdir: Path) -> Iterator[DevCluster]:
         .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
         .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
         .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("CLUSTER_ID", CLUSTER_ID)
         .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        # as the jar launcher has them (proxy/dev/cluster.py): 50 partitions each would make
+        # the first transaction or group wait for their creation on a small machine
+        .with_env("KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS", "10")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS", "10")
+        .with_env("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1")
+        .with_env("KAFKA_NUM_PARTITIONS", "1")
+        .with_env("KAFKA_NUM_NETWORK_THREADS", "2")
+        .with_env("KAFKA_NUM_IO_THREADS", "4")
     )
     with container:
         node.client_port = int(container.get_exposed_port(9092))
         node.direct_port = direct_port
         cluster = DevCluster(workdir, brokers=1)
         cluster.nodes = [node]
+        cluster.cluster_id = CLUSTER_ID
         node.directory.mkdir(parents=True, exist_ok=True)
         proxy: ManagedProcess = cluster.start_proxy(1)
         try:
