@@ -104,6 +104,14 @@ class Site:
     network: str
     kafka: str
     started: list[str]
+    volumes: list[str]
+
+    def volume(self, *opts: str) -> str:
+        """A named volume, removed with the module's containers."""
+        name = f"{self.network}-vol{len(self.volumes)}"
+        docker("volume", "create", *opts, name)
+        self.volumes.append(name)
+        return name
 
     def walproxy(self, *run_args: str, env: dict[str, str] | None = None) -> Walproxy:
         port, admin_port = _free_port(), _free_port()
@@ -150,7 +158,7 @@ def site() -> Iterator[Site]:
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
     docker(*args, images()["WALPROXY_KAFKA_IMAGE"])
-    s = Site(network, kafka, [])
+    s = Site(network, kafka, [], [])
     try:
         yield s
     finally:
@@ -159,23 +167,9 @@ def site() -> Iterator[Site]:
             done = docker("logs", name, check=False)
             (ARTIFACTS / f"{name}.log").write_text(done.stdout + done.stderr)
             docker("rm", "-f", "-v", name, check=False)
+        for name in s.volumes:
+            docker("volume", "rm", "-f", name, check=False)
         docker("network", "rm", network, check=False)
-
-
-@pytest.fixture
-def volume() -> Iterator[Callable[..., str]]:
-    """Named volumes for one test, removed after it."""
-    made: list[str] = []
-
-    def make(*opts: str) -> str:
-        name = f"wpimg-{uuid.uuid4().hex[:8]}"
-        docker("volume", "create", *opts, name)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        docker("volume", "rm", "-f", name, check=False)
 
 
 def _metric(wp: Walproxy, name: str) -> float:
@@ -194,13 +188,13 @@ def _produce(wp: Walproxy, n: int) -> None:
     assert producer.flush(60) == 0, "records not acknowledged through walproxy"
 
 
-def test_runs_as_non_root_with_a_read_only_root_file_system(site: Site, volume) -> None:
+def test_runs_as_non_root_with_a_read_only_root_file_system(site: Site) -> None:
     # the WAL on a volume (the image's /var/lib/walproxy/wal, owned by uid 10001); the
     # offloader's file:// copy on a tmpfs of that uid; nothing else writable
     wp = site.walproxy(
         "--read-only",
         "-v",
-        f"{volume()}:/var/lib/walproxy/wal",
+        f"{site.volume()}:/var/lib/walproxy/wal",
         "--tmpfs",
         f"/var/lib/walproxy/offload:uid={UID},gid={UID}",
         env={
@@ -231,13 +225,11 @@ def test_runs_as_non_root_with_a_read_only_root_file_system(site: Site, volume) 
     assert "Traceback" not in wp.logs()
 
 
-def test_a_wal_volume_that_refuses_o_direct_falls_back_loudly_or_refuses(
-    site: Site, volume
-) -> None:
+def test_a_wal_volume_that_refuses_o_direct_falls_back_loudly_or_refuses(site: Site) -> None:
     # ramfs has no direct I/O at all: open(O_DIRECT) fails with EINVAL. Docker mounts it
     # when the container starts; mode 1777 so uid 10001 can write there.
     ramfs = ("--driver", "local", "--opt", "type=ramfs", "--opt", "device=ramfs")
-    wal = volume(*ramfs, "--opt", "o=mode=1777")
+    wal = site.volume(*ramfs, "--opt", "o=mode=1777")
     wp = site.walproxy("-v", f"{wal}:/var/lib/walproxy/wal")
     wp.wait_ready()
     assert _metric(wp, "walproxy_wal_direct_io") == 0.0
@@ -250,7 +242,7 @@ def test_a_wal_volume_that_refuses_o_direct_falls_back_loudly_or_refuses(
     assert json.loads(status.stdout)["wal"]["direct_io"] is False, status
     docker("rm", "-f", wp.name)
 
-    wal = volume(*ramfs, "--opt", "o=mode=1777")
+    wal = site.volume(*ramfs, "--opt", "o=mode=1777")
     strict = site.walproxy(
         "-v", f"{wal}:/var/lib/walproxy/wal", env={"WALPROXY_WAL_DIRECT_IO": "on"}
     )
