@@ -284,6 +284,7 @@ def plan(
     tails: dict[tuple[str, int], PartitionTail] = {}
     if facts is not None:
         names = {t.topic_id: name for name, t in info.topics.items()}
+        _never_offloaded(facts, info, manifests, names, opts.node_id)
         try:
             tails = plan_tail(
                 facts,
@@ -303,6 +304,41 @@ def plan(
         for tp, (m, etag) in sorted(manifests.items())
     ]
     return info, plans
+
+
+def _never_offloaded(
+    facts: WalFacts,
+    info: BrokerInfo,
+    manifests: dict[tuple[str, int], tuple[mf.Manifest, str]],
+    names: dict[uuid.UUID, str],
+    node_id: int,
+) -> None:
+    """Give an empty manifest (from offset 0) to each partition this node hosts that has
+    acknowledged batches in the WAL but no manifest yet (lost within its first seconds, or
+    while S3 was down since it was created): the WAL then rebuilds it alone. Nothing was
+    trimmed from the WAL for it (trimming waits for a manifest), so its tail must start at
+    offset 0; one that does not is refused by :func:`plan_tail` as a gap."""
+    for a in facts.acked:
+        name = a.topic
+        if name is None and a.topic_id is not None:
+            name = names.get(a.topic_id)
+        entry = info.topics.get(name) if name is not None else None
+        if name is None or entry is None or a.partition not in entry.partitions:
+            continue  # plan_tail names what it cannot place
+        if (name, a.partition) in manifests:
+            continue
+        manifests[(name, a.partition)] = (
+            mf.initial_manifest(
+                name,
+                entry.topic_id,
+                a.partition,
+                writer_node=node_id,
+                writer_epoch=0,
+                log_start_offset=0,
+                version=0,
+            ),
+            "none",
+        )
 
 
 def _offsets_tail(

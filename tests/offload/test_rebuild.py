@@ -176,6 +176,43 @@ def test_wal_tail_gap_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "meta.properties").exists()
 
 
+def _never_offloaded_partition(store: FileStore) -> None:
+    """``seed``, plus a partition orders-2 this node hosts that S3 has no manifest for yet."""
+    seed(store)
+    write_broker_info(
+        store, CLUSTER, 1, {"orders": (T1, [0, 1, 2]), "__consumer_offsets": (T2, [0])}
+    )
+
+
+def test_a_partition_never_offloaded_is_rebuilt_from_the_wal_alone(tmp_path: Path) -> None:
+    """Lost within its first seconds (or while S3 was down since it was created): no
+    manifest, but the WAL holds every acknowledged batch from offset 0 (found by the nemesis
+    run: the rebuild used to refuse it)."""
+    store = FileStore(tmp_path / "target")
+    _never_offloaded_partition(store)
+    wal = tmp_path / "wal"
+    wal_with(wal, [("orders", 2, client(4, "new"), 0), ("orders", 2, client(3, "more"), 4)])
+    report = rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    got = list(iter_batches(read_partition(tmp_path / "data", "orders", 2)))
+    assert [(h.base_offset, h.record_count) for h in got] == [(0, 4), (4, 3)]
+    hw = kl.parse_offset_checkpoint(
+        (tmp_path / "data" / kl.REPLICATION_OFFSET_CHECKPOINT).read_text()
+    )
+    assert hw[("orders", 2)] == 7
+    assert report.tail_batches == 2
+
+
+def test_a_never_offloaded_partition_whose_wal_starts_late_is_refused(tmp_path: Path) -> None:
+    """Its first acknowledged batch is not at offset 0: records before it were written past
+    the proxy (or never acknowledged), and S3 has none of them: a gap, refused as such."""
+    store = FileStore(tmp_path / "target")
+    _never_offloaded_partition(store)
+    wal = tmp_path / "wal"
+    wal_with(wal, [("orders", 2, client(4, "late"), 10)])
+    with pytest.raises(RebuildError, match=r"orders-2: offsets 0\.\.9 are neither"):
+        rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+
+
 # -- refusals and resuming -------------------------------------------------------------------
 def _segment_keys(store: FileStore) -> list[str]:
     return [o.key for o in store.list(layout.topics_prefix(CLUSTER)) if "/seg/" in o.key]
