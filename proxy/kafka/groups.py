@@ -1,8 +1,10 @@
 """Which ``__consumer_offsets`` partition holds a group: Kafka's own mapping, sans-IO.
 
-The group coordinator stores a group in partition ``abs(groupId.hashCode()) %
-offsets.topic.num.partitions`` (``Utils.abs`` is ``h & 0x7fffffff``; Java's ``String.hashCode``
-runs over UTF-16 code units), for classic and KIP-848 groups alike.
+The group coordinator stores a group in partition ``Utils.abs(groupId.hashCode()) %
+offsets.topic.num.partitions``, for classic and KIP-848 groups alike. Kafka's ``Utils.abs`` is
+``Math.abs`` except that ``Integer.MIN_VALUE`` gives 0 (it is *not* ``toPositive``'s
+``h & 0x7fffffff``, which the producer's partitioner uses: the two differ for every negative
+hash); Java's ``String.hashCode`` runs over UTF-16 code units.
 """
 
 from __future__ import annotations
@@ -23,4 +25,5 @@ def group_partition(group_id: str, partitions: int) -> int:
     """The ``__consumer_offsets`` partition of ``group_id`` when the topic has ``partitions``."""
     if partitions <= 0:
         raise ValueError(f"{CONSUMER_OFFSETS} has no partitions ({partitions})")
-    return (java_string_hash(group_id) & 0x7FFFFFFF) % partitions
+    h = java_string_hash(group_id)
+    return (0 if h == -(2**31) else abs(h)) % partitions
