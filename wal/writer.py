@@ -145,6 +145,12 @@ class Submission:
         self._first = first
         self._count = count
 
+    @property
+    def last_lsn(self) -> int:
+        """The LSN of its last entry (``first - 1`` when empty): durable once
+        ``Wal.last_durable_lsn`` reaches it."""
+        return self._first + self._count - 1
+
     async def wait(self) -> list[int]:
         await self._wal._wait(self._group)
         return list(range(self._first, self._first + self._count))

@@ -140,17 +140,17 @@ class DurableCommit:
         )
         outcome = CommitOutcomeEntry(req.lsn, Source.BROKER, codes)
         submission = await self.wal.submit_many([(COMMIT_OUTCOME, encode_commit_outcome(outcome))])
-        return payload, self._settle(submission, outcome, req.commit.group_id)
+        group_id = req.commit.group_id
 
-    async def _settle(
-        self, submission: Submission, outcome: CommitOutcomeEntry, group_id: str
-    ) -> None:
-        await submission.wait()  # WalError propagates: the client is not answered
-        acked = sum(1 for code in outcome.error_codes if code == 0)
-        pm.COMMITTED_OFFSETS_ACKED.inc(acked)
-        self.produce.unresolved.pop(outcome.commit_lsn, None)
-        if acked:
-            self.produce.note_commit_settled(outcome.commit_lsn, group_id)
+        def settled(waited: bool) -> None:  # the outcome is durable (answered, if waited)
+            acked = sum(1 for code in outcome.error_codes if code == 0)
+            if waited:
+                pm.COMMITTED_OFFSETS_ACKED.inc(acked)
+            self.produce.unresolved.pop(outcome.commit_lsn, None)
+            if acked:
+                self.produce.note_commit_settled(outcome.commit_lsn, group_id)
+
+        return payload, self.produce.settlement(submission, settled)
 
     def proven_processed(self, prepared: list[PreparedCommit]) -> None:
         """Never called: commits are always answered."""

@@ -26,9 +26,10 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import structlog
 import trio
@@ -104,6 +105,35 @@ class _Gate:
         await self._open.wait()
 
 
+class Settlement:
+    """An answer's OUTCOME entries on their way to the WAL (:meth:`DurableProduce.settlement`):
+    awaiting it waits for their durability and then settles their batches; awaiting it again
+    (after a cancelled wait) is fine, and settling happens once."""
+
+    __slots__ = ("_owner", "_settled", "done", "submission")
+
+    def __init__(
+        self, owner: DurableProduce, submission: Submission, settled: Callable[[bool], None]
+    ) -> None:
+        self._owner = owner
+        self.submission = submission
+        self._settled = settled
+        self.done = False
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        await self.submission.wait()  # WalError propagates: the client is not answered
+        self.finish(waited=True)
+
+    def finish(self, *, waited: bool) -> None:
+        if not self.done:
+            self.done = True
+            self._owner._settling.discard(self)
+            self._settled(waited)
+
+
 class DurableProduce:
     def __init__(self, wal: Wal | S3Wal) -> None:
         self.wal = wal
@@ -128,6 +158,8 @@ class DurableProduce:
         self.track_settled = False
         self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
         self._settled: list[tuple[int, CoverKey, int | None, float]] = []
+        #: Answers' OUTCOME writes not yet known durable (see :meth:`settlement`).
+        self._settling: set[Settlement] = set()
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Where background outcome writes run (those a dying connection cannot await)."""
@@ -264,24 +296,41 @@ class DurableProduce:
         # that arrive in one event-loop pass share one WAL group; the connection's client
         # writer waits for them before it writes the response.
         submission = await self._submit_outcomes(outcomes)
-        return payload, self._settle(submission, outcomes, answered_at)
+
+        def settled(waited: bool) -> None:
+            if waited:
+                pm.OUTCOME_SECONDS.observe(time.perf_counter() - answered_at)
+            self._forget(outcomes)
+
+        return payload, self.settlement(submission, settled)
 
     async def _submit_outcomes(self, outcomes: list[OutcomeEntry]) -> Submission:
         return await self.wal.submit_many([(OUTCOME, encode_outcome(o)) for o in outcomes])
 
-    async def _settle(
-        self, submission: Submission, outcomes: list[OutcomeEntry], answered_at: float | None
-    ) -> None:
-        """Wait for the OUTCOME entries' durability, then forget their batches.
-        ``answered_at``: when the broker answered (a response waits for this), else None."""
-        await submission.wait()  # WalError propagates: the client is not answered
-        if answered_at is not None:
-            pm.OUTCOME_SECONDS.observe(time.perf_counter() - answered_at)
+    def _forget(self, outcomes: list[OutcomeEntry]) -> None:
+        """Their OUTCOME entries are durable: the batches are settled."""
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)
             meta = self._batch_meta.pop(o.batch_lsn, None)
             if meta is not None:
                 self.note_settled(o.batch_lsn, meta[0], o, meta[1])
+
+    def settlement(self, submission: Submission, settled: Callable[[bool], None]) -> Settlement:
+        """What a response waits for before it is written: ``submission``'s durability, then
+        ``settled(True)``. If nobody waits (the connection died first, or its wait was
+        cancelled), :meth:`sweep_settlements` calls ``settled(False)`` once the WAL has the
+        entries, so their batches do not stay unresolved (which would stop trimming)."""
+        s = Settlement(self, submission, settled)
+        self._settling.add(s)
+        return s
+
+    def sweep_settlements(self) -> None:
+        """Finish the settlements whose entries are durable and that nobody waited for."""
+        if not self._settling:
+            return
+        frontier = self.wal.last_durable_lsn
+        for s in [s for s in self._settling if s.submission.last_lsn <= frontier]:
+            s.finish(waited=False)
 
     def proven_processed(self, prepared: list[PreparedRequest]) -> None:
         outcomes = []
@@ -321,10 +370,12 @@ class DurableProduce:
 
     async def _record_quietly(self, outcomes: list[OutcomeEntry]) -> None:
         try:
-            await self._settle(await self._submit_outcomes(outcomes), outcomes, None)
+            await (await self._submit_outcomes(outcomes)).wait()
         except WalError as exc:
             log.error("cannot record outcomes; they stay in doubt", error=str(exc))
             self.in_doubt.update(o.batch_lsn for o in outcomes)
+            return
+        self._forget(outcomes)
 
     # -- WAL life cycle ---------------------------------------------------------------------
     async def trim_loop(
@@ -347,6 +398,7 @@ class DurableProduce:
             await trio.sleep(interval_s)
             now = trio.current_time()
             checkpoints.append((now, self.wal.last_durable_lsn))
+            self.sweep_settlements()
             if hold() or not self.gate.is_open:
                 continue
             target = 0
@@ -400,6 +452,7 @@ class DurableProduce:
             now = trio.current_time()
             checkpoints.append((now, bound))
             bound = self.wal.last_durable_lsn
+            self.sweep_settlements()
             if hold() or not self.gate.is_open:
                 progress(trimmed, bound)
                 continue
