@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from proxy import config as config_mod
+from proxy.app.server import ProxyServer
 from proxy.dev.cluster import DevCluster, ManagedProcess, free_port
+from wal.testing import MemoryBackend
 
 from .scrape import admin_get, metric
 
@@ -83,3 +86,21 @@ class OwnProxy:
                 body = str(exc)
             time.sleep(0.1)
         raise TimeoutError(f"walproxy not ready after {timeout}s: {status} {body}")
+
+
+def in_process_server(cluster: DevCluster) -> tuple[ProxyServer, MemoryBackend]:
+    """A walproxy server object in this process in front of ``cluster``'s first broker, its
+    WAL on a :class:`MemoryBackend` the test can make fail (``fail_next``); run it with
+    ``nursery.start(server.run)``, its port is ``server.port``."""
+    node = cluster.broker_nodes[0]
+    cfg = config_mod.load(
+        None,
+        env={
+            "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
+            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+            "WALPROXY_ADMIN_LISTEN": "",
+        },
+    )
+    backend = MemoryBackend()
+    return ProxyServer(cfg, wal_backend=backend), backend

@@ -23,14 +23,11 @@ from kio.schema.offset_commit.v9.request import (
 from kio.static.primitive import i32, i64
 
 from offload.wal_tail import collect
-from proxy import config as config_mod
-from proxy.app.server import ProxyServer
 from proxy.dev.cluster import DevCluster
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
 from wal import read_directory
-from wal.testing import MemoryBackend
 
-from .proxy_process import OwnProxy
+from .proxy_process import OwnProxy, in_process_server
 from .rawkafka import RawConnection, request_frame
 
 RECORDS = 60
@@ -178,18 +175,7 @@ async def test_fsync_failure_stops_acknowledging_commits(
     answered COORDINATOR_NOT_AVAILABLE (retriable) and never reach the broker."""
     topic = new_topic()
     group = f"g-fsync-{topic}"
-    node = kafka.broker_nodes[0]
-    cfg = config_mod.load(
-        None,
-        env={
-            "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
-            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
-            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
-            "WALPROXY_ADMIN_LISTEN": "",
-        },
-    )
-    backend = MemoryBackend()
-    server = ProxyServer(cfg, wal_backend=backend)
+    server, backend = in_process_server(kafka)
 
     def commit(offset: int, corr: int) -> int:
         with RawConnection(f"127.0.0.1:{server.port}") as conn:

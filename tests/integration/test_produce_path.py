@@ -18,15 +18,12 @@ import pytest
 import trio
 from confluent_kafka import Consumer, TopicPartition
 
-from proxy import config as config_mod
-from proxy.app.server import ProxyServer
 from proxy.dev.cluster import DevCluster
 from proxy.kafka.record_batch import build_batch
 from tests.offload.s3relay import S3Relay
 from tests.s3server import S3Server, s3_wal_env
-from wal.testing import MemoryBackend
 
-from .proxy_process import OwnProxy
+from .proxy_process import OwnProxy, in_process_server
 from .rawkafka import RawConnection, metadata_frame, now_ms, produce_frame, produce_frame_multi
 from .relay import Relay
 from .scrape import metric
@@ -247,18 +244,7 @@ async def test_fsync_failure_stops_acknowledging(
     """EIO on the WAL's sync fences it: the produce that hit it and every later one get
     KAFKA_STORAGE_ERROR (retriable), nothing reaches the broker, /readyz turns unready."""
     topic = new_topic()
-    node = kafka.broker_nodes[0]
-    cfg = config_mod.load(
-        None,
-        env={
-            "WALPROXY_PROXY_LISTEN": "127.0.0.1:0",
-            "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
-            "WALPROXY_PROXY_NODE_ID": str(node.node_id),
-            "WALPROXY_ADMIN_LISTEN": "",
-        },
-    )
-    backend = MemoryBackend()
-    server = ProxyServer(cfg, wal_backend=backend)
+    server, backend = in_process_server(kafka)
 
     def produce(value: bytes, corr: int) -> tuple[int, int]:
         with RawConnection(f"127.0.0.1:{server.port}") as conn:
