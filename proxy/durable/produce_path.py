@@ -141,6 +141,9 @@ class DurableProduce:
         #: they are in doubt. From it on they are this process's, tracked in memory.
         self.session_start_lsn = wal.last_durable_lsn + 1
         self.gate = _Gate()  # opened by the first reconciliation
+        #: Closed while committed offsets are checked and restored (start-up, and after the
+        #: broker went away): the connections hold every group API at it (GROUP_APIS).
+        self.group_gate = _Gate()
         #: LSN -> partition of every BATCH entry forwarded (or about to be) whose outcome
         #: is not durable yet. The WAL is never trimmed past the smallest of them.
         self.unresolved: dict[int, PartitionKey] = {}
@@ -388,7 +391,7 @@ class DurableProduce:
 
         Only with ``offload.enabled = false`` (otherwise the WAL is trimmed after the S3
         commit): it assumes the broker's page cache reaches its disk within ``retention_s``
-        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while the
+        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while a
         gate is closed or ``hold()`` says so (the broker is unreachable): a broker that comes
         back without its page cache must find the acknowledged batches still in the WAL.
         """
@@ -399,7 +402,7 @@ class DurableProduce:
             now = trio.current_time()
             checkpoints.append((now, self.wal.last_durable_lsn))
             self.sweep_settlements()
-            if hold() or not self.gate.is_open:
+            if hold() or not (self.gate.is_open and self.group_gate.is_open):
                 continue
             target = 0
             while checkpoints and checkpoints[0][0] <= now - retention_s:
@@ -453,7 +456,7 @@ class DurableProduce:
             checkpoints.append((now, bound))
             bound = self.wal.last_durable_lsn
             self.sweep_settlements()
-            if hold() or not self.gate.is_open:
+            if hold() or not (self.gate.is_open and self.group_gate.is_open):
                 progress(trimmed, bound)
                 continue
             old_enough = 0
