@@ -27,51 +27,12 @@ from proxy.dev.cluster import DevCluster
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
 from wal import read_directory
 
+from .durability import consume_and_commit
 from .proxy_process import OwnProxy, in_process_server
 from .rawkafka import RawConnection, request_frame
 
 RECORDS = 60
 PARTITIONS = 3
-
-
-def _consume_and_commit(bootstrap: str, topic: str, group: str, protocol: str) -> dict:
-    """Read the topic, committing after every 7 records; the offsets the client was told
-    are committed, per partition (the last acknowledged commit wins), and the count."""
-    config = {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "group.protocol": protocol,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    }
-    if protocol == "classic":
-        config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
-    consumer = Consumer(config)
-    consumer.subscribe([topic])
-    acked: dict[int, int] = {}
-    commits = 0
-    seen = 0
-    positions: dict[int, int] = {}
-    try:
-        while seen < RECORDS:
-            for msg in consumer.consume(10, 1.0):
-                assert msg.error() is None, msg.error()
-                seen += 1
-                positions[msg.partition()] = msg.offset() + 1
-                if seen % 7 == 0 or seen == RECORDS:
-                    offsets = [TopicPartition(topic, p, o) for p, o in positions.items()]
-                    result = consumer.commit(offsets=offsets, asynchronous=False)
-                    for tp in result or ():
-                        assert tp.error is None, tp.error
-                        acked[tp.partition] = tp.offset
-                    commits += 1
-        committed = consumer.committed(
-            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
-        )
-    finally:
-        consumer.close()
-    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == acked
-    return {"acked": acked, "commits": commits}
 
 
 def _transactional_commit(bootstrap: str, topic: str, group: str) -> dict[int, int]:
@@ -112,7 +73,9 @@ def test_acknowledged_commits_are_in_the_wal(
         proxy.wait_ready()
         for protocol in ("classic", "consumer"):
             group = f"g-{protocol}-{topic}"
-            run = _consume_and_commit(proxy.bootstrap, topic, group, protocol)
+            run = consume_and_commit(
+                proxy.bootstrap, topic, group, protocol, records=RECORDS, partitions=PARTITIONS
+            )
             commits += run["commits"]
             expected |= {(group, p): o for p, o in run["acked"].items()}
         txn_group = f"g-txn-{topic}"
