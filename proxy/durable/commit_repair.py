@@ -133,6 +133,16 @@ async def repair_commits(
         report.problems.append(problem)
         pm.COMMITS_UNRESTORED.inc(report.behind.get(group, len(by_group[group])))
         log.error("committed offsets not restored", group=group, reason=why[group])
+    log.info(
+        "committed offsets checked",
+        groups=report.groups,
+        elsewhere=report.elsewhere,
+        intact=report.intact,
+        ahead=report.ahead,
+        restored=report.restored,
+        groups_restored=report.groups_restored,
+        problems=len(report.problems),
+    )
     return report
 
 
@@ -185,6 +195,13 @@ async def _repair_group(
         report.groups -= 1  # counted again on the next attempt
         report.intact -= plan.intact
         report.ahead -= plan.ahead
+        if group not in report.behind:
+            log.info(
+                "group has members; its committed offsets wait for the coordinator to expire them",
+                group=group,
+                behind=plan.restored_offsets,
+                error_codes=sorted(set(refused.values())),
+            )
         report.behind[group] = plan.restored_offsets
         return (
             f"OffsetCommit error {sorted(set(refused.values()))}: the group still has "

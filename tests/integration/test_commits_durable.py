@@ -5,6 +5,9 @@ Classic and KIP-848 consumer groups (confluent-kafka) commit synchronously throu
 of the test's own in front of the shared broker, and a transactional producer commits
 consumed offsets with its transaction (TxnOffsetCommit). The WAL, read after the proxy
 stopped, holds exactly the offsets the clients were acknowledged, and the broker serves them.
+
+The commit repair (proxy/durable/commit_repair.py) runs here against real groups that still
+have a member; its page-cache-loss scenario is in test_durability_walproxy.py.
 """
 
 from __future__ import annotations
@@ -23,9 +26,22 @@ from kio.schema.offset_commit.v9.request import (
 from kio.static.primitive import i32, i64
 
 from offload.wal_tail import collect
+from proxy.client.upstream_client import UpstreamClient, plain_dial
 from proxy.dev.cluster import DevCluster
+from proxy.durable.commit_repair import repair_commits
+from proxy.durable.wal_entries import (
+    COMMIT,
+    COMMIT_OUTCOME,
+    CommitEntry,
+    CommitOffset,
+    CommitOutcomeEntry,
+    Source,
+    encode_commit,
+    encode_commit_outcome,
+)
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
-from wal import read_directory
+from wal import WalConfig, open_wal, read_directory
+from wal.testing import MemoryBackend
 
 from .durability import consume_and_commit
 from .proxy_process import OwnProxy, in_process_server
@@ -167,3 +183,84 @@ async def test_fsync_failure_stops_acknowledging_commits(
         server.shutdown()
     got = await trio.to_thread.run_sync(_committed, kafka.direct_bootstrap, group, topic)
     assert got == 5  # only the commit acknowledged before the failure reached the broker
+
+
+LEAVE_AFTER_S = 3.0
+
+
+async def _leave_after(delay: float, member: Consumer) -> None:
+    await trio.sleep(delay)
+    await trio.to_thread.run_sync(member.close)
+
+
+def _live_member(bootstrap: str, topic: str, group: str, protocol: str) -> Consumer:
+    """A member of ``group`` (assigned, heartbeating in librdkafka's threads) that committed
+    offset 30 on partition 0 and 5 on partition 1, directly to the broker."""
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": protocol,
+        "enable.auto.commit": False,
+    }
+    if protocol == "classic":
+        config |= {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 60
+    while not consumer.assignment():
+        assert time.monotonic() < deadline, "no assignment"
+        consumer.poll(0.2)
+    offsets = [TopicPartition(topic, 0, 30), TopicPartition(topic, 1, 5)]
+    assert all(tp.error is None for tp in consumer.commit(offsets=offsets, asynchronous=False))
+    return consumer
+
+
+async def test_commit_repair_waits_for_members_and_keeps_newer_commits(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    """The repair's shell against real groups with a live member, classic and KIP-848: the
+    WAL says offset 20 was acknowledged on both partitions; the broker has 30 (a newer
+    commit: kept) and 5 (behind: restored). While the member is in the group the
+    coordinator refuses the memberless commit and the repair waits; once the member has
+    left, it commits 20, and only there."""
+    topic = new_topic(partitions=2)
+    host, port = kafka.direct_bootstrap.split(",")[0].rsplit(":", 1)
+    for protocol in ("classic", "consumer"):
+        group = f"g-live-{protocol}-{topic}"
+        member = await trio.to_thread.run_sync(
+            _live_member, kafka.direct_bootstrap, topic, group, protocol
+        )
+        async with open_wal(MemoryBackend(), WalConfig(segment_size=1 << 20, io="thread")) as wal:
+            entry = CommitEntry(
+                OFFSET_COMMIT,
+                9,
+                0,
+                group,
+                None,
+                -1,
+                -1,
+                tuple(CommitOffset(topic, None, p, 20, -1, "m") for p in (0, 1)),
+            )
+            [lsn] = await (await wal.submit_many([(COMMIT, encode_commit(entry))])).wait()
+            outcome = CommitOutcomeEntry(lsn, Source.BROKER, (0, 0))
+            await (await wal.submit_many([(COMMIT_OUTCOME, encode_commit_outcome(outcome))])).wait()
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_leave_after, LEAVE_AFTER_S, member)
+                async with UpstreamClient.lazy((host, int(port)), plain_dial) as client:
+                    report = await repair_commits(client, wal, node_id=None, wait_s=60, retry_s=0.5)
+            waited = trio.current_time() - started
+        assert (report.restored, report.ahead, report.intact, report.problems) == (1, 1, 0, [])
+        assert waited >= LEAVE_AFTER_S, f"{protocol}: restored while the member was there"
+        got = await trio.to_thread.run_sync(_committed_all, kafka.direct_bootstrap, group, topic)
+        assert got == {0: 30, 1: 20}, protocol
+        print(f"{protocol}: restored 1, kept 1 newer, waited {waited:.1f}s for the member")
+
+
+def _committed_all(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in (0, 1)], timeout=10)
+        return {tp.partition: int(tp.offset) for tp in tps}
+    finally:
+        consumer.close()
