@@ -43,9 +43,7 @@ def test_a_group_that_does_not_fit_the_segment_rolls() -> None:
     assert b.roll and p.plan_room == 2 * BLOCK
 
 
-@given(
-    st.lists(st.tuples(st.integers(1, 3 * BLOCK), st.integers(1, 3)), min_size=1, max_size=60)
-)
+@given(st.lists(st.tuples(st.integers(1, 3 * BLOCK), st.integers(1, 3)), min_size=1, max_size=60))
 def test_plans_keep_lsn_order_limits_and_segment_room(adds: list[tuple[int, int]]) -> None:
     fresh = 8 * BLOCK
     p = plan(fresh_room=fresh, max_bytes=2 * BLOCK, max_entries=5)
