@@ -389,7 +389,7 @@ class DurableProduce:
 
         Only with ``offload.enabled = false`` (otherwise the WAL is trimmed after the S3
         commit): it assumes the broker's page cache reaches its disk within ``retention_s``
-        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while a
+        (Linux writes dirty pages back after 30 s by default). Nothing is trimmed while the
         gate is closed or ``hold()`` says so (the broker is unreachable): a broker that comes
         back without its page cache must find the acknowledged batches still in the WAL.
         """
@@ -400,7 +400,7 @@ class DurableProduce:
             now = trio.current_time()
             checkpoints.append((now, self.wal.last_durable_lsn))
             self.sweep_settlements()
-            if hold() or not (self.gate.is_open and self.group_gate.is_open):
+            if hold() or not self.gate.is_open:
                 continue
             old_enough = 0
             while checkpoints and checkpoints[0][0] <= now - retention_s:
@@ -447,7 +447,7 @@ class DurableProduce:
             checkpoints.append((now, bound))
             bound = self.wal.last_durable_lsn
             self.sweep_settlements()
-            if hold() or not (self.gate.is_open and self.group_gate.is_open):
+            if hold() or not self.gate.is_open:
                 progress(trimmed, bound)
                 continue
             old_enough = 0
