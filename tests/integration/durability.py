@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -451,3 +452,72 @@ def commits_behind(
         for p, o in offsets.items()
         if served[g].get(p, -1) < o
     }
+
+
+class CommittingMember(threading.Thread):
+    """A consumer group member in a thread of its own: it reads ``records`` records,
+    committing synchronously after every 7 and at the end (``acked``: what it was told is
+    committed, per partition), then stays in the group, polling, across whatever the test
+    does to the broker. Records it reads after :meth:`mark` are kept in ``after`` as
+    (partition, offset): a member that re-reads below its acknowledged commit shows there."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, protocol: str, records: int):
+        super().__init__(name=f"member-{group}", daemon=True)
+        self.bootstrap, self.topic, self.group, self.protocol = bootstrap, topic, group, protocol
+        self.records = records
+        self.acked: dict[int, int] = {}
+        self.commits = 0
+        self.caught_up = threading.Event()
+        self.after: list[tuple[int, int]] = []
+        self._marked = threading.Event()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def mark(self) -> None:
+        self._marked.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "group.protocol": self.protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+        if self.protocol == "classic":
+            config |= {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+        try:
+            consumer = Consumer(config)
+            consumer.subscribe([self.topic])
+            positions: dict[int, int] = {}
+            seen = 0
+            while not self._stop.is_set():
+                for msg in consumer.consume(10, 0.5):
+                    if msg.error() is not None:
+                        assert self._marked.is_set(), msg.error()  # the broker is away
+                        continue
+                    if self._marked.is_set():
+                        self.after.append((msg.partition(), msg.offset()))
+                        continue
+                    seen += 1
+                    positions[msg.partition()] = msg.offset() + 1
+                    if seen % 7 == 0 or seen == self.records:
+                        offsets = [TopicPartition(self.topic, p, o) for p, o in positions.items()]
+                        result = consumer.commit(offsets=offsets, asynchronous=False)
+                        for tp in result or ():
+                            assert tp.error is None, tp.error
+                            self.acked[tp.partition] = tp.offset
+                        self.commits += 1
+                    if seen == self.records:
+                        self.caught_up.set()
+            consumer.close()
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
