@@ -13,6 +13,9 @@ have a member; its page-cache-loss scenario is in test_durability_walproxy.py.
 from __future__ import annotations
 
 import errno
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +43,7 @@ from proxy.durable.wal_entries import (
     encode_commit_outcome,
 )
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
-from wal import WalConfig, open_wal, read_directory
+from wal import Wal, WalConfig, open_wal, read_directory
 from wal.testing import MemoryBackend
 
 from .durability import consume_and_commit
@@ -188,6 +191,24 @@ async def test_fsync_failure_stops_acknowledging_commits(
 LEAVE_AFTER_S = 3.0
 
 
+async def _acknowledged_commit(wal: Wal, group: str, topic: str, offset: int) -> None:
+    """What the commit path writes for an OffsetCommit of ``offset`` on partitions 0 and 1
+    that the broker answered without error (as if a coordinator had then lost it)."""
+    entry = CommitEntry(
+        OFFSET_COMMIT,
+        9,
+        0,
+        group,
+        None,
+        -1,
+        -1,
+        tuple(CommitOffset(topic, None, p, offset, -1, "m") for p in (0, 1)),
+    )
+    [lsn] = await (await wal.submit_many([(COMMIT, encode_commit(entry))])).wait()
+    outcome = CommitOutcomeEntry(lsn, Source.BROKER, (0, 0))
+    await (await wal.submit_many([(COMMIT_OUTCOME, encode_commit_outcome(outcome))])).wait()
+
+
 async def _leave_after(delay: float, member: Consumer) -> None:
     await trio.sleep(delay)
     await trio.to_thread.run_sync(member.close)
@@ -231,19 +252,7 @@ async def test_commit_repair_waits_for_members_and_keeps_newer_commits(
             _live_member, kafka.direct_bootstrap, topic, group, protocol
         )
         async with open_wal(MemoryBackend(), WalConfig(segment_size=1 << 20, io="thread")) as wal:
-            entry = CommitEntry(
-                OFFSET_COMMIT,
-                9,
-                0,
-                group,
-                None,
-                -1,
-                -1,
-                tuple(CommitOffset(topic, None, p, 20, -1, "m") for p in (0, 1)),
-            )
-            [lsn] = await (await wal.submit_many([(COMMIT, encode_commit(entry))])).wait()
-            outcome = CommitOutcomeEntry(lsn, Source.BROKER, (0, 0))
-            await (await wal.submit_many([(COMMIT_OUTCOME, encode_commit_outcome(outcome))])).wait()
+            await _acknowledged_commit(wal, group, topic, 20)
             started = trio.current_time()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_leave_after, LEAVE_AFTER_S, member)
@@ -264,3 +273,41 @@ def _committed_all(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         return {tp.partition: int(tp.offset) for tp in tps}
     finally:
         consumer.close()
+
+
+async def test_walproxy_repair_restores_commits_and_reports_them(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """``walproxy repair`` (no proxying) on a WAL holding an acknowledged commit the broker
+    does not have (the group does not exist there): it commits it, prints the figures and
+    exits 0; run again, the offsets are intact and nothing is restored twice."""
+    topic = new_topic(partitions=2)
+    group = f"g-cli-{topic}"
+    wal_dir = tmp_path / "wal"
+    async with open_wal(str(wal_dir), WalConfig(segment_size=1 << 20)) as wal:
+        await _acknowledged_commit(wal, group, topic, 20)
+    node = kafka.broker_nodes[0]
+    env = {
+        **os.environ,
+        "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+        "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+        "WALPROXY_WAL_DIR": str(wal_dir),
+        "WALPROXY_LOG_FORMAT": "json",
+    }
+    reports = []
+    for _ in range(2):
+        run = await trio.run_process(
+            [sys.executable, "-m", "proxy", "repair"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        reports.append(json.loads(run.stdout))
+    first, second = reports
+    assert (first["commits_restored"], first["commit_groups_restored"]) == (2, 1), first
+    assert (second["commits_restored"], second["commits_intact"]) == (0, 2), second
+    assert first["problems"] == second["problems"] == []
+    got = await trio.to_thread.run_sync(_committed_all, kafka.direct_bootstrap, group, topic)
+    assert got == {0: 20, 1: 20}
