@@ -470,14 +470,14 @@ class CommittingMember(threading.Thread):
         self.caught_up = threading.Event()
         self.after: list[tuple[int, int]] = []
         self._marked = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.error: BaseException | None = None
 
     def mark(self) -> None:
         self._marked.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout)
         if self.error is not None:
             raise self.error
@@ -499,7 +499,7 @@ class CommittingMember(threading.Thread):
             consumer.subscribe([self.topic])
             positions: dict[int, int] = {}
             seen = 0
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 for msg in consumer.consume(10, 0.5):
                     if msg.error() is not None:
                         assert self._marked.is_set(), msg.error()  # the broker is away
