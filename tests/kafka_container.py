@@ -4,9 +4,11 @@ Selected with ``WALPROXY_TEST_KAFKA=testcontainers`` on machines with a Docker e
 container's client listener advertises the walproxy sidecar's host port, and the sidecar runs
 on the host as in the jar set-up, so the tests see the same ``DevCluster`` shape. The image is
 ``apache/kafka:4.1.1``, or the local stand-in deploy/containers.sh built where no registry
-answers (tests/containers/engine.py: images). `make test-clients-containers` runs the client
-matrix (tests/integration/test_clients_*.py) this way; without an engine it is skipped with
-the reason, and fails under ``CI=true``.
+answers (tests/containers/engine.py: images); either is configured from the same ``KAFKA_*``
+variables, like the jar launcher's brokers (proxy/dev/cluster.py). `make test` (and `make
+test-clients-containers` alone) runs the client matrix (tests/integration/test_clients_*.py)
+this way, one container for the whole session; without an engine it is skipped with the
+reason, and fails under ``CI=true`` (.ci/run sets it).
 """
 
 from __future__ import annotations
