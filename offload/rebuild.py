@@ -123,6 +123,8 @@ class Report:
     tail_batches: int = 0
     tail_bytes: int = 0
     wal_in_doubt: int = 0
+    #: in-doubt batches placed in gaps of the tail they fit exactly (offload/wal_tail.py)
+    wal_in_doubt_placed: int = 0
     #: acknowledged commits (latest per group, topic, partition) in the WAL, and of them
     #: those written to this node's __consumer_offsets partitions
     offset_commits_acknowledged: int = 0
@@ -540,6 +542,7 @@ def _write_partition(
                 batches, after, epoch = _batches(b.data, after, epoch, f"{where}: WAL tail")
                 pw.append(b.data, batches)
             report.tail_batches += len(p.tail.batches)
+            report.wal_in_doubt_placed += p.tail.gap_filled
             report.tail_bytes += p.tail.size
             progress.add(p.tail.size)
         pw.finish(p.manifest.topic_id, p.leader_epochs())

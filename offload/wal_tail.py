@@ -26,9 +26,10 @@ same for an S3 WAL's prefix).
 
 from __future__ import annotations
 
+import itertools
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import crc32c
@@ -257,6 +258,7 @@ class PartitionTail:
     start: int  # the S3 copy's next_offset: where the tail must begin
     batches: list[TailBatch] = field(default_factory=list)
     skipped_covered: int = 0  # acknowledged batches the S3 copy already has
+    gap_filled: int = 0  # in-doubt batches placed in a gap the S3 copy and acks left
 
     @property
     def next_offset(self) -> int:
@@ -276,10 +278,13 @@ def plan_tail(
     allow_gaps: bool = False,
 ) -> dict[tuple[str, int], PartitionTail]:
     """Per partition the acknowledged batches from ``covered[tp]`` (the S3 ``next_offset``)
-    on, patched and in offset order. Raises :class:`TailError` when a batch straddles the
+    on, patched and in offset order. A gap before an acknowledged batch is filled with
+    in-doubt batches of the partition that fit it exactly (:func:`_gap_filler`), as the
+    reconciler fills a lost tail. Raises :class:`TailError` when a batch straddles the
     S3 end, two batches claim one offset with different records, the tail does not continue
-    the S3 copy (a gap, unless ``allow_gaps``), a batch is transactional (its markers are
-    written by the broker, not through the proxy), or its partition is unknown."""
+    the S3 copy and nothing in doubt fills the gap (unless ``allow_gaps``), a batch is
+    transactional (its markers are written by the broker, not through the proxy), or its
+    partition is unknown."""
     by_tp: dict[tuple[str, int], list[AckedBatch]] = {}
     for a in facts.acked:
         name = a.topic if a.topic is not None else topic_names.get(a.topic_id)  # type: ignore[arg-type]
@@ -289,6 +294,7 @@ def plan_tail(
                 "metadata in the offload target does not list"
             )
         by_tp.setdefault((name, a.partition), []).append(a)
+    doubt = _in_doubt_by_partition(facts, topic_names)
     out: dict[tuple[str, int], PartitionTail] = {}
     for tp, acked in sorted(by_tp.items()):
         if tp not in covered:
@@ -297,6 +303,8 @@ def plan_tail(
                 "has no manifest for this partition"
             )
         tail = PartitionTail(tp[0], tp[1], covered[tp])
+        epoch = leader_epoch.get(tp, 0)
+        last: AckedBatch | None = None  # the batch placed last, for the sequence check
         seen: dict[int, AckedBatch] = {}
         for a in sorted(acked, key=lambda x: (x.base_offset, x.lsn)):
             if a.last_offset < tail.start:
@@ -323,7 +331,12 @@ def plan_tail(
                         f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} (offsets {a.base_offset}.."
                         f"{a.last_offset}) overlaps the batch before it"
                     )
-                if not allow_gaps:
+                filler = _gap_filler(doubt.get(tp, []), tail.next_offset, last, a)
+                for f in filler:
+                    doubt[tp].remove(f)
+                    _append(tail, f, tail.next_offset, epoch, a.log_append_time)
+                tail.gap_filled += len(filler)
+                if not filler and not allow_gaps:
                     raise TailError(
                         f"{tp[0]}-{tp[1]}: {gap} are neither in the S3 copy nor acknowledged "
                         f"in the WAL (next acknowledged batch: LSN {a.lsn} at {a.base_offset}); "
@@ -336,14 +349,80 @@ def plan_tail(
                     "transactional; its commit or abort marker is only in the broker's log, "
                     "which is lost. The S3 copy must cover it before a rebuild"
                 )
-            epoch = leader_epoch.get(tp, 0)
-            pos = 0
-            offset = a.base_offset
-            view = memoryview(a.records)
-            for h in a.headers:
-                data = patch_batch(view[pos : pos + h.length], offset, epoch, a.log_append_time)
-                tail.batches.append(TailBatch(offset, offset + h.last_offset_delta, data, a.lsn))
-                offset += h.last_offset_delta + 1
-                pos += h.length
+            _append(tail, a, a.base_offset, epoch, a.log_append_time)
+            last = a
         out[tp] = tail
     return out
+
+
+def _append(
+    tail: PartitionTail, a: AckedBatch, offset: int, epoch: int, log_append_time: int
+) -> None:
+    pos = 0
+    view = memoryview(a.records)
+    for h in a.headers:
+        data = patch_batch(view[pos : pos + h.length], offset, epoch, log_append_time)
+        tail.batches.append(TailBatch(offset, offset + h.last_offset_delta, data, a.lsn))
+        offset += h.last_offset_delta + 1
+        pos += h.length
+
+
+def _in_doubt_by_partition(
+    facts: WalFacts, topic_names: Mapping[uuid.UUID, str]
+) -> dict[tuple[str, int], list[AckedBatch]]:
+    """The in-doubt batches that could fill a gap, per partition in WAL order, as batches
+    not yet placed (``base_offset`` -1). Transactional ones never fill one (their markers
+    are the broker's), nor damaged ones or those of a topic id no metadata names."""
+    out: dict[tuple[str, int], list[AckedBatch]] = {}
+    for lsn, b in facts.in_doubt:
+        name = b.topic if b.topic is not None else topic_names.get(b.topic_id)  # type: ignore[arg-type]
+        try:
+            headers = tuple(iter_batches(b.records))
+        except BatchError:
+            continue
+        if name is None or not headers or any(h.is_transactional for h in headers):
+            continue
+        placed = AckedBatch(lsn, b.topic, b.topic_id, b.partition, -1, -1, headers, b.records)
+        out.setdefault((name, b.partition), []).append(placed)
+    return out
+
+
+def _gap_filler(
+    candidates: Sequence[AckedBatch], start: int, before: AckedBatch | None, after: AckedBatch
+) -> list[AckedBatch]:
+    """In-doubt batches (WAL order) that fill the offsets from ``start`` to
+    ``after.base_offset`` exactly, or none. The broker held records there that S3 had not
+    copied and the WAL never saw answered: a batch forwarded before its connection died, or
+    one a reconciliation produced again before its outcome was durable. Idempotent batches
+    must continue their producer's sequence from ``before`` into ``after`` (same producer id
+    and epoch), so an in-doubt batch cannot take another batch's place."""
+    gap = after.base_offset - start
+    chosen: list[AckedBatch] = []
+    size = 0
+    for c in candidates:
+        count = sum(h.last_offset_delta + 1 for h in c.headers)
+        prev = chosen[-1] if chosen else before
+        if size + count > gap or (prev is not None and not _sequence_fits([prev, c])):
+            continue
+        chosen.append(c)
+        size += count
+        if size == gap:
+            break
+    return chosen if size == gap and _sequence_fits([*chosen[-1:], after]) else []
+
+
+def _sequence_fits(batches: Sequence[AckedBatch]) -> bool:
+    """Consecutive batches of one idempotent producer (id and epoch) must continue its
+    sequence; batches of different producers, or without one, say nothing."""
+    for prev, nxt in itertools.pairwise(batches):
+        p, n = prev.headers[-1], nxt.headers[0]
+        if p.producer_id < 0 or p.producer_id != n.producer_id:
+            continue
+        if p.producer_epoch == n.producer_epoch and n.base_sequence != _next_sequence(p):
+            return False
+    return True
+
+
+def _next_sequence(h: BatchHeader) -> int:
+    """The sequence after the batch's last record (Kafka wraps past Int.MAX to 0)."""
+    return (h.base_sequence + h.last_offset_delta + 1) % 2**31

@@ -62,6 +62,7 @@ from .errors import (
     WalTrimmedError,
 )
 from .file_backend import FileBackend
+from .group_plan import GroupPlan, PlannedGroup
 from .reader import Entry, SegmentInfo, read_segment
 from .record import (
     HEADER_SIZE,
@@ -85,38 +86,28 @@ Payload = bytes | bytearray | memoryview
 _REC_EXTRA = HEADER_SIZE + RECORD_ALIGN - 1  # record size = (len + _REC_EXTRA) & -RECORD_ALIGN
 
 
-class _Group:
-    """Entries that will share one aligned write + sync, and the tasks waiting for it."""
+class _Group(PlannedGroup):
+    """Entries that will share one aligned write + sync, and the tasks waiting for it
+    (what goes where is planned by ``wal.group_plan``)."""
 
     __slots__ = (
         "back",
         "buf",
-        "closed",
         "done",
         "elapsed",
         "entries",
         "error",
-        "first_lsn",
-        "limit",
         "offset",
-        "rec",
-        "roll",
-        "size",
         "t0",
         "waiters",
         "written",
     )
 
     def __init__(self, first_lsn: int, t0: float) -> None:
+        super().__init__(first_lsn)
         self.entries: list[tuple[int, Payload]] = []
-        self.rec = 0  # sum of record sizes
-        self.limit = 0  # most record bytes it may hold (set by Wal._add)
-        self.first_lsn = first_lsn
         self.t0 = t0  # when its first append arrived
         self.waiters: dict[Task, None] = {}
-        self.closed = False  # no more entries join (size, offset planned)
-        self.roll = False  # does not fit the current segment: roll before writing it
-        self.size = 0  # block-aligned bytes on disk (when closed)
         self.offset = 0
         self.back = 0
         self.buf: mmap.mmap | None = None
@@ -181,7 +172,6 @@ class Wal:
             max(2, config.max_bytes // config.segment_size) if config.max_bytes else None
         )
         self._max_group_bytes = max(config.max_group_bytes, self._block)
-        self._max_group_entries = config.max_group_entries
         self._max_pending_bytes = config.max_pending_bytes
         self._max_pending_entries = config.max_pending_entries
         if config.io not in ("auto", "inline", "thread"):
@@ -194,18 +184,19 @@ class Wal:
         self._segments: list[SegmentInfo] = []
         self._active: SegmentHandle | None = None
         self._spares: list[str] = []
-        self._assign_lsn = 1  # next LSN handed to an append
         self._next_lsn = 1  # LSN after the last issued group
         self._durable_lsn = 0  # last LSN of the last published group
         self._trim_lsn = 0
         self._max_segno = 0
-        # groups not yet issued (FIFO); the last one may still be open
-        self._groups: collections.deque[_Group] = collections.deque()
-        self._open: _Group | None = None
-        self._plan_room = self._fresh_room  # room left for the open group's segment
+        # groups not yet issued (FIFO; the last one may still be open) and their room
+        self._plan: GroupPlan[_Group] = GroupPlan(
+            lambda first_lsn: _Group(first_lsn, time.perf_counter()),
+            block=self._block,
+            fresh_room=self._fresh_room,
+            max_group_bytes=self._max_group_bytes,
+            max_group_entries=config.max_group_entries,
+        )
         self._write_end = self._data_offset  # active segment offset after the last issued group
-        self._pending_bytes = 0
-        self._pending_entries = 0
         self._inflight: collections.deque[_Group] = collections.deque()  # issued, unpublished
         self._io_running = 0
         self._token: TrioToken | None = None
@@ -251,7 +242,7 @@ class Wal:
             self._sb = sb
             repair(b, a)
             self._trim_lsn = sb.trim_lsn
-            self._next_lsn = self._assign_lsn = a.next_lsn
+            self._next_lsn = self._plan.assign_lsn = a.next_lsn
             self._durable_lsn = a.next_lsn - 1
             self._max_segno = a.max_segno
             for st in a.segments:
@@ -375,11 +366,12 @@ class Wal:
         if payload.__class__ is memoryview and (payload.format != "B" or payload.ndim != 1):
             payload = payload.cast("B")
         rec = (len(payload) + _REC_EXTRA) & -RECORD_ALIGN
+        plan = self._plan
         if (
-            self._pending_entries
+            plan.pending_entries
             and (
-                self._pending_bytes + rec > self._max_pending_bytes
-                or self._pending_entries >= self._max_pending_entries
+                plan.pending_bytes + rec > self._max_pending_bytes
+                or plan.pending_entries >= self._max_pending_entries
             )
         ) or rec > self._max_group_bytes:
             await self._admit(rec, 1)
@@ -408,7 +400,7 @@ class Wal:
         """
         if not items:  # nothing to write: already "durable"
             self._check_open()
-            empty = _Group(self._assign_lsn, 0.0)
+            empty = _Group(self._plan.assign_lsn, 0.0)
             empty.done = True
             return Submission(self, empty, empty.first_lsn, 0)
         g, first = await self._queue(items)
@@ -437,59 +429,22 @@ class Wal:
                 f"{self.max_entry_size} bytes with segment_size {self._cfg.segment_size})"
             )
         self._check_open()
-        while self._pending_entries and (
-            self._pending_bytes + rec > self._max_pending_bytes
-            or self._pending_entries + n > self._max_pending_entries
+        plan = self._plan
+        while plan.pending_entries and (
+            plan.pending_bytes + rec > self._max_pending_bytes
+            or plan.pending_entries + n > self._max_pending_entries
         ):
             await self._room_lot.park()
             self._check_open()
 
     def _add(self, rec: int, n: int) -> tuple[_Group, int]:
-        """Reserve LSNs for `n` entries of `rec` record bytes in the open group.
-
-        The caller appends the entries to the group's list right away (no
-        checkpoint in between), so group order, LSN order and call order agree.
-        """
-        g = self._open
-        if g is None or g.rec + rec > g.limit or len(g.entries) + n > self._max_group_entries:
-            g = self._new_group(rec)
-        lsn = self._assign_lsn
-        self._assign_lsn = lsn + n
-        g.rec += rec
-        self._pending_bytes += rec
-        self._pending_entries += n
+        """Reserve LSNs for `n` entries of `rec` record bytes (``GroupPlan.add``) and wake
+        the writer. The caller appends the entries to the group right away."""
+        added = self._plan.add(rec, n)
         if self._writer_parked:
             self._writer_parked = False
             self._writer_lot.unpark_all()
-        return g, lsn
-
-    def _new_group(self, rec: int) -> _Group:
-        """Close the open group (if any) and open a new one for a first `rec` bytes."""
-        if self._open is not None:
-            self._close(self._open)
-        g = _Group(self._assign_lsn, time.perf_counter())
-        # Its byte limit, fixed now: the planned room of its segment does not
-        # change while it is the open group.  A first entry that does not fit
-        # that room sends the group to a fresh segment.
-        room = (
-            self._plan_room if align_up(rec, self._block) <= self._plan_room else self._fresh_room
-        )
-        g.limit = max(min(room, self._max_group_bytes // self._block * self._block), rec)
-        self._groups.append(g)
-        self._open = g
-        return g
-
-    def _close(self, g: _Group) -> None:
-        """Freeze group `g` and plan where it goes (this segment, or the next)."""
-        g.closed = True
-        g.size = align_up(g.rec, self._block)
-        if g.size <= self._plan_room:
-            self._plan_room -= g.size
-        else:
-            g.roll = True
-            self._plan_room = self._fresh_room - g.size
-        if self._open is g:
-            self._open = None
+        return added
 
     async def _wait(self, g: _Group, fresh: bool = False) -> None:
         """Wait until `g` is durable. With inline I/O the waiter writes it itself; `fresh`:
@@ -524,18 +479,16 @@ class Wal:
             self._fenced is None
             and not self._io_running
             and not self._rolling
-            and self._groups
+            and self._plan.queue
             and not target.done
         ):
-            g = self._groups[0]
-            if not g.closed:
-                self._close(g)
+            g = self._plan.next_to_issue()
             if g.roll:
                 return
             back = (self._write_end - self._segments[-1].end) // self._block
             if back > MAX_BACK_BLOCKS:
                 return
-            self._groups.popleft()
+            self._plan.issued(g)
             self._issue(g, back)
 
     # ----------------------------------------------------------------- writer
@@ -564,7 +517,7 @@ class Wal:
     async def _issue_loop(self) -> None:
         """Issue queued groups in order, at most `max_inflight_groups` at a time."""
         while self._fenced is None:
-            if not self._groups:
+            if not self._plan.queue:
                 if self._closing:
                     break
                 self._writer_parked = True
@@ -573,9 +526,7 @@ class Wal:
             if len(self._inflight) >= self._window:
                 await self._slot_lot.park()
                 continue
-            g = self._groups[0]
-            if not g.closed:
-                self._close(g)
+            g = self._plan.next_to_issue()
             if g.roll:
                 if self._inflight:  # the window never spans segments
                     await self._slot_lot.park()
@@ -591,13 +542,14 @@ class Wal:
             if back > MAX_BACK_BLOCKS:
                 await self._slot_lot.park()  # too far ahead to record: let the disk catch up
                 continue
-            self._groups.popleft()
+            self._plan.issued(g)
             self._issue(g, back)
         while self._inflight and self._fenced is None:
             await self._slot_lot.park()
 
     def _issue(self, g: _Group, back: int) -> None:
-        """Encode `g` (trio thread, while earlier groups are on the disk) and start its write."""
+        """Encode `g` (trio thread, while earlier groups are on the disk) and start its write;
+        the plan has let it go (``GroupPlan.issued``)."""
         seg = self._segments[-1]
         g.offset = self._write_end
         g.back = back
@@ -620,8 +572,6 @@ class Wal:
             )
         self._next_lsn += len(g.entries)
         self._write_end = g.offset + g.size
-        self._pending_bytes -= g.rec
-        self._pending_entries -= len(g.entries)
         self._room_lot.unpark_all()
         self._inflight.append(g)
         self._io_running += 1
@@ -804,7 +754,7 @@ class Wal:
                 "wal_fenced",
                 error=repr(exc),
                 last_durable_lsn=self._durable_lsn,
-                pending=self._pending_entries,
+                pending=self._plan.pending_entries,
                 in_flight=len(self._inflight),
             )
             err = WalFencedError(
@@ -823,13 +773,9 @@ class Wal:
         self._fail_all(self._fence_error)
 
     def _fail_all(self, err: BaseException) -> None:
-        for g in [*self._inflight, *self._groups]:
+        for g in [*self._inflight, *self._plan.clear()]:
             g.finish(err)
         self._inflight.clear()
-        self._groups.clear()
-        self._open = None
-        self._pending_bytes = 0
-        self._pending_entries = 0
         self._room_lot.unpark_all()
         self._durable_lot.unpark_all()
         self._space_lot.unpark_all()

@@ -2,7 +2,9 @@
 
 What this package owns: the WAL entry format (:mod:`.wal_entries`: BATCH before forwarding,
 OUTCOME before the acknowledgement; COMMIT and COMMIT_OUTCOME for offset commits), the
-produce handler the connection calls (:mod:`.produce_path`: :class:`DurableProduce`), the
+pure ledger of this process's entries (:mod:`.ledger`: what is unresolved, in doubt, settled,
+and how far the WAL may be trimmed), the produce handler the connection calls
+(:mod:`.produce_path`: :class:`DurableProduce`, the ledger's trio shell), the
 offset commit handler (:mod:`.commit_path`: :class:`DurableCommit`), reconciliation with
 the broker after trouble (:mod:`.reconciler`) and its pure repair planner
 (:mod:`.repair_plan`), and the produce path's metrics (:mod:`.metrics`).
@@ -32,6 +34,7 @@ from .wal_entries import (
 
 if TYPE_CHECKING:
     from .commit_path import DurableCommit, PreparedCommit
+    from .ledger import Ledger
     from .produce_path import DurableProduce, PreparedRequest
     from .reconciler import Reconciler, Report
 
@@ -39,6 +42,7 @@ _RUNTIME = {
     "DurableCommit": "commit_path",
     "PreparedCommit": "commit_path",
     "DurableProduce": "produce_path",
+    "Ledger": "ledger",
     "PreparedRequest": "produce_path",
     "Reconciler": "reconciler",
     "Report": "reconciler",
@@ -63,6 +67,7 @@ __all__ = [
     "DurableCommit",
     "DurableProduce",
     "EntryError",
+    "Ledger",
     "OutcomeEntry",
     "PreparedCommit",
     "PreparedRequest",

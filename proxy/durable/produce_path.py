@@ -23,18 +23,17 @@ other and is known to have landed once a later response arrives on the same conn
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 import structlog
 import trio
 
 from proxy.durable import metrics as pm
+from proxy.durable.ledger import Covers, Ledger
 from proxy.durable.wal_entries import (
     BATCH,
     OUTCOME,
@@ -58,10 +57,6 @@ from wal.s3_wal import S3Wal
 from wal.writer import Submission
 
 log = structlog.get_logger("walproxy.produce")
-
-#: What a settled WAL entry waits for S3 to cover: a partition's batch, or (a ``str``) a
-#: group's committed offsets, in that group's ``__consumer_offsets`` partition.
-CoverKey = PartitionKey | str
 
 
 @dataclass(eq=False, slots=True)
@@ -141,25 +136,35 @@ class DurableProduce:
         #: they are in doubt. From it on they are this process's, tracked in memory.
         self.session_start_lsn = wal.last_durable_lsn + 1
         self.gate = _Gate()  # opened by the first reconciliation
-        #: LSN -> partition of every BATCH entry forwarded (or about to be) whose outcome
-        #: is not durable yet. The WAL is never trimmed past the smallest of them.
-        self.unresolved: dict[int, PartitionKey] = {}
-        #: LSNs whose connection died without learning their fate.
-        self.in_doubt: set[int] = set()
+        #: What is unresolved, in doubt, settled; acknowledged ends (pure bookkeeping).
+        self.ledger = Ledger()
         self.forwarded_unanswered = 0
         self.in_doubt_changed = trio.Event()
-        #: partition -> end offset of the highest batch acknowledged to a client. A broker
-        #: whose log ends below it has lost acknowledged records.
-        self.acked_end: dict[PartitionKey, int] = {}
         self._nursery: trio.Nursery | None = None
-        #: With the S3 offloader trimming: LSN -> (partition, record count) of BATCH entries
-        #: between persistence and their outcome, and the ordered index of settled ones,
-        #: (LSN, partition, last offset or None if unknown, settled at), until S3 covers them.
-        self.track_settled = False
-        self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
-        self._settled: list[tuple[int, CoverKey, int | None, float]] = []
         #: Answers' OUTCOME writes not yet known durable (see :meth:`settlement`).
         self._settling: set[Settlement] = set()
+
+    # The ledger's state, as the reconciler, the offset-commit path and /status read it.
+    @property
+    def unresolved(self) -> dict[int, PartitionKey]:
+        return self.ledger.unresolved
+
+    @property
+    def in_doubt(self) -> set[int]:
+        return self.ledger.in_doubt
+
+    @property
+    def acked_end(self) -> dict[PartitionKey, int]:
+        return self.ledger.acked_end
+
+    @property
+    def track_settled(self) -> bool:
+        """Keep settled entries until S3 covers them (the offloader trims the WAL)."""
+        return self.ledger.track_settled
+
+    @track_settled.setter
+    def track_settled(self, on: bool) -> None:
+        self.ledger.track_settled = on
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Where background outcome writes run (those a dying connection cannot await)."""
@@ -248,10 +253,7 @@ class DurableProduce:
         req.durable_at = time.perf_counter()
         pm.WAL_SECONDS.observe(req.durable_at - req.received_at)
         pm.PERSISTED.inc(len(req.lsns))
-        for lsn, key, count in zip(req.lsns, req.keys, req.counts, strict=True):
-            self.unresolved[lsn] = key
-            if self.track_settled:
-                self._batch_meta[lsn] = (key, count)
+        self.ledger.persisted(req.lsns, req.keys, req.counts)
         if not self.gate.is_open:
             await self.gate.wait()
         return None
@@ -288,7 +290,7 @@ class DurableProduce:
                     o.log_append_time,
                 )
                 if o.error_code == 0 and o.base_offset >= 0:
-                    self.note_acked(key, o.base_offset + count)
+                    self.ledger.acked(key, o.base_offset + count)
             outcomes.append(outcome)
         if req.refused:
             payload = memoryview(response_with_errors(version, payload, req.refused))
@@ -309,11 +311,7 @@ class DurableProduce:
 
     def _forget(self, outcomes: list[OutcomeEntry]) -> None:
         """Their OUTCOME entries are durable: the batches are settled."""
-        for o in outcomes:
-            self.unresolved.pop(o.batch_lsn, None)
-            meta = self._batch_meta.pop(o.batch_lsn, None)
-            if meta is not None:
-                self.note_settled(o.batch_lsn, meta[0], o, meta[1])
+        self.ledger.outcomes_durable(outcomes, trio.current_time())
 
     def settlement(self, submission: Submission, settled: Callable[[bool], None]) -> Settlement:
         """What a response waits for before it is written: ``submission``'s durability, then
@@ -344,7 +342,7 @@ class DurableProduce:
             if req.forwarded:
                 if req.acks != 0:
                     self.forwarded_unanswered -= 1
-                self.in_doubt.update(req.lsns)
+                self.ledger.doubt(req.lsns)
             elif req.acks != 0:
                 # Never reached the broker and never acknowledged: the client retries it.
                 never_sent += [
@@ -354,7 +352,7 @@ class DurableProduce:
                     for lsn in req.lsns
                 ]
             else:
-                self.in_doubt.update(req.lsns)  # acks=0: nobody retries, so replay it
+                self.ledger.doubt(req.lsns)  # acks=0: nobody retries, so replay it
         if never_sent:
             self._in_background(never_sent)
         if self.in_doubt:
@@ -373,7 +371,7 @@ class DurableProduce:
             await (await self._submit_outcomes(outcomes)).wait()
         except WalError as exc:
             log.error("cannot record outcomes; they stay in doubt", error=str(exc))
-            self.in_doubt.update(o.batch_lsn for o in outcomes)
+            self.ledger.doubt(o.batch_lsn for o in outcomes)
             return
         self._forget(outcomes)
 
@@ -401,12 +399,10 @@ class DurableProduce:
             self.sweep_settlements()
             if hold() or not self.gate.is_open:
                 continue
-            target = 0
+            old_enough = 0
             while checkpoints and checkpoints[0][0] <= now - retention_s:
-                target = checkpoints.popleft()[1]
-            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
-            if unsettled is not None:
-                target = min(target, unsettled - 1)
+                old_enough = checkpoints.popleft()[1]
+            target = self.ledger.retention_target(old_enough)
             if target > trimmed:
                 await self.wal.trim(target)
                 trimmed = target
@@ -414,17 +410,12 @@ class DurableProduce:
     def note_settled(
         self, lsn: int, key: PartitionKey, outcome: OutcomeEntry, record_count: int
     ) -> None:
-        """A BATCH entry's outcome is durable. Failed ones are done with; landed ones wait in
-        the index until the S3 copy covers their last offset."""
-        self._batch_meta.pop(lsn, None)
-        if not self.track_settled or outcome.error_code != 0:
-            return
-        last = outcome.base_offset + record_count - 1 if outcome.base_offset >= 0 else None
-        heapq.heappush(self._settled, (lsn, key, last, trio.current_time()))
+        """A BATCH entry's outcome is durable (``Ledger.settled``, now)."""
+        self.ledger.settled(lsn, key, outcome, record_count, trio.current_time())
 
     async def trim_after_offload(
         self,
-        covers: Callable[[CoverKey, int | None, float], bool],
+        covers: Covers,
         interval_s: float = 0.5,
         progress: Callable[[int, int], None] = lambda trimmed, last: None,
         retention_s: float = 0.0,
@@ -461,41 +452,23 @@ class DurableProduce:
                 checkpoints.popleft()
             if checkpoints[0][0] <= now - retention_s:
                 old_enough = checkpoints[0][1]
-            target = old_enough
-            unsettled = min(chain(self.unresolved, self.in_doubt), default=None)
-            if unsettled is not None:
-                target = min(target, unsettled - 1)
-            heap = self._settled
-            while (
-                heap
-                and heap[0][0] <= target
-                and heap[0][3] <= now - retention_s
-                and covers(heap[0][1], heap[0][2], heap[0][3])
-            ):
-                heapq.heappop(heap)
-            if heap and heap[0][0] <= target:
-                target = heap[0][0] - 1
+            target = self.ledger.offload_target(old_enough, now, retention_s, covers)
             if target > trimmed and target >= self.wal.first_lsn:
                 await self.wal.trim(target)
                 trimmed = target
             progress(trimmed, bound)
 
     def note_commit_settled(self, lsn: int, group_id: str) -> None:
-        """A COMMIT entry's outcome is durable and some of its offsets were committed: it
-        waits in the index until the S3 copy of the group's ``__consumer_offsets`` partition
-        was synced after now (a commit's offset in that partition is not known here)."""
-        if self.track_settled:
-            heapq.heappush(self._settled, (lsn, group_id, None, trio.current_time()))
+        """A COMMIT entry's outcome is durable (``Ledger.commit_settled``, now)."""
+        self.ledger.commit_settled(lsn, group_id, trio.current_time())
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:
-        if end_offset > self.acked_end.get(key, 0):
-            self.acked_end[key] = end_offset
+        self.ledger.acked(key, end_offset)
 
     def take_in_doubt(self) -> set[int]:
-        taken, self.in_doubt = self.in_doubt, set()
         self.in_doubt_changed = trio.Event()
-        return taken
+        return self.ledger.take_in_doubt()
 
     async def quiesce(self, timeout: float) -> bool:
         """Wait until no acks!=0 request forwarded is unanswered (the gate must be closed).

@@ -573,9 +573,10 @@ def run(opts: Options) -> Result:
             fault_phase_s = time.monotonic() - t0
             healed = True
         finally:
+            unsettled: dict[str, int] = {}
             for p in producers:
                 if healed:
-                    p.finish(300)
+                    unsettled[p.name] = p.finish(300)
                 else:  # the run failed already: stop, do not wait out a dead partition
                     with contextlib.suppress(Exception):  # (kafka-python: KafkaTimeoutError)
                         p.finish(5)
@@ -591,7 +592,15 @@ def run(opts: Options) -> Result:
                 acked_commits[p] = max(acked_commits[p], o)
         verdict = check_history(
             [
-                ProducerHistory(p.name, p.idempotent, p.sent, p.acked, len(p.errors))
+                ProducerHistory(
+                    p.name,
+                    p.idempotent,
+                    p.sent,
+                    p.acked,
+                    len(p.errors),
+                    unsettled.get(p.name, 0),
+                    [e for _, e in getattr(p, "fatal", [])],
+                )
                 for p in producers
             ],
             consumed,
@@ -634,6 +643,8 @@ def run(opts: Options) -> Result:
                     "offset_mismatches": len(v.moved),
                     "duplicates": len(v.duplicates),
                     "out_of_order": len(v.out_of_order),
+                    "unsettled": v.unsettled,
+                    "fatal_errors": list(v.fatal),
                 }
                 for v in verdict.producers
             ],

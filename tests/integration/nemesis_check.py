@@ -28,6 +28,8 @@ class ProducerHistory:
     sent: Mapping[int, Sequence[bytes]]  # partition -> values in send order
     acked: Sequence[Acked]
     failed: int = 0  # deliveries the client gave up on (never acknowledged)
+    unsettled: int = 0  # sent, neither acknowledged nor failed once the faults had healed
+    fatal: Sequence[str] = ()  # fatal client errors (each ended a producer instance)
 
 
 @dataclass
@@ -37,6 +39,8 @@ class ProducerVerdict:
     sent: int
     acked: int
     failed: int
+    unsettled: int = 0
+    fatal: Sequence[str] = ()
     lost: list[Acked] = field(default_factory=list)
     moved: list[tuple[Acked, int]] = field(default_factory=list)
     duplicates: list[bytes] = field(default_factory=list)
@@ -44,8 +48,11 @@ class ProducerVerdict:
 
     @property
     def ok(self) -> bool:
+        """Safety (nothing acknowledged lost, moved or reordered; no idempotent duplicate)
+        and, once the faults healed, every record answered. A fatal client error is
+        reported, not judged: the records it failed were never acknowledged."""
         dup_ok = not self.duplicates or not self.idempotent
-        return not (self.lost or self.moved or self.out_of_order) and dup_ok
+        return not (self.lost or self.moved or self.out_of_order or self.unsettled) and dup_ok
 
     def summary(self) -> str:
         kind = "idempotent" if self.idempotent else "non-idempotent"
@@ -54,6 +61,10 @@ class ProducerVerdict:
             f"lost {len(self.lost)}, offset mismatches {len(self.moved)}, duplicates "
             f"{len(self.duplicates)}, out of order {len(self.out_of_order)}"
         )
+        if self.unsettled:
+            line += f"; UNANSWERED after the faults healed: {self.unsettled}"
+        if self.fatal:
+            line += f"; fatal client errors {len(self.fatal)}, first: {self.fatal[0]}"
         if self.lost:
             line += f"; lost e.g. {[(a.partition, a.offset) for a in self.lost[:5]]}"
         if self.moved:
@@ -128,6 +139,8 @@ def check_history(
             sum(len(v) for v in h.sent.values()),
             len(h.acked),
             h.failed,
+            h.unsettled,
+            h.fatal,
             out_of_order=_out_of_order(h),
         )
         for h in producers

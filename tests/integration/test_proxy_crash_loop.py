@@ -56,7 +56,8 @@ def test_sigkill_under_load_loses_nothing(
         time.sleep(rng.uniform(0.2, 1.2))
         own_proxy.restart()  # SIGKILL at a random moment, then a new process on the WAL
     time.sleep(1.0)
-    load.finish()
+    assert load.finish() == 0, "records still unanswered 120 s after the faults"
+    assert not load.fatal, load.fatal
     check(load, kafka.direct_bootstrap)
     assert len(load.acked) > 2000, "too little load to mean anything"
     # The kills really left batches in doubt, and restarts settled them (found or replayed).
@@ -81,7 +82,8 @@ def test_sigstop_past_client_timeout_loses_nothing(
         time.sleep(7.0)  # past request.timeout.ms (5 s): the client gives up on requests
         own_proxy.resume()
     time.sleep(1.0)
-    load.finish()
+    assert load.finish() == 0, "records still unanswered 120 s after the faults"
+    assert not load.fatal, load.fatal
     check(load, kafka.direct_bootstrap)
 
 

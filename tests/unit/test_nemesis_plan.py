@@ -165,3 +165,13 @@ def test_committed_offsets_going_back_are_reported() -> None:
     assert v.ok  # reported, not judged (the group coordinator's writes are not in the WAL)
     with pytest.raises(ValueError, match="unique"):
         check_history([h, h], read)
+
+
+def test_records_unanswered_after_healing_fail_and_fatal_errors_are_reported() -> None:
+    h, read = _history("p", True, [b"a", b"b"])
+    late = ProducerHistory("p", True, h.sent, h.acked, unsettled=3)
+    v = check_history([late], read)
+    assert not v.ok and "UNANSWERED after the faults healed: 3" in v.summary()
+    fatal = ProducerHistory("p", True, h.sent, h.acked, failed=4, fatal=["OUT_OF_ORDER"])
+    v = check_history([fatal], read)
+    assert v.ok and "fatal client errors 1, first: OUT_OF_ORDER" in v.summary()

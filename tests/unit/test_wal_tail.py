@@ -103,6 +103,47 @@ def test_tail_refuses_gaps_unless_allowed() -> None:
         plan_tail(facts(acked(1, 10)), {("t", 0): 7}, {}, {})
 
 
+def doubt(lsn: int, records: bytes, partition: int = 0) -> tuple[int, BatchEntry]:
+    return (lsn, BatchEntry(-1, partition, "t", None, None, records))
+
+
+def test_an_exact_gap_is_filled_with_in_doubt_batches() -> None:
+    # The broker held offsets 3..4 (a batch forwarded, its answer never durable), S3 had not
+    # copied them: the rebuild puts the in-doubt batch there instead of refusing.
+    f = facts(acked(1, 0), acked(4, 5))
+    f.in_doubt = [doubt(2, client_batch(3)), doubt(3, client_batch(2))]
+    t = plan_tail(f, {("t", 0): 0}, {("t", 0): 2}, {})[("t", 0)]
+    assert [(b.base_offset, b.last_offset, b.lsn) for b in t.batches] == [
+        (0, 2, 1),
+        (3, 4, 3),
+        (5, 7, 4),
+    ]
+    assert t.gap_filled == 1
+    h = next(iter_batches(t.batches[1].data))
+    assert (h.base_offset, h.partition_leader_epoch) == (3, 2)
+    for wrong in (
+        [doubt(2, client_batch(3))],  # no exact fit
+        [doubt(2, client_batch(2), partition=1)],  # another partition's
+        [doubt(2, client_batch(2, attributes=TRANSACTIONAL_FLAG, producer_id=4))],
+    ):
+        f.in_doubt = wrong
+        with pytest.raises(TailError, match=r"offsets 3\.\.4 are neither"):
+            plan_tail(f, {("t", 0): 0}, {}, {})
+
+
+def test_an_idempotent_filler_must_continue_its_producer_sequence() -> None:
+    def seq(n: int, first: int) -> bytes:
+        return client_batch(n, producer_id=7, producer_epoch=0, base_sequence=first)
+
+    f = facts(acked(1, 0, records=seq(3, 0)), acked(5, 5, records=seq(3, 5)))
+    f.in_doubt = [doubt(2, seq(2, 10))]  # the right size, another place in the sequence
+    with pytest.raises(TailError, match="neither"):
+        plan_tail(f, {("t", 0): 0}, {}, {})
+    f.in_doubt = [doubt(2, seq(2, 10)), doubt(3, seq(2, 3))]
+    t = plan_tail(f, {("t", 0): 0}, {}, {})[("t", 0)]
+    assert [b.lsn for b in t.batches] == [1, 3, 5] and t.gap_filled == 1
+
+
 def test_tail_refuses_inconsistencies() -> None:
     with pytest.raises(TailError, match="across the S3 copy's end"):
         plan_tail(facts(acked(1, 4)), {("t", 0): 5}, {}, {})
