@@ -4,9 +4,11 @@ Selected with ``WALPROXY_TEST_KAFKA=testcontainers`` on machines with a Docker e
 container's client listener advertises the walproxy sidecar's host port, and the sidecar runs
 on the host as in the jar set-up, so the tests see the same ``DevCluster`` shape. The image is
 ``apache/kafka:4.1.1``, or the local stand-in deploy/containers.sh built where no registry
-answers (tests/containers/engine.py: images). `make test-clients-containers` runs the client
-matrix (tests/integration/test_clients_*.py) this way; without an engine it is skipped with
-the reason, and fails under ``CI=true``.
+answers (tests/containers/engine.py: images); either is configured from the same ``KAFKA_*``
+variables, like the jar launcher's brokers (proxy/dev/cluster.py). `make test` (and `make
+test-clients-containers` alone) runs the client matrix (tests/integration/test_clients_*.py)
+this way, one container for the whole session; without an engine it is skipped with the
+reason, and fails under ``CI=true`` (.ci/run sets it).
 """
 
 from __future__ import annotations
@@ -41,16 +43,25 @@ def container_cluster(workdir: Path) -> Iterator[DevCluster]:
         .with_bind_ports(9094, direct_port)
         .with_env("KAFKA_NODE_ID", "1")
         .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
-        .with_env("KAFKA_LISTENERS", "CLIENT://:9092,CONTROLLER://:9093,DIRECT://:9094")
+        .with_env(
+            "KAFKA_LISTENERS", "CLIENT://:9092,CONTROLLER://:9093,DIRECT://:9094,INTERNAL://:9095"
+        )
+        # CLIENT is advertised as the sidecar's port on the host, which the broker cannot
+        # reach from inside its container: the broker's own requests to itself go over
+        # INTERNAL, as in the jar launcher. With CLIENT as the inter-broker listener, a
+        # transactional produce hung (flush timeout): the partition leader verifies the
+        # partition with the transaction coordinator (AddPartitionsToTxn, KIP-890) on the
+        # inter-broker listener, and so did the coordinator's WriteTxnMarkers.
         .with_env(
             "KAFKA_ADVERTISED_LISTENERS",
-            f"CLIENT://127.0.0.1:{proxy_port},DIRECT://127.0.0.1:{direct_port}",
+            f"CLIENT://127.0.0.1:{proxy_port},DIRECT://127.0.0.1:{direct_port},"
+            "INTERNAL://localhost:9095",
         )
         .with_env(
             "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-            "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT,DIRECT:PLAINTEXT",
+            "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT,DIRECT:PLAINTEXT,INTERNAL:PLAINTEXT",
         )
-        .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "CLIENT")
+        .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "INTERNAL")
         .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
         .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
         .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
