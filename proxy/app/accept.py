@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -41,11 +41,11 @@ class Connections:
         upstream_trouble: Callable[[], None],
         limits: ConnectionLimits,
         commits: Callable[[], ProduceHandler[Any] | None] = lambda: None,
-        holds: Callable[[], Mapping[int, Gate] | None] = lambda: None,
+        group_gate: Callable[[], Gate | None] = lambda: None,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``commits()``: the offset
-        commit handler (likewise); ``holds()``: the gates some APIs wait at while a repair
-        runs, by API key (likewise); ``upstream_trouble()``:
+        commit handler (likewise); ``group_gate()``: where group APIs wait while committed
+        offsets are restored (likewise); ``upstream_trouble()``:
         a broker could not be reached or dropped a connection (the reconciler checks it);
         ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
@@ -54,7 +54,7 @@ class Connections:
         self._dialer = dialer
         self._produce = produce
         self._commits = commits
-        self._holds = holds
+        self._group_gate = group_gate
         self._upstream_trouble = upstream_trouble
         self.open: set[ProxyConnection[Any]] = set()
         self._ids = 0
@@ -147,7 +147,7 @@ class Connections:
             commits=self._commits(),
             peer=peer,
             on_upstream_lost=self._upstream_trouble if produce is not None else None,
-            holds=self._holds(),
+            group_gate=self._group_gate(),
         )
         self.open.add(conn)
         self._none_open = trio.Event() if len(self.open) == 1 else self._none_open

@@ -78,7 +78,7 @@ class ProxyServer:
                 p.max_connections or AUTO_MAX_CONNECTIONS, p.max_connections_per_address
             ),
             commits=lambda: self.commits,
-            holds=lambda: self.durable.holds if self.durable is not None else None,
+            group_gate=lambda: self.durable.group_gate if self.durable is not None else None,
         )
         self._stop = trio.Event()
         self._preflighted = False

@@ -50,14 +50,7 @@ from proxy.kafka.produce_codec import (
     response_with_errors,
 )
 from proxy.kafka.produce_skim import skim_produce
-from proxy.kafka.protocol import (
-    CORRUPT_MESSAGE,
-    FETCH,
-    GROUP_APIS,
-    INVALID_RECORD,
-    KAFKA_STORAGE_ERROR,
-    LIST_OFFSETS,
-)
+from proxy.kafka.protocol import CORRUPT_MESSAGE, INVALID_RECORD, KAFKA_STORAGE_ERROR
 from proxy.kafka.record_batch import BatchError, iter_batches, produce_batch_problem
 from wal import Wal, WalError
 from wal.s3_wal import S3Wal
@@ -146,14 +139,6 @@ class DurableProduce:
         #: Closed while committed offsets are checked and restored (start-up, and after the
         #: broker went away): the connections hold every group API at it (GROUP_APIS).
         self.group_gate = _Gate()
-        #: Closed from the same moment until produce is repaired: Fetch and ListOffsets wait,
-        #: so no consumer sees the log shorter than what was acknowledged.
-        self.read_gate = _Gate()
-        #: API key -> the gate a connection holds such a request at (ProxyConnection holds).
-        self.holds: dict[int, _Gate] = dict.fromkeys(GROUP_APIS, self.group_gate) | {
-            FETCH: self.read_gate,
-            LIST_OFFSETS: self.read_gate,
-        }
         #: What is unresolved, in doubt, settled; acknowledged ends (pure bookkeeping).
         self.ledger = Ledger()
         self.forwarded_unanswered = 0

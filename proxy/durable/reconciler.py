@@ -4,10 +4,9 @@ Runs when the proxy starts, whenever a connection leaves produce batches in doub
 whenever the upstream broker went away (it may have come back without its page cache).
 While it runs, the produce gate is closed: no new produce reaches the broker until every
 lost acknowledged batch is back at its offset. At start-up and after the broker went away,
-the read gate (Fetch, ListOffsets: a consumer must not see the log shorter than acknowledged)
-and the group gate are closed too; once produce is repaired the produce and read gates open,
-the acknowledged offset commits are checked and the lost ones restored
-(:mod:`proxy.durable.commit_repair`), and then the group gate opens. Other APIs keep
+the group gate is closed too, and once produce is repaired (its gate open again) the
+acknowledged offset commits are checked and the lost ones restored
+(:mod:`proxy.durable.commit_repair`) before any group API is forwarded. Other APIs keep
 flowing.
 """
 
@@ -200,12 +199,10 @@ class Reconciler:
             check_commits = startup or self._trouble.is_set()
             self._trouble = trio.Event()
             self.durable.gate.close()
-            if check_commits:  # the broker may have lost its page cache
+            if check_commits:
                 self.durable.group_gate.close()
-                self.durable.read_gate.close()
             report = await self._until_done(functools.partial(self._produce_pass, startup))
             self.durable.gate.open()
-            self.durable.read_gate.open()
             if check_commits:
                 commits = await self._until_done(self.check_commits)
                 report.add_commits(commits)
@@ -241,7 +238,6 @@ class Reconciler:
                 # Group APIs flow like the others (commits are refused by the commit path):
                 # holding them would hang every consumer until the restart.
                 self.durable.group_gate.open()
-                self.durable.read_gate.open()
                 await trio.sleep_forever()
             except (UpstreamError, OSError, trio.TooSlowError) as exc:
                 pm.RECONCILIATIONS.labels("broker_unavailable").inc()

@@ -17,12 +17,9 @@ needs the broker, so a client that connects and sends nothing costs the broker n
 
 Offset commits (OffsetCommit, TxnOffsetCommit) go the same way through their own handler
 (``commits``, the same contract): in the WAL before forwarding, answered once the broker's
-outcome is durable. Only requests that are not Produce look it up, by API key. ``holds``
-names, by API key, a gate the forwarder waits at before sending such a request (and so the
-requests behind it on the connection): while a repair runs after the broker may have lost its
-page cache, the group APIs wait until committed offsets are restored, and Fetch and
-ListOffsets until the lost batches are back (a consumer would otherwise find its position
-past the truncated log's end and reset).
+outcome is durable. Only requests that are not Produce look it up, by API key. While the
+``group_gate`` is closed (committed offsets are being restored), the forwarder holds every
+group API (``GROUP_APIS``) before sending it, and the requests behind it on the connection.
 
 When the slot channels are full the reader stops reading and TCP back-pressures the client.
 Requests with no answer (Produce with ``acks=0``) get no slot. Anything malformed, from
@@ -34,7 +31,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -58,6 +55,7 @@ from proxy.kafka.framing import parse_response_correlation_id as response_correl
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import (
     API_VERSIONS,
+    GROUP_APIS,
     OFFSET_COMMIT,
     PRODUCE,
     TXN_OFFSET_COMMIT,
@@ -206,10 +204,10 @@ class ProxyConnection(Generic[P]):
         produce: ProduceHandler[P] | None = None,
         commits: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
-        holds: Mapping[int, Gate] | None = None,
+        group_gate: Gate | None = None,
         peer: str = "?",
     ) -> None:
-        self._holds = holds or {}
+        self._group_gate = group_gate
         self._on_upstream_lost = on_upstream_lost
         self._client = client
         self._connect_upstream = connect_upstream
@@ -479,9 +477,10 @@ class ProxyConnection(Generic[P]):
                         await out.send(slot)
                         continue
                     frame = prepared.frame
-                gate = self._holds.get(slot.api_key) if slot is not None else None
-                if gate is not None and not gate.is_open:
-                    await gate.wait()  # a repair runs: see ``holds``
+                gate = self._group_gate
+                if gate is not None and slot is not None and slot.api_key in GROUP_APIS:
+                    if not gate.is_open:
+                        await gate.wait()  # committed offsets are being restored
                 if slot is not None:
                     slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
                     self._awaiting.append(slot)

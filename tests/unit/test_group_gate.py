@@ -1,7 +1,6 @@
-"""While a repair runs after the broker may have lost its page cache, the connection holds
-the APIs ``holds`` names before forwarding them (and what follows on that connection): the
-group APIs until committed offsets are restored, Fetch and ListOffsets until produce is
-repaired. Other APIs flow, and a held request goes out unchanged once its gate opens."""
+"""While committed offsets are restored, the connection holds every group API before it is
+forwarded (and what follows it on that connection); other APIs flow, and the held request
+goes out unchanged once the gate opens."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ async def test_group_apis_wait_at_the_closed_gate_others_flow() -> None:
     broker = Broker()
     client, proxy_side = trio.testing.memory_stream_pair()
     conn: ProxyConnection[PreparedProduce] = ProxyConnection(
-        proxy_side, broker.connect, SETTINGS, holds=dict.fromkeys(GROUP_APIS, gate)
+        proxy_side, broker.connect, SETTINGS, group_gate=gate
     )
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -64,17 +63,3 @@ def test_the_held_apis() -> None:
     assert names <= GROUP_APIS
     assert OFFSET_FETCH in GROUP_APIS
     assert not {PRODUCE, API_VERSIONS, 10, 3} & GROUP_APIS  # FindCoordinator, Metadata flow
-
-
-async def test_what_the_durable_path_holds_and_where() -> None:
-    from proxy.durable.produce_path import DurableProduce
-    from proxy.kafka.protocol import FETCH, LIST_OFFSETS
-    from wal import WalConfig, open_wal
-    from wal.testing import MemoryBackend
-
-    async with open_wal(MemoryBackend(), WalConfig(segment_size=1 << 20, io="thread")) as wal:
-        durable = DurableProduce(wal)
-        holds = durable.holds
-        assert {k for k, g in holds.items() if g is durable.group_gate} == GROUP_APIS
-        assert {k for k, g in holds.items() if g is durable.read_gate} == {FETCH, LIST_OFFSETS}
-        assert PRODUCE not in holds  # produce waits at its own gate, in the handler

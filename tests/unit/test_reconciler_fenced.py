@@ -27,7 +27,6 @@ class _Durable:
     wal: _Wal
     gate: _Gate = field(default_factory=_Gate)
     group_gate: _Gate = field(default_factory=_Gate)
-    read_gate: _Gate = field(default_factory=_Gate)
     in_doubt: set[int] = field(default_factory=set)
     in_doubt_changed: trio.Event = field(default_factory=trio.Event)
 
