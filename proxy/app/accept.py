@@ -17,6 +17,7 @@ from proxy.gateway import Targets
 from proxy.net import metrics
 from proxy.net.connection import (
     ConnectionSettings,
+    Gate,
     ProduceHandler,
     ProxyConnection,
     UpstreamUnavailable,
@@ -40,9 +41,11 @@ class Connections:
         upstream_trouble: Callable[[], None],
         limits: ConnectionLimits,
         commits: Callable[[], ProduceHandler[Any] | None] = lambda: None,
+        group_gate: Callable[[], Gate | None] = lambda: None,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``commits()``: the offset
-        commit handler (likewise); ``upstream_trouble()``:
+        commit handler (likewise); ``group_gate()``: where group APIs wait while committed
+        offsets are restored (likewise); ``upstream_trouble()``:
         a broker could not be reached or dropped a connection (the reconciler checks it);
         ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
@@ -51,6 +54,7 @@ class Connections:
         self._dialer = dialer
         self._produce = produce
         self._commits = commits
+        self._group_gate = group_gate
         self._upstream_trouble = upstream_trouble
         self.open: set[ProxyConnection[Any]] = set()
         self._ids = 0
@@ -143,6 +147,7 @@ class Connections:
             commits=self._commits(),
             peer=peer,
             on_upstream_lost=self._upstream_trouble if produce is not None else None,
+            group_gate=self._group_gate(),
         )
         self.open.add(conn)
         self._none_open = trio.Event() if len(self.open) == 1 else self._none_open

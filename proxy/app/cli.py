@@ -82,7 +82,9 @@ def _load(path: str | None, env: dict[str, str] | None = None) -> config_mod.Con
 
 
 def _repair(args: argparse.Namespace) -> int:
-    """Reconcile the WAL with the broker once (no proxying), report, and exit."""
+    """Reconcile the WAL with the broker once (no proxying): produce batches, then committed
+    offsets; print the report (JSON) and exit 0 if clean, 1 with problems (an acknowledged
+    batch or commit not restored), 3 if the broker or the WAL cannot be reached."""
     cfg = _load(args.config)
     if cfg is None:
         return 2
@@ -98,12 +100,15 @@ def _repair(args: argparse.Namespace) -> int:
         async with open_configured_wal(cfg) as wal, trio.open_nursery() as nursery:
             durable = DurableProduce(wal)
             durable.attach(nursery)
+            sidecar = not cfg.gateway.enabled and cfg.proxy.node_id >= 0
             reconciler = Reconciler(
                 durable,
                 parse_address(cfg.proxy.upstream, "proxy.upstream"),
+                node_id=cfg.proxy.node_id if sidecar else None,
                 client=own_clients(cfg),  # the whole cluster in gateway mode
             )
             report = await reconciler.reconcile(startup=True)
+            report.add_commits(await reconciler.check_commits())  # committed offsets too
         print(json.dumps({k: v for k, v in vars(report).items()}, indent=2))
         return 0 if report.clean else 1
 

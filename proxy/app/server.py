@@ -78,6 +78,7 @@ class ProxyServer:
                 p.max_connections or AUTO_MAX_CONNECTIONS, p.max_connections_per_address
             ),
             commits=lambda: self.commits,
+            group_gate=lambda: self.durable.group_gate if self.durable is not None else None,
         )
         self._stop = trio.Event()
         self._preflighted = False
@@ -131,6 +132,8 @@ class ProxyServer:
             return False, f"upstream broker unreachable: {self.probe.error}"
         if self.durable is not None and not self.durable.gate.is_open:
             return False, "reconciling with the broker"
+        if self.durable is not None and not self.durable.group_gate.is_open:
+            return False, "restoring committed offsets"
         fenced = self.topology.offload_fenced()
         if fenced:
             return False, fenced

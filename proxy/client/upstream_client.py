@@ -1,8 +1,10 @@
 """A small async Kafka client over trio, for the proxy's own talks with its broker.
 
 Reconciliation and repair need a handful of requests — Metadata, ListOffsets, Fetch and
-Produce — on a connection of the proxy's own. Messages are kio's; fixed versions that every
-Kafka 3.x/4.x broker serves, with topic names (not ids) throughout.
+Produce, and for committed offsets FindCoordinator, OffsetFetch and OffsetCommit
+(:mod:`proxy.client.group_client`) — on a connection of the proxy's own. Messages are
+kio's; fixed versions that every Kafka 3.x/4.x broker serves, with topic names (not ids)
+throughout.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from proxy.client.sasl_client import SaslCredentials, authenticate
 from proxy.kafka.codec import decode_response
 from proxy.kafka.protocol import (
     FETCH,
+    FIND_COORDINATOR,
     LIST_OFFSETS,
     METADATA,
+    OFFSET_COMMIT,
+    OFFSET_FETCH,
     PRODUCE,
     SASL_AUTHENTICATE,
     SASL_HANDSHAKE,
@@ -38,6 +43,9 @@ _VERSIONS = {
     LIST_OFFSETS: 7,
     FETCH: 12,
     PRODUCE: 9,
+    FIND_COORDINATOR: 4,  # the group requests of proxy.client.group_client
+    OFFSET_FETCH: 8,
+    OFFSET_COMMIT: 9,
     SASL_HANDSHAKE: 1,
     SASL_AUTHENTICATE: 2,
 }
@@ -232,6 +240,22 @@ class UpstreamClient:
         }
         brokers = {int(b.node_id): (b.host, int(b.port)) for b in body.brokers}
         return ClusterInfo(body.cluster_id, int(body.controller_id), brokers, topics)
+
+    async def coordinator(self, group: str) -> tuple[int, int, UpstreamClient | None]:
+        """``group``'s coordinator: (error code, node id, client); the client is this one
+        (a sidecar talks to its own broker only; the caller checks the node id)."""
+        err, node, _ = await self.find_coordinator(group)
+        return err, node, self if err == 0 else None
+
+    async def find_coordinator(self, group: str) -> tuple[int, int, Address]:
+        """``group``'s coordinator: (error code, node id, address); a coordinator still
+        loading answers COORDINATOR_NOT_AVAILABLE."""
+        schema, _ = _module(FIND_COORDINATOR)
+        body = await self.request(
+            FIND_COORDINATOR, schema(key_type=i8(0), coordinator_keys=(group,))
+        )
+        [c] = body.coordinators
+        return int(c.error_code), int(c.node_id), (c.host, int(c.port))
 
     async def list_offset(self, topic: str, partition: int, which: int) -> int:
         schema, m = _module(LIST_OFFSETS)
@@ -464,6 +488,21 @@ class ClusterClient:
 
     async def list_offset(self, topic: str, partition: int, which: int) -> int:
         return await (await self._leader(topic, partition)).list_offset(topic, partition, which)
+
+    async def coordinator(self, group: str) -> tuple[int, int, UpstreamClient | None]:
+        """``group``'s coordinator (FindCoordinator through any broker): (error code, node
+        id, a client of it). Its address is the one the cluster's Metadata lists (the
+        brokers' own listener the gateway dials), not FindCoordinator's."""
+        assert self._any is not None, "not connected (use async with)"
+        err, node, _ = await self._any.find_coordinator(group)
+        if err != 0:
+            return err, node, None
+        if node not in self._brokers:
+            await self.metadata([])
+        address = self._brokers.get(node)
+        if address is None:
+            raise UpstreamError(f"group coordinator {node} is not in the cluster's metadata")
+        return 0, node, await self._client(address)
 
     async def fetch(
         self, topic: str, partition: int, offset: int, max_bytes: int = 8 << 20

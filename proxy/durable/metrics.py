@@ -81,3 +81,13 @@ COMMITS_REFUSED = Counter(
     "Offset commit requests answered COORDINATOR_NOT_AVAILABLE because the WAL could not "
     "persist them.",
 )
+COMMITS_RESTORED = Counter(
+    "walproxy_committed_offsets_restored_total",
+    "Acknowledged partition offsets a group coordinator had lost (it served an older or no "
+    "offset after a restart), committed again from the WAL by reconciliation.",
+)
+COMMITS_UNRESTORED = Counter(
+    "walproxy_committed_offsets_unrestored_total",
+    "Acknowledged partition offsets reconciliation found behind and could not commit again "
+    "(the group kept members past the wait, or the coordinator refused).",
+)

@@ -136,6 +136,9 @@ class DurableProduce:
         #: they are in doubt. From it on they are this process's, tracked in memory.
         self.session_start_lsn = wal.last_durable_lsn + 1
         self.gate = _Gate()  # opened by the first reconciliation
+        #: Closed while committed offsets are checked and restored (start-up, and after the
+        #: broker went away): the connections hold every group API at it (GROUP_APIS).
+        self.group_gate = _Gate()
         #: What is unresolved, in doubt, settled; acknowledged ends (pure bookkeeping).
         self.ledger = Ledger()
         self.forwarded_unanswered = 0

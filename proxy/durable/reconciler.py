@@ -3,13 +3,19 @@
 Runs when the proxy starts, whenever a connection leaves produce batches in doubt, and
 whenever the upstream broker went away (it may have come back without its page cache).
 While it runs, the produce gate is closed: no new produce reaches the broker until every
-lost acknowledged batch is back at its offset. Other APIs keep flowing.
+lost acknowledged batch is back at its offset. At start-up and after the broker went away,
+the group gate is closed too, and once produce is repaired (its gate open again) the
+acknowledged offset commits are checked and the lost ones restored
+(:mod:`proxy.durable.commit_repair`) before any group API is forwarded. Other APIs keep
+flowing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 import trio
@@ -23,6 +29,7 @@ from proxy.client.upstream_client import (
     plain_dial,
 )
 from proxy.durable import metrics as pm
+from proxy.durable.commit_repair import WAIT_S, CommitReport, repair_commits
 from proxy.durable.produce_path import DurableProduce
 from proxy.durable.repair_plan import (
     Abandon,
@@ -61,6 +68,7 @@ _UNKNOWN_TOPIC_GRACE_S = 3.0
 _LSN_WINDOW = 10_000
 
 Client = UpstreamClient | ClusterClient
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -73,7 +81,21 @@ class Report:
     mismatched: int = 0
     abandoned_acked: int = 0
     abandoned: int = 0
+    #: Committed offsets (acknowledged partition offsets, checked against the coordinator).
+    commit_groups: int = 0
+    commits_intact: int = 0
+    commits_ahead: int = 0
+    commits_restored: int = 0
+    commit_groups_restored: int = 0
     problems: list[str] = field(default_factory=list)
+
+    def add_commits(self, c: CommitReport) -> None:
+        self.commit_groups += c.groups
+        self.commits_intact += c.intact
+        self.commits_ahead += c.ahead
+        self.commits_restored += c.restored
+        self.commit_groups_restored += c.groups_restored
+        self.problems += c.problems
 
     @property
     def clean(self) -> bool:
@@ -135,7 +157,10 @@ class Reconciler:
         node_id: int | None = None,
         scan_max_bytes: int = 256 << 20,
         client: Callable[[], UpstreamClient | ClusterClient] | None = None,
+        commit_wait_s: float = WAIT_S,
     ) -> None:
+        #: How long the commit repair waits for a group with members to become empty.
+        self.commit_wait_s = commit_wait_s
         #: Makes the (unconnected) client each pass uses: one broker in a sidecar, the
         #: whole cluster (requests routed to partition leaders) in a gateway.
         self._new_client = client or (lambda: UpstreamClient.lazy(self.upstream, plain_dial))
@@ -171,40 +196,62 @@ class Reconciler:
                         wait.start_soon(on, self.durable.in_doubt_changed)
                 if not (self._trouble.is_set() or self.durable.in_doubt):
                     continue
+            check_commits = startup or self._trouble.is_set()
             self._trouble = trio.Event()
             self.durable.gate.close()
-            delay = 0.2
-            while True:
-                try:
-                    await self.durable.quiesce(timeout=30.0)
-                    report = await self.reconcile(startup=startup)
-                    break
-                except WalError as exc:
-                    if not self.wal.fenced:
-                        raise
-                    # Nothing can be recorded any more, so nothing is settled or replayed:
-                    # the gate stays closed, produce is refused (KAFKA_STORAGE_ERROR), the
-                    # other APIs flow and /readyz says why, until walproxy is restarted
-                    # (docs/operations.md "The WAL is fenced"). Before, the error ended the
-                    # server.
-                    log.error(
-                        "reconciliation stopped: the WAL is fenced; restart walproxy once "
-                        "its volume is healthy",
-                        error=str(exc),
-                    )
-                    await trio.sleep_forever()
-                except (UpstreamError, OSError, trio.TooSlowError) as exc:
-                    pm.RECONCILIATIONS.labels("broker_unavailable").inc()
-                    log.warning(
-                        "reconciliation waits for the broker", error=str(exc), retry_in_s=delay
-                    )
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            if check_commits:
+                self.durable.group_gate.close()
+            report = await self._until_done(functools.partial(self._produce_pass, startup))
+            self.durable.gate.open()
+            if check_commits:
+                commits = await self._until_done(self.check_commits)
+                report.add_commits(commits)
+                self.durable.group_gate.open()
             self.last_report = report
             pm.RECONCILIATIONS.labels("clean" if report.clean else "problems").inc()
-            self.durable.gate.open()
             self.completed.set()
             startup = False
+
+    async def _produce_pass(self, startup: bool) -> Report:
+        await self.durable.quiesce(timeout=30.0)
+        return await self.reconcile(startup=startup)
+
+    async def _until_done(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """``attempt()`` until the broker answers it (a fenced WAL stops here for good)."""
+        delay = 0.2
+        while True:
+            try:
+                return await attempt()
+            except WalError as exc:
+                if not self.wal.fenced:
+                    raise
+                # Nothing can be recorded any more, so nothing is settled or replayed:
+                # the gate stays closed, produce is refused (KAFKA_STORAGE_ERROR), the
+                # other APIs flow and /readyz says why, until walproxy is restarted
+                # (docs/operations.md "The WAL is fenced"). Before, the error ended the
+                # server.
+                log.error(
+                    "reconciliation stopped: the WAL is fenced; restart walproxy once "
+                    "its volume is healthy",
+                    error=str(exc),
+                )
+                # Group APIs flow like the others (commits are refused by the commit path):
+                # holding them would hang every consumer until the restart.
+                self.durable.group_gate.open()
+                await trio.sleep_forever()
+            except (UpstreamError, OSError, trio.TooSlowError) as exc:
+                pm.RECONCILIATIONS.labels("broker_unavailable").inc()
+                log.warning("reconciliation waits for the broker", error=str(exc), retry_in_s=delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def check_commits(self) -> CommitReport:
+        """One check of the acknowledged commits in the WAL against their coordinators,
+        restoring the lost ones; raises UpstreamError when the broker cannot be reached."""
+        async with self._new_client() as client:
+            return await repair_commits(
+                client, self.wal, node_id=self.node_id, wait_s=self.commit_wait_s
+            )
 
     async def reconcile(self, *, startup: bool) -> Report:
         """One pass; raises UpstreamError when the broker cannot be reached."""

@@ -27,6 +27,26 @@ OFFSET_COMMIT = _KEYS["offset_commit"]
 TXN_OFFSET_COMMIT = _KEYS["txn_offset_commit"]
 OFFSET_FETCH = _KEYS["offset_fetch"]
 
+#: The group APIs the proxy holds while it checks and restores committed offsets: whatever
+#: reads or moves a group's offsets or membership. Describe/List requests, FindCoordinator
+#: and AddOffsetsToTxn (answered by the transaction coordinator) flow.
+GROUP_APIS = frozenset(
+    _KEYS[name]
+    for name in (
+        "offset_commit",
+        "offset_fetch",
+        "join_group",
+        "heartbeat",
+        "leave_group",
+        "sync_group",
+        "txn_offset_commit",
+        "delete_groups",
+        "offset_delete",
+        "consumer_group_heartbeat",
+        "streams_group_heartbeat",
+    )
+)
+
 # -- error codes --------------------------------------------------------------------------------
 OFFSET_OUT_OF_RANGE = int(ErrorCode.offset_out_of_range)
 CORRUPT_MESSAGE = int(ErrorCode.corrupt_message)

@@ -17,7 +17,9 @@ needs the broker, so a client that connects and sends nothing costs the broker n
 
 Offset commits (OffsetCommit, TxnOffsetCommit) go the same way through their own handler
 (``commits``, the same contract): in the WAL before forwarding, answered once the broker's
-outcome is durable. Only requests that are not Produce look it up, by API key.
+outcome is durable. Only requests that are not Produce look it up, by API key. While the
+``group_gate`` is closed (committed offsets are being restored), the forwarder holds every
+group API (``GROUP_APIS``) before sending it, and the requests behind it on the connection.
 
 When the slot channels are full the reader stops reading and TCP back-pressures the client.
 Requests with no answer (Produce with ``acks=0``) get no slot. Anything malformed, from
@@ -51,7 +53,14 @@ from proxy.kafka.framing import (
 )
 from proxy.kafka.framing import parse_response_correlation_id as response_correlation_id
 from proxy.kafka.produce_skim import SkimError, produce_acks
-from proxy.kafka.protocol import API_VERSIONS, OFFSET_COMMIT, PRODUCE, TXN_OFFSET_COMMIT, api_name
+from proxy.kafka.protocol import (
+    API_VERSIONS,
+    GROUP_APIS,
+    OFFSET_COMMIT,
+    PRODUCE,
+    TXN_OFFSET_COMMIT,
+    api_name,
+)
 from proxy.net import metrics
 from proxy.net.budget import MemoryBudget
 
@@ -97,6 +106,15 @@ class UpstreamUnavailable(Exception):
 #: request that needs the broker, so an idle or slow client costs the broker nothing; raises
 #: :class:`UpstreamUnavailable` when no broker can be reached.
 ConnectUpstream = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+class Gate(Protocol):
+    """Held closed while a repair runs (:class:`proxy.durable.produce_path.DurableProduce`)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def wait(self) -> None: ...
 
 
 class PreparedProduce(Protocol):
@@ -186,8 +204,10 @@ class ProxyConnection(Generic[P]):
         produce: ProduceHandler[P] | None = None,
         commits: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
+        group_gate: Gate | None = None,
         peer: str = "?",
     ) -> None:
+        self._group_gate = group_gate
         self._on_upstream_lost = on_upstream_lost
         self._client = client
         self._connect_upstream = connect_upstream
@@ -457,6 +477,10 @@ class ProxyConnection(Generic[P]):
                         await out.send(slot)
                         continue
                     frame = prepared.frame
+                gate = self._group_gate
+                if gate is not None and slot is not None and slot.api_key in GROUP_APIS:
+                    if not gate.is_open:
+                        await gate.wait()  # committed offsets are being restored
                 if slot is not None:
                     slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
                     self._awaiting.append(slot)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -365,3 +366,158 @@ def produce_crash_consume(
     wait_leaders(reader, topic, partitions)
     consumed = consume_all(reader, topic, partitions)
     return CrashRun(topic, acked, consumed, stats, compare(acked, consumed))
+
+
+def consume_and_commit(
+    bootstrap: str, topic: str, group: str, protocol: str, *, records: int, partitions: int
+) -> dict[str, Any]:
+    """Read ``records`` records of ``topic`` as consumer group ``group`` (``protocol``:
+    "classic" or "consumer", KIP-848), committing synchronously after every 7 and at the
+    end, then close. Returns the offsets the client was told are committed, per partition
+    (the last acknowledged commit wins), and the number of commit requests; checks that the
+    coordinator serves exactly those before the consumer closes."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": protocol,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    if protocol == "classic":
+        config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    acked: dict[int, int] = {}
+    commits = 0
+    seen = 0
+    positions: dict[int, int] = {}
+    try:
+        while seen < records:
+            for msg in consumer.consume(10, 1.0):
+                assert msg.error() is None, msg.error()
+                seen += 1
+                positions[msg.partition()] = msg.offset() + 1
+                if seen % 7 == 0 or seen == records:
+                    offsets = [TopicPartition(topic, p, o) for p, o in positions.items()]
+                    result = consumer.commit(offsets=offsets, asynchronous=False)
+                    for tp in result or ():
+                        assert tp.error is None, tp.error
+                        acked[tp.partition] = tp.offset
+                    commits += 1
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+    finally:
+        consumer.close()
+    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == acked
+    return {"acked": acked, "commits": commits}
+
+
+def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int, *, timeout: float = 60.0
+) -> dict[int, int]:
+    """The group's committed offset per partition as the coordinator serves it (-1: none),
+    asked by a client that does not join the group; retried while the coordinator loads."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                tps = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+                )
+                if all(tp.error is None for tp in tps):
+                    return {tp.partition: max(int(tp.offset), -1) for tp in tps}
+                last = str(next(tp.error for tp in tps if tp.error is not None))
+            except KafkaException as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group}: no committed offsets after {timeout}s ({last})")
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
+def commits_behind(
+    acked: dict[str, dict[int, int]], served: dict[str, dict[int, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(group, partition) -> (acknowledged, served) wherever the served offset is behind."""
+    return {
+        (g, p): (o, served[g].get(p, -1))
+        for g, offsets in acked.items()
+        for p, o in offsets.items()
+        if served[g].get(p, -1) < o
+    }
+
+
+class CommittingMember(threading.Thread):
+    """A consumer group member in a thread of its own: it reads ``records`` records,
+    committing synchronously after every 7 and at the end (``acked``: what it was told is
+    committed, per partition), then stays in the group, polling, across whatever the test
+    does to the broker. Records it reads after :meth:`mark` are kept in ``after`` as
+    (partition, offset): a member that re-reads below its acknowledged commit shows there."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, protocol: str, records: int):
+        super().__init__(name=f"member-{group}", daemon=True)
+        self.bootstrap, self.topic, self.group, self.protocol = bootstrap, topic, group, protocol
+        self.records = records
+        self.acked: dict[int, int] = {}
+        self.commits = 0
+        self.caught_up = threading.Event()
+        self.after: list[tuple[int, int]] = []
+        self._marked = threading.Event()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def mark(self) -> None:
+        self._marked.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._halt.set()
+        self.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "group.protocol": self.protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+        if self.protocol == "classic":
+            config |= {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+        try:
+            consumer = Consumer(config)
+            consumer.subscribe([self.topic])
+            positions: dict[int, int] = {}
+            seen = 0
+            while not self._halt.is_set():
+                for msg in consumer.consume(10, 0.5):
+                    if msg.error() is not None:
+                        assert self._marked.is_set(), msg.error()  # the broker is away
+                        continue
+                    if self._marked.is_set():
+                        self.after.append((msg.partition(), msg.offset()))
+                        continue
+                    seen += 1
+                    positions[msg.partition()] = msg.offset() + 1
+                    if seen % 7 == 0 or seen == self.records:
+                        offsets = [TopicPartition(self.topic, p, o) for p, o in positions.items()]
+                        result = consumer.commit(offsets=offsets, asynchronous=False)
+                        for tp in result or ():
+                            assert tp.error is None, tp.error
+                            self.acked[tp.partition] = tp.offset
+                        self.commits += 1
+                    if seen == self.records:
+                        self.caught_up.set()
+            consumer.close()
+        except BaseException as exc:  # reported by stop()
+            self.error = exc

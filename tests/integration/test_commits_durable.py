@@ -5,11 +5,17 @@ Classic and KIP-848 consumer groups (confluent-kafka) commit synchronously throu
 of the test's own in front of the shared broker, and a transactional producer commits
 consumed offsets with its transaction (TxnOffsetCommit). The WAL, read after the proxy
 stopped, holds exactly the offsets the clients were acknowledged, and the broker serves them.
+
+The commit repair (proxy/durable/commit_repair.py) runs here against real groups that still
+have a member; its page-cache-loss scenario is in test_durability_walproxy.py.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,55 +29,29 @@ from kio.schema.offset_commit.v9.request import (
 from kio.static.primitive import i32, i64
 
 from offload.wal_tail import collect
+from proxy.client.upstream_client import UpstreamClient, plain_dial
 from proxy.dev.cluster import DevCluster
+from proxy.durable.commit_repair import repair_commits
+from proxy.durable.wal_entries import (
+    COMMIT,
+    COMMIT_OUTCOME,
+    CommitEntry,
+    CommitOffset,
+    CommitOutcomeEntry,
+    Source,
+    encode_commit,
+    encode_commit_outcome,
+)
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE, OFFSET_COMMIT
-from wal import read_directory
+from wal import Wal, WalConfig, open_wal, read_directory
+from wal.testing import MemoryBackend
 
+from .durability import consume_and_commit
 from .proxy_process import OwnProxy, in_process_server
 from .rawkafka import RawConnection, request_frame
 
 RECORDS = 60
 PARTITIONS = 3
-
-
-def _consume_and_commit(bootstrap: str, topic: str, group: str, protocol: str) -> dict:
-    """Read the topic, committing after every 7 records; the offsets the client was told
-    are committed, per partition (the last acknowledged commit wins), and the count."""
-    config = {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "group.protocol": protocol,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    }
-    if protocol == "classic":
-        config |= {"session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
-    consumer = Consumer(config)
-    consumer.subscribe([topic])
-    acked: dict[int, int] = {}
-    commits = 0
-    seen = 0
-    positions: dict[int, int] = {}
-    try:
-        while seen < RECORDS:
-            for msg in consumer.consume(10, 1.0):
-                assert msg.error() is None, msg.error()
-                seen += 1
-                positions[msg.partition()] = msg.offset() + 1
-                if seen % 7 == 0 or seen == RECORDS:
-                    offsets = [TopicPartition(topic, p, o) for p, o in positions.items()]
-                    result = consumer.commit(offsets=offsets, asynchronous=False)
-                    for tp in result or ():
-                        assert tp.error is None, tp.error
-                        acked[tp.partition] = tp.offset
-                    commits += 1
-        committed = consumer.committed(
-            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
-        )
-    finally:
-        consumer.close()
-    assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == acked
-    return {"acked": acked, "commits": commits}
 
 
 def _transactional_commit(bootstrap: str, topic: str, group: str) -> dict[int, int]:
@@ -112,7 +92,9 @@ def test_acknowledged_commits_are_in_the_wal(
         proxy.wait_ready()
         for protocol in ("classic", "consumer"):
             group = f"g-{protocol}-{topic}"
-            run = _consume_and_commit(proxy.bootstrap, topic, group, protocol)
+            run = consume_and_commit(
+                proxy.bootstrap, topic, group, protocol, records=RECORDS, partitions=PARTITIONS
+            )
             commits += run["commits"]
             expected |= {(group, p): o for p, o in run["acked"].items()}
         txn_group = f"g-txn-{topic}"
@@ -204,3 +186,128 @@ async def test_fsync_failure_stops_acknowledging_commits(
         server.shutdown()
     got = await trio.to_thread.run_sync(_committed, kafka.direct_bootstrap, group, topic)
     assert got == 5  # only the commit acknowledged before the failure reached the broker
+
+
+LEAVE_AFTER_S = 3.0
+
+
+async def _acknowledged_commit(wal: Wal, group: str, topic: str, offset: int) -> None:
+    """What the commit path writes for an OffsetCommit of ``offset`` on partitions 0 and 1
+    that the broker answered without error (as if a coordinator had then lost it)."""
+    entry = CommitEntry(
+        OFFSET_COMMIT,
+        9,
+        0,
+        group,
+        None,
+        -1,
+        -1,
+        tuple(CommitOffset(topic, None, p, offset, -1, "m") for p in (0, 1)),
+    )
+    [lsn] = await (await wal.submit_many([(COMMIT, encode_commit(entry))])).wait()
+    outcome = CommitOutcomeEntry(lsn, Source.BROKER, (0, 0))
+    await (await wal.submit_many([(COMMIT_OUTCOME, encode_commit_outcome(outcome))])).wait()
+
+
+async def _leave_after(delay: float, member: Consumer) -> None:
+    await trio.sleep(delay)
+    await trio.to_thread.run_sync(member.close)
+
+
+def _live_member(bootstrap: str, topic: str, group: str, protocol: str) -> Consumer:
+    """A member of ``group`` (assigned, heartbeating in librdkafka's threads) that committed
+    offset 30 on partition 0 and 5 on partition 1, directly to the broker."""
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "group.protocol": protocol,
+        "enable.auto.commit": False,
+    }
+    if protocol == "classic":
+        config |= {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 60
+    while not consumer.assignment():
+        assert time.monotonic() < deadline, "no assignment"
+        consumer.poll(0.2)
+    offsets = [TopicPartition(topic, 0, 30), TopicPartition(topic, 1, 5)]
+    assert all(tp.error is None for tp in consumer.commit(offsets=offsets, asynchronous=False))
+    return consumer
+
+
+async def test_commit_repair_waits_for_members_and_keeps_newer_commits(
+    kafka: DevCluster, new_topic: Callable[..., str]
+) -> None:
+    """The repair's shell against real groups with a live member, classic and KIP-848: the
+    WAL says offset 20 was acknowledged on both partitions; the broker has 30 (a newer
+    commit: kept) and 5 (behind: restored). While the member is in the group the
+    coordinator refuses the memberless commit and the repair waits; once the member has
+    left, it commits 20, and only there."""
+    topic = new_topic(partitions=2)
+    host, port = kafka.direct_bootstrap.split(",")[0].rsplit(":", 1)
+    for protocol in ("classic", "consumer"):
+        group = f"g-live-{protocol}-{topic}"
+        member = await trio.to_thread.run_sync(
+            _live_member, kafka.direct_bootstrap, topic, group, protocol
+        )
+        async with open_wal(MemoryBackend(), WalConfig(segment_size=1 << 20, io="thread")) as wal:
+            await _acknowledged_commit(wal, group, topic, 20)
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_leave_after, LEAVE_AFTER_S, member)
+                async with UpstreamClient.lazy((host, int(port)), plain_dial) as client:
+                    report = await repair_commits(client, wal, node_id=None, wait_s=60, retry_s=0.5)
+            waited = trio.current_time() - started
+        assert (report.restored, report.ahead, report.intact, report.problems) == (1, 1, 0, [])
+        assert waited >= LEAVE_AFTER_S, f"{protocol}: restored while the member was there"
+        got = await trio.to_thread.run_sync(_committed_all, kafka.direct_bootstrap, group, topic)
+        assert got == {0: 30, 1: 20}, protocol
+        print(f"{protocol}: restored 1, kept 1 newer, waited {waited:.1f}s for the member")
+
+
+def _committed_all(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in (0, 1)], timeout=10)
+        return {tp.partition: int(tp.offset) for tp in tps}
+    finally:
+        consumer.close()
+
+
+async def test_walproxy_repair_restores_commits_and_reports_them(
+    kafka: DevCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """``walproxy repair`` (no proxying) on a WAL holding an acknowledged commit the broker
+    does not have (the group does not exist there): it commits it, prints the figures and
+    exits 0; run again, the offsets are intact and nothing is restored twice."""
+    topic = new_topic(partitions=2)
+    group = f"g-cli-{topic}"
+    wal_dir = tmp_path / "wal"
+    async with open_wal(str(wal_dir), WalConfig(segment_size=1 << 20)) as wal:
+        await _acknowledged_commit(wal, group, topic, 20)
+    node = kafka.broker_nodes[0]
+    env = {
+        **os.environ,
+        "WALPROXY_PROXY_UPSTREAM": f"127.0.0.1:{node.client_port}",
+        "WALPROXY_PROXY_NODE_ID": str(node.node_id),
+        "WALPROXY_WAL_DIR": str(wal_dir),
+        "WALPROXY_LOG_FORMAT": "json",
+    }
+    reports = []
+    for _ in range(2):
+        run = await trio.run_process(
+            [sys.executable, "-m", "proxy", "repair"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        reports.append(json.loads(run.stdout))
+    first, second = reports
+    assert (first["commits_restored"], first["commit_groups_restored"]) == (2, 1), first
+    assert (second["commits_restored"], second["commits_intact"]) == (0, 2), second
+    assert first["problems"] == second["problems"] == []
+    got = await trio.to_thread.run_sync(_committed_all, kafka.direct_bootstrap, group, topic)
+    assert got == {0: 20, 1: 20}

@@ -9,16 +9,32 @@ flushes within the test), so every record acknowledged before the crash is gone 
 Direct clients only here; the same scenario through walproxy (whose WAL is written with
 Direct IO before the ack) must lose nothing: add it with ``lossy_cluster(...,
 with_proxy=True)`` and ``produce_crash_consume(lc, lc.cluster.bootstrap, kill_proxy=True)``.
+
+Committed consumer offsets go the same way: the group coordinator appends a commit to its
+``__consumer_offsets`` partition and answers it without an fsync, so the crash takes the
+commits (and the groups) with it (the control of
+test_durability_walproxy.py::test_committed_offsets_lost_with_the_page_cache_are_restored).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .durability import LossyCluster, lossy_cluster, produce_crash_consume
+from .durability import (
+    LossyCluster,
+    commits_behind,
+    committed_offsets,
+    consume_and_commit,
+    crash_and_restart,
+    create_topic,
+    lossy_cluster,
+    produce_acked,
+    produce_crash_consume,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -64,3 +80,29 @@ def test_fsynced_records_survive_crash(direct_kafka: LossyCluster) -> None:
         p.name for p in (lc.mount.backing / f"{run.topic}-0").iterdir() if p.suffix == ".log"
     }
     assert len(segments) >= 2, f"expected a segment roll, found {sorted(segments)}"
+
+
+def test_kafka_loses_acknowledged_commits_on_crash(direct_kafka: LossyCluster) -> None:
+    """A classic and a KIP-848 group commit directly; after the crash the coordinator serves
+    committed offsets behind what it acknowledged (the regression walproxy repairs)."""
+    lc = direct_kafka
+    bootstrap = lc.cluster.direct_bootstrap
+    started = time.monotonic()
+    topic = create_topic(bootstrap, 3)
+    produce_acked(bootstrap, topic, 120, partitions=3)
+    acked = {
+        f"g-{protocol}-{topic}": consume_and_commit(
+            bootstrap, topic, f"g-{protocol}-{topic}", protocol, records=120, partitions=3
+        )["acked"]
+        for protocol in ("classic", "consumer")
+    }
+    stats = crash_and_restart(lc)
+    assert any("__consumer_offsets" in f["path"] for f in stats["files"]), stats["files"]
+    served = {g: committed_offsets(bootstrap, g, topic, 3) for g in acked}
+    behind = commits_behind(acked, served)
+    print(
+        f"acknowledged {sum(len(v) for v in acked.values())} partition offsets in 2 groups; "
+        f"behind after the crash: {len(behind)} {behind}; {time.monotonic() - started:.1f}s"
+    )
+    assert behind, f"no committed offset regressed: {acked} {served}"
+    assert {g for g, _ in behind} == set(acked)  # both kinds of group lost their commits

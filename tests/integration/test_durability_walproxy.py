@@ -3,8 +3,9 @@ walproxy. Kafka loses its page cache again, and walproxy restores every acknowle
 from its WAL at its original offset before any new produce reaches the broker.
 
 The WAL sits on the normal disk (its own volume in production), written with O_DIRECT and
-O_DSYNC, or on S3 (``wal.backend = "s3"``, moto's server): each scenario runs with both. Only
-the broker's log dir is on the lossy mount.
+O_DSYNC, or on S3 (``wal.backend = "s3"``, moto's server): each produce scenario runs with
+both (the committed-offsets one with the file WAL only). Only the broker's log dir is on the
+lossy mount.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from tests.s3server import S3Server, s3_wal_env
 
 from . import scrape
 from .durability import (
+    CommittingMember,
     LossyCluster,
+    commits_behind,
+    committed_offsets,
     compare,
     consume_all,
     crash_and_restart,
@@ -103,3 +107,72 @@ def test_broker_restart_without_page_cache_is_repaired_by_running_proxy(
     """Only the broker dies (and loses its page cache); the running sidecar notices the
     broker went away and repairs it when it is back. Non-idempotent producer this time."""
     _scenario(proxied_kafka, idempotence=False, kill_proxy=False)
+
+
+COMMIT_RECORDS = 120
+
+
+@pytest.mark.parametrize("proxied_kafka", ["file"], indirect=True)
+def test_committed_offsets_lost_with_the_page_cache_are_restored(
+    proxied_kafka: LossyCluster,
+) -> None:
+    """A classic and a KIP-848 consumer group (confluent-kafka) commit through walproxy and
+    stay subscribed while the coordinating broker dies and comes back without its page cache
+    (its ``__consumer_offsets`` tail is gone: test_durability_gap.py shows the regression
+    without walproxy). The running sidecar holds the group APIs, finds each group behind its
+    last acknowledged commit and commits it again before the members rejoin: afterwards no
+    group's committed offset is behind what its client was told (read through walproxy and
+    directly, after the members read on past the records produced after the crash)."""
+    lc = proxied_kafka
+    cluster = lc.cluster
+    started = time.monotonic()
+    topic = create_topic(cluster.bootstrap, 3)
+    produce_acked(cluster.bootstrap, topic, COMMIT_RECORDS, partitions=3)
+    members = [
+        CommittingMember(cluster.bootstrap, topic, f"g-{p}-{topic}", p, COMMIT_RECORDS)
+        for p in ("classic", "consumer")
+    ]
+    for m in members:
+        m.start()
+    for m in members:
+        assert m.caught_up.wait(90), f"{m.group}: did not read its records ({m.error})"
+    acked = {m.group: dict(m.acked) for m in members}
+    restored_before = metric(cluster, "walproxy_committed_offsets_restored_total")
+    for m in members:
+        m.mark()
+    crashed = time.monotonic()
+    stats = crash_and_restart(lc, kill_proxy=False)
+    assert stats["unsynced_write_bytes"] > 0
+    assert any("__consumer_offsets" in f["path"] for f in stats["files"]), stats["files"]
+    deadline = time.monotonic() + 150
+    while metric(cluster, "walproxy_committed_offsets_restored_total") == restored_before:
+        assert time.monotonic() < deadline, "no committed offset restored after the crash"
+        time.sleep(0.5)
+    wait_proxy_ready(cluster)
+    repaired_s = time.monotonic() - crashed
+    # The members rejoin and read on from their committed offsets: 10 new records each.
+    produce_acked(cluster.bootstrap, topic, 30, partitions=3)
+    deadline = time.monotonic() + 90
+    while any(len(m.after) < 30 for m in members):
+        assert time.monotonic() < deadline, {m.group: len(m.after) for m in members}
+        time.sleep(0.5)
+    for m in members:
+        m.stop()
+    # Through walproxy (what the group's consumers see) and from the broker directly.
+    for bootstrap in (cluster.bootstrap, cluster.direct_bootstrap):
+        served = {g: committed_offsets(bootstrap, g, topic, 3) for g in acked}
+        assert not commits_behind(acked, served), (bootstrap, acked, served)
+    restored = metric(cluster, "walproxy_committed_offsets_restored_total") - restored_before
+    assert metric(cluster, "walproxy_committed_offsets_unrestored_total") == 0
+    offsets = sum(len(v) for v in acked.values())
+    # Not judged (open, docs/durability.md "Repair after page-cache loss"): a member that kept
+    # its assignment and fetched while produce was being repaired can find its position past
+    # the broker's (truncated) log end and reset to auto.offset.reset, whatever is committed.
+    reread = {m.protocol: sum(1 for p, o in m.after if o < m.acked[p]) for m in members}
+    print(
+        f"commit requests acknowledged: {sum(m.commits for m in members)} ({offsets} "
+        f"partition offsets in 2 groups); restored after the page-cache loss: {restored:.0f} "
+        f"({repaired_s:.1f}s after the crash); behind afterwards: 0; records the live members "
+        f"re-read below their acknowledged commit: {reread}; {time.monotonic() - started:.1f}s"
+    )
+    assert restored <= offsets
