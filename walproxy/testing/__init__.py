@@ -51,6 +51,10 @@ def _kafka_env() -> dict[str, str]:
         "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "KAFKA_INTER_BROKER_LISTENER_NAME": "CLIENT",
         "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        # One partition each, as testcontainers' own Kafka modules set it: a test's first
+        # group or transaction does not wait for 50 coordinator partitions to load.
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "1",
         "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
         "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
         "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
