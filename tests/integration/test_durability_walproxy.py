@@ -166,8 +166,8 @@ def test_committed_offsets_lost_with_the_page_cache_are_restored(
     assert metric(cluster, "walproxy_committed_offsets_unrestored_total") == 0
     offsets = sum(len(v) for v in acked.values())
     # Measured, not judged (open, docs/durability.md "Repair after page-cache loss"): the
-    # KIP-848 member re-reads its partitions from 0 after the crash although its committed
-    # offsets were restored before its group requests reached the broker; cause not known.
+    # KIP-848 member keeps its position across the crash, validates it against the new leader
+    # epoch (KIP-320) and, the repaired batches being under that epoch, seeks back to 0.
     reread = {m.protocol: sum(1 for p, o in m.after if o < m.acked[p]) for m in members}
     print(
         f"commit requests acknowledged: {sum(m.commits for m in members)} ({offsets} "
