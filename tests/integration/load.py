@@ -129,11 +129,19 @@ class LoadProducer(_Load):
         old.flush(10)
 
     def _send(self, partition: int, value: bytes) -> bool:
+        from confluent_kafka import KafkaException
+
         try:
             self.producer.produce(self.topic, value, partition=partition, on_delivery=self._report)
             return True
         except BufferError:
             self.producer.poll(0.05)
+            return False
+        except KafkaException as exc:  # fatal before error_cb was served: replace it now
+            if not exc.args[0].fatal():
+                raise
+            self._fatal = self._fatal or str(exc.args[0])
+            self._replace_if_fatal()
             return False
 
     def _idle(self) -> None:

@@ -138,7 +138,9 @@ class Faults:
     def _wait_broker(self, node_id: int) -> None:
         port = self.cluster.node(node_id).client_port
         assert port is not None
-        self.cluster.wait_port(port, 120)
+        # A rebuilt broker recovers every segment (no index files) before it listens: 20-60 s
+        # here, but past 120 s on a 2-core machine at load 17 (seed 364804310's disk wipe).
+        self.cluster.wait_port(port, 300)
 
     def _start_proxy(self, node_id: int) -> None:
         self.cluster.start_proxy(node_id)
