@@ -155,7 +155,7 @@ class ProxyServer:
                 "direct_io": w.direct_io,
                 "first_lsn": w.first_lsn,
                 "last_lsn": w.last_durable_lsn,
-                "in_doubt_batches": len(self.durable.in_doubt),
+                "in_doubt_batches": len(self.durable.ledger.in_doubt),
             }
         t = self.topology
         offload = self.config.offload.enabled

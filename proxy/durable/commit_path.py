@@ -122,7 +122,7 @@ class DurableCommit:
             )
             return self._refuse(req)
         pm.COMMITS_PERSISTED.inc()
-        self.produce.unresolved[req.lsn] = _UNRESOLVED_KEY  # not trimmed before its outcome
+        self.produce.ledger.pending(req.lsn, _UNRESOLVED_KEY)  # not trimmed before its outcome
         return None
 
     def forwarded(self, prepared: PreparedCommit) -> None:
@@ -146,7 +146,7 @@ class DurableCommit:
             acked = sum(1 for code in outcome.error_codes if code == 0)
             if waited:
                 pm.COMMITTED_OFFSETS_ACKED.inc(acked)
-            self.produce.unresolved.pop(outcome.commit_lsn, None)
+            self.produce.ledger.resolved((outcome.commit_lsn,))
             if acked:
                 self.produce.note_commit_settled(outcome.commit_lsn, group_id)
 
@@ -177,8 +177,7 @@ class DurableCommit:
         except WalError as exc:
             log.error("cannot record abandoned commits", error=str(exc))
             return
-        for o in outcomes:
-            self.produce.unresolved.pop(o.commit_lsn, None)
+        self.produce.ledger.resolved(o.commit_lsn for o in outcomes)
 
 
 __all__ = ["DurableCommit", "PreparedCommit"]

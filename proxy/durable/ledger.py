@@ -64,8 +64,19 @@ class Ledger:
             if self.track_settled:
                 self._batch_meta[lsn] = (key, count)
 
+    def pending(self, lsn: int, key: PartitionKey) -> None:
+        """An entry (a COMMIT) is durable and goes to the broker next: unresolved until
+        :meth:`resolved`."""
+        self.unresolved[lsn] = key
+
+    def resolved(self, lsns: Iterable[int]) -> None:
+        """Their outcomes are durable (or they were abandoned): nothing holds the WAL for them."""
+        for lsn in lsns:
+            self.unresolved.pop(lsn, None)
+
     def outcomes_durable(self, outcomes: Iterable[OutcomeEntry], now: float) -> None:
-        """Their OUTCOME entries are durable: the batches are settled."""
+        """Their OUTCOME entries are durable: the batches are settled. ``now`` matters only
+        with :attr:`track_settled` (when settled entries wait for S3)."""
         for o in outcomes:
             self.unresolved.pop(o.batch_lsn, None)
             meta = self._batch_meta.pop(o.batch_lsn, None)
@@ -97,6 +108,10 @@ class Ledger:
 
     def doubt(self, lsns: Iterable[int]) -> None:
         self.in_doubt.update(lsns)
+
+    def forget_partition(self, key: PartitionKey) -> None:
+        """The partition no longer exists: nothing acknowledged in it can be lost any more."""
+        self.acked_end.pop(key, None)
 
     def take_in_doubt(self) -> set[int]:
         """The LSNs in doubt, handed to the reconciler (which puts back what it cannot settle)."""

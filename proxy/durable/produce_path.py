@@ -147,19 +147,6 @@ class DurableProduce:
         #: Answers' OUTCOME writes not yet known durable (see :meth:`settlement`).
         self._settling: set[Settlement] = set()
 
-    # The ledger's state, as the reconciler, the offset-commit path and /status read it.
-    @property
-    def unresolved(self) -> dict[int, PartitionKey]:
-        return self.ledger.unresolved
-
-    @property
-    def in_doubt(self) -> set[int]:
-        return self.ledger.in_doubt
-
-    @property
-    def acked_end(self) -> dict[PartitionKey, int]:
-        return self.ledger.acked_end
-
     @property
     def track_settled(self) -> bool:
         """Keep settled entries until S3 covers them (the offloader trims the WAL)."""
@@ -314,7 +301,9 @@ class DurableProduce:
 
     def _forget(self, outcomes: list[OutcomeEntry]) -> None:
         """Their OUTCOME entries are durable: the batches are settled."""
-        self.ledger.outcomes_durable(outcomes, trio.current_time())
+        # the clock only when settled entries are kept for S3 (not on every answer otherwise)
+        now = trio.current_time() if self.ledger.track_settled else 0.0
+        self.ledger.outcomes_durable(outcomes, now)
 
     def settlement(self, submission: Submission, settled: Callable[[bool], None]) -> Settlement:
         """What a response waits for before it is written: ``submission``'s durability, then
@@ -358,8 +347,8 @@ class DurableProduce:
                 self.ledger.doubt(req.lsns)  # acks=0: nobody retries, so replay it
         if never_sent:
             self._in_background(never_sent)
-        if self.in_doubt:
-            pm.IN_DOUBT.set(len(self.in_doubt))
+        if self.ledger.in_doubt:
+            pm.IN_DOUBT.set(len(self.ledger.in_doubt))
             self.in_doubt_changed.set()
 
     def _in_background(self, outcomes: list[OutcomeEntry]) -> None:

@@ -194,7 +194,7 @@ class Reconciler:
 
                         wait.start_soon(on, self._trouble)
                         wait.start_soon(on, self.durable.in_doubt_changed)
-                if not (self._trouble.is_set() or self.durable.in_doubt):
+                if not (self._trouble.is_set() or self.durable.ledger.in_doubt):
                     continue
             check_commits = startup or self._trouble.is_set()
             self._trouble = trio.Event()
@@ -260,7 +260,7 @@ class Reconciler:
             try:
                 return await self._reconcile(client, in_doubt, startup)
             except BaseException:
-                self.durable.in_doubt.update(in_doubt)  # not settled: keep them
+                self.durable.ledger.doubt(in_doubt)  # not settled: keep them
                 raise
 
     async def _reconcile(self, client: Client, in_doubt: set[int], startup: bool) -> Report:
@@ -295,7 +295,7 @@ class Reconciler:
             in_doubt |= {lsn for lsn in batches if lsn not in outcomes and lsn < start}
         lost: set[tuple[str, int]] = set()
         now = trio.current_time()
-        gone = [k for k in self.durable.acked_end if resolve(k) is None]
+        gone = [k for k in self.durable.ledger.acked_end if resolve(k) is None]
         for key in gone:
             self._unknown_since.setdefault(key, now)
         if any(now - self._unknown_since[k] < _UNKNOWN_TOPIC_GRACE_S for k in gone):
@@ -308,9 +308,9 @@ class Reconciler:
                 topic=key[0] or str(key[1]),
                 partition=key[2],
             )
-            self.durable.acked_end.pop(key, None)
+            self.durable.ledger.forget_partition(key)
             self._unknown_since.pop(key, None)
-        for key, end in list(self.durable.acked_end.items()):
+        for key, end in list(self.durable.ledger.acked_end.items()):
             topic = resolve(key)
             assert topic is not None
             leader = topics[topic].partitions[key[2]]
@@ -382,8 +382,8 @@ class Reconciler:
                 [(OUTCOME, encode_outcome(o)) for o in new_outcomes]
             )
             await submission.wait()
+        self.durable.ledger.resolved(o.batch_lsn for o in new_outcomes)
         for o in new_outcomes:
-            self.durable.unresolved.pop(o.batch_lsn, None)
             b = batches[o.batch_lsn]
             self.durable.note_settled(
                 o.batch_lsn, (b.topic, b.topic_id, b.partition), o, _record_count(b)
@@ -391,7 +391,7 @@ class Reconciler:
             if o.error_code == 0 and o.base_offset >= 0:
                 key = (b.topic, b.topic_id, b.partition)
                 self.durable.note_acked(key, o.base_offset + _record_count(b))
-        pm.IN_DOUBT.set(len(self.durable.in_doubt))
+        pm.IN_DOUBT.set(len(self.durable.ledger.in_doubt))
         log.info(
             "reconciliation done",
             **{k: v for k, v in vars(report).items() if k != "problems"},

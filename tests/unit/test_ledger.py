@@ -51,6 +51,16 @@ def test_acknowledged_ends_only_grow() -> None:
     led.acked(KEY, 10)
     led.acked(KEY, 7)
     assert led.acked_end == {KEY: 10}
+    led.forget_partition(KEY)  # the topic was deleted
+    assert led.acked_end == {}
+
+
+def test_a_pending_commit_holds_the_trim_until_resolved() -> None:
+    led = Ledger()
+    led.pending(4, KEY)
+    assert led.retention_target(100) == 3
+    led.resolved([4, 99])  # an LSN it never held is no error
+    assert led.retention_target(100) == 100 and not led.unresolved
 
 
 @given(

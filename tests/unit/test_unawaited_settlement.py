@@ -27,7 +27,7 @@ async def _answered_not_awaited(durable: DurableProduce) -> int:
     assert await durable.ready(req) is None
     durable.forwarded(req)
     [lsn] = req.lsns
-    assert lsn in durable.unresolved
+    assert lsn in durable.ledger.unresolved
     answer = memoryview(error_response(9, 5, {KEY: 0}))
     _, settlement = await durable.answered(req, 9, answer)
     assert settlement is not None  # dropped here: never awaited
@@ -42,9 +42,9 @@ async def test_a_settlement_nobody_awaits_is_swept_once_durable() -> None:
         with trio.fail_after(5):
             while wal.last_durable_lsn < lsn + 1:  # the OUTCOME entry reaches the disk
                 await trio.sleep(0.01)
-        assert lsn in durable.unresolved  # negative control: nothing settled it yet
+        assert lsn in durable.ledger.unresolved  # negative control: nothing settled it yet
         durable.sweep_settlements()  # what each trim round does first
-        assert lsn not in durable.unresolved
+        assert lsn not in durable.ledger.unresolved
 
 
 async def test_a_settlement_is_finished_once_when_awaited_twice() -> None:
@@ -60,5 +60,5 @@ async def test_a_settlement_is_finished_once_when_awaited_twice() -> None:
         with trio.move_on_after(0):  # a wait cancelled at once (a connection closing)
             await settlement
         await settlement  # awaited again: completes, settles once
-        assert req.lsns[0] not in durable.unresolved
+        assert req.lsns[0] not in durable.ledger.unresolved
         durable.sweep_settlements()  # nothing left to sweep
