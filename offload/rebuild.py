@@ -131,6 +131,14 @@ class Report:
     offset_commits_restored: int = 0
     offset_commits_transactional: int = 0  # TxnOffsetCommit: not written (see offsets_tail)
     offset_commits_elsewhere: int = 0  # groups of partitions this node does not host
+    #: transactions of the WAL tail whose EndTxn the WAL proves (offload/txn_tail.py): the
+    #: control batches written for them (one per partition), and the transactions, by outcome
+    txn_markers_written: int = 0
+    txn_restored_committed: int = 0
+    txn_restored_aborted: int = 0
+    #: transactional batches whose end the WAL does not prove: left out with --allow-gaps
+    #: (without it the rebuild refuses, exit 1, naming the first)
+    txn_batches_refused: int = 0
     seconds: float = 0.0
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -300,12 +308,23 @@ def plan(
             )
         except TailError as exc:
             raise RebuildError(f"WAL tail: {exc}") from None
+        _count_transactions(tails, report)
         _offsets_tail(facts, info, manifests, tails, names, opts, report)
     plans = [
         PartitionPlan(tp[0], tp[1], m, etag, tails.get(tp))
         for tp, (m, etag) in sorted(manifests.items())
     ]
     return info, plans
+
+
+def _count_transactions(tails: dict[tuple[str, int], PartitionTail], report: Report) -> None:
+    ends = {lsn: e for t in tails.values() for lsn, e in t.markers.items()}
+    report.txn_markers_written = sum(len(t.markers) for t in tails.values())
+    report.txn_restored_committed = sum(1 for e in ends.values() if e.committed)
+    report.txn_restored_aborted = len(ends) - report.txn_restored_committed
+    for t in tails.values():
+        report.txn_batches_refused += len(t.txn_left_out)
+        report.warnings += [f"left out (--allow-gaps): {why}" for why in t.txn_left_out]
 
 
 def _never_offloaded(
