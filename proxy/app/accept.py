@@ -41,11 +41,13 @@ class Connections:
         upstream_trouble: Callable[[], None],
         limits: ConnectionLimits,
         commits: Callable[[], ProduceHandler[Any] | None] = lambda: None,
+        end_txn: Callable[[], ProduceHandler[Any] | None] = lambda: None,
         group_gate: Callable[[], Gate | None] = lambda: None,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``commits()``: the offset
-        commit handler (likewise); ``group_gate()``: where group APIs wait while committed
-        offsets are restored (likewise); ``upstream_trouble()``:
+        commit handler (likewise); ``end_txn()``: the EndTxn handler (likewise);
+        ``group_gate()``: where group APIs wait while committed offsets are restored
+        (likewise); ``upstream_trouble()``:
         a broker could not be reached or dropped a connection (the reconciler checks it);
         ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
@@ -54,6 +56,7 @@ class Connections:
         self._dialer = dialer
         self._produce = produce
         self._commits = commits
+        self._end_txn = end_txn
         self._group_gate = group_gate
         self._upstream_trouble = upstream_trouble
         self.open: set[ProxyConnection[Any]] = set()
@@ -145,6 +148,7 @@ class Connections:
             self._settings,
             produce=produce,
             commits=self._commits(),
+            end_txn=self._end_txn(),
             peer=peer,
             on_upstream_lost=self._upstream_trouble if produce is not None else None,
             group_gate=self._group_gate(),

@@ -24,6 +24,7 @@ from proxy.client.dialer import dialer_of
 from proxy.client.upstream_client import ClusterClient, UpstreamClient
 from proxy.config import Config, parse_address
 from proxy.durable.commit_path import DurableCommit
+from proxy.durable.end_txn_path import DurableEndTxn
 from proxy.durable.produce_path import DurableProduce
 from proxy.durable.reconciler import Reconciler
 from proxy.gateway import Gateway
@@ -78,6 +79,7 @@ class ProxyServer:
                 p.max_connections or AUTO_MAX_CONNECTIONS, p.max_connections_per_address
             ),
             commits=lambda: self.commits,
+            end_txn=lambda: self.end_txn,
             group_gate=lambda: self.durable.group_gate if self.durable is not None else None,
         )
         self._stop = trio.Event()
@@ -86,6 +88,7 @@ class ProxyServer:
         self.admin_port: int | None = None
         self.durable: DurableProduce | None = None
         self.commits: DurableCommit | None = None
+        self.end_txn: DurableEndTxn | None = None
         self.reconciler: Reconciler | None = None
         self.probe = UpstreamProbe(
             self.topology.targets,
@@ -273,6 +276,7 @@ class ProxyServer:
         self.durable = durable = DurableProduce(wal)
         durable.attach(nursery)
         self.commits = DurableCommit(durable)
+        self.end_txn = DurableEndTxn(durable)
         durable.track_settled = self.config.offload.enabled
         self.reconciler = Reconciler(
             durable,

@@ -5,7 +5,8 @@ OUTCOME before the acknowledgement; COMMIT and COMMIT_OUTCOME for offset commits
 pure ledger of this process's entries (:mod:`.ledger`: what is unresolved, in doubt, settled,
 and how far the WAL may be trimmed), the produce handler the connection calls
 (:mod:`.produce_path`: :class:`DurableProduce`, the ledger's trio shell), the
-offset commit handler (:mod:`.commit_path`: :class:`DurableCommit`), reconciliation with
+offset commit handler (:mod:`.commit_path`: :class:`DurableCommit`), the EndTxn handler
+(:mod:`.end_txn_path`: :class:`DurableEndTxn`; END_TXN and END_TXN_OUTCOME), reconciliation with
 the broker after trouble (:mod:`.reconciler`) and its pure repair planner
 (:mod:`.repair_plan`), and the produce path's metrics (:mod:`.metrics`).
 
@@ -23,10 +24,14 @@ from .wal_entries import (
     BATCH,
     COMMIT,
     COMMIT_OUTCOME,
+    END_TXN,
+    END_TXN_OUTCOME,
     OUTCOME,
     BatchEntry,
     CommitEntry,
     CommitOutcomeEntry,
+    EndTxnEntry,
+    EndTxnOutcomeEntry,
     EntryError,
     OutcomeEntry,
     Source,
@@ -34,6 +39,7 @@ from .wal_entries import (
 
 if TYPE_CHECKING:
     from .commit_path import DurableCommit, PreparedCommit
+    from .end_txn_path import DurableEndTxn, PreparedEndTxn
     from .ledger import Ledger
     from .produce_path import DurableProduce, PreparedRequest
     from .reconciler import Reconciler, Report
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
 _RUNTIME = {
     "DurableCommit": "commit_path",
     "PreparedCommit": "commit_path",
+    "DurableEndTxn": "end_txn_path",
+    "PreparedEndTxn": "end_txn_path",
     "DurableProduce": "produce_path",
     "Ledger": "ledger",
     "PreparedRequest": "produce_path",
@@ -60,16 +68,22 @@ __all__ = [
     "BATCH",
     "COMMIT",
     "COMMIT_OUTCOME",
+    "END_TXN",
+    "END_TXN_OUTCOME",
     "OUTCOME",
     "BatchEntry",
     "CommitEntry",
     "CommitOutcomeEntry",
     "DurableCommit",
+    "DurableEndTxn",
     "DurableProduce",
+    "EndTxnEntry",
+    "EndTxnOutcomeEntry",
     "EntryError",
     "Ledger",
     "OutcomeEntry",
     "PreparedCommit",
+    "PreparedEndTxn",
     "PreparedRequest",
     "Reconciler",
     "Report",

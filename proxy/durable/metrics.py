@@ -91,3 +91,17 @@ COMMITS_UNRESTORED = Counter(
     "Acknowledged partition offsets reconciliation found behind and could not commit again "
     "(the group kept members past the wait, or the coordinator refused).",
 )
+END_TXNS_PERSISTED = Counter(
+    "walproxy_end_txns_persisted_total",
+    "EndTxn requests made durable in the WAL before forwarding.",
+)
+END_TXNS_ACKED = Counter(
+    "walproxy_end_txns_acknowledged_total",
+    "EndTxn requests the coordinator answered whose outcome is durable in the WAL (the client "
+    "was then told), by the transaction's end and whether the coordinator accepted it.",
+    ["result", "error"],
+)
+END_TXNS_REFUSED = Counter(
+    "walproxy_end_txns_refused_total",
+    "EndTxn requests answered COORDINATOR_NOT_AVAILABLE because the WAL could not persist them.",
+)

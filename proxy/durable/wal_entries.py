@@ -56,8 +56,35 @@ answered::
          COMMIT entry's order (0: committed; -1: the broker's response did not name it)
 
 A commit is *acknowledged* for a partition when its COMMIT_OUTCOME gives that partition
-error 0. Readers that do not know these types skip them (the WAL stores opaque payloads with
-a type; every reader here dispatches on the type and ignores the others).
+error 0.
+
+Two for the end of a transaction (EndTxn), so that a rebuild knows whether the transactional
+batches of the same WAL committed or aborted (:mod:`offload.wal_tail`):
+
+``END_TXN`` — one EndTxn request, written (durably) before it is forwarded::
+
+    u8   format version (1)
+    u8   flags            bit 0: committed (the request asks to commit; else abort)
+    i16  api version (of the request)
+    i64  request time     ms since the epoch, the proxy's clock when the request arrived
+    i64  producer id
+    i16  producer epoch   as the request carries it: the transaction's batches' epoch
+    u16  transactional id length, then UTF-8 bytes
+
+``END_TXN_OUTCOME`` — the coordinator's answer to an END_TXN entry, written before the
+client is answered::
+
+    u8   format version (1)
+    u8   source           1 broker response, 4 abandoned (never answered by the broker)
+    u64  LSN of the END_TXN entry
+    i16  error code       0: the transaction ended as the END_TXN entry asked
+    i64  producer id      from the response (EndTxn v5+, transaction.version 2), else -1
+    i16  producer epoch   likewise: the bumped epoch the markers carry under TV2, else -1
+
+Readers that do not know a type skip it (the WAL stores opaque payloads with a type; every
+reader here, the reconciler's and the commit repair's scans and the rebuild's
+:func:`offload.wal_tail.collect`, dispatches on the type and ignores the others), so a WAL
+written before END_TXN existed reads as before, and an older reader passes these by.
 """
 
 from __future__ import annotations
@@ -71,6 +98,8 @@ BATCH = 1
 OUTCOME = 2
 COMMIT = 3
 COMMIT_OUTCOME = 4
+END_TXN = 5
+END_TXN_OUTCOME = 6
 
 _FORMAT = 1
 _BATCH_HEAD = struct.Struct(">BBhi16s")
@@ -382,3 +411,78 @@ def decode_commit_outcome(payload: bytes | memoryview) -> CommitOutcomeEntry:
         if isinstance(exc, EntryError):
             raise
         raise EntryError(f"COMMIT_OUTCOME entry does not decode: {exc}") from exc
+
+
+# -- transaction ends --------------------------------------------------------------------------
+_END_TXN_HEAD = struct.Struct(">BBhqqh")
+_END_TXN_OUTCOME = struct.Struct(">BBQhqh")
+FLAG_COMMITTED = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class EndTxnEntry:
+    api_version: int
+    request_time_ms: int
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    committed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndTxnOutcomeEntry:
+    end_txn_lsn: int
+    source: Source
+    error_code: int  # -1 when abandoned
+    producer_id: int = -1  # the response's (EndTxn v5+), else -1
+    producer_epoch: int = -1
+
+
+def encode_end_txn(entry: EndTxnEntry) -> bytes:
+    return _END_TXN_HEAD.pack(
+        _FORMAT,
+        FLAG_COMMITTED if entry.committed else 0,
+        entry.api_version,
+        entry.request_time_ms,
+        entry.producer_id,
+        entry.producer_epoch,
+    ) + _str16(entry.transactional_id)
+
+
+def decode_end_txn(payload: bytes | memoryview) -> EndTxnEntry:
+    r = _Reader(payload)
+    try:
+        version, flags, api_version, when, pid, epoch = r.unpack(_END_TXN_HEAD)
+        if version != _FORMAT:
+            raise EntryError(f"END_TXN entry format {version} is not {_FORMAT}")
+        txn = r.str16()
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise EntryError(f"END_TXN entry does not decode: {exc}") from exc
+    if r.pos != len(r.view):
+        raise EntryError(f"END_TXN entry has {len(r.view) - r.pos} trailing bytes")
+    return EndTxnEntry(api_version, when, txn, pid, epoch, bool(flags & FLAG_COMMITTED))
+
+
+def encode_end_txn_outcome(entry: EndTxnOutcomeEntry) -> bytes:
+    return _END_TXN_OUTCOME.pack(
+        _FORMAT,
+        int(entry.source),
+        entry.end_txn_lsn,
+        entry.error_code,
+        entry.producer_id,
+        entry.producer_epoch,
+    )
+
+
+def decode_end_txn_outcome(payload: bytes | memoryview) -> EndTxnOutcomeEntry:
+    if len(payload) != _END_TXN_OUTCOME.size:
+        raise EntryError(
+            f"END_TXN_OUTCOME entry is {len(payload)} bytes, not {_END_TXN_OUTCOME.size}"
+        )
+    version, source, lsn, err, pid, epoch = _END_TXN_OUTCOME.unpack_from(payload, 0)
+    if version != _FORMAT:
+        raise EntryError(f"END_TXN_OUTCOME entry format {version} is not {_FORMAT}")
+    try:
+        return EndTxnOutcomeEntry(lsn, Source(source), err, pid, epoch)
+    except ValueError as exc:
+        raise EntryError(f"END_TXN_OUTCOME entry does not decode: {exc}") from exc

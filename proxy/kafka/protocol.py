@@ -26,6 +26,7 @@ DESCRIBE_CLUSTER = _KEYS["describe_cluster"]
 OFFSET_COMMIT = _KEYS["offset_commit"]
 TXN_OFFSET_COMMIT = _KEYS["txn_offset_commit"]
 OFFSET_FETCH = _KEYS["offset_fetch"]
+END_TXN = _KEYS["end_txn"]
 
 #: The group APIs the proxy holds while it checks and restores committed offsets: whatever
 #: reads or moves a group's offsets or membership. Describe/List requests, FindCoordinator

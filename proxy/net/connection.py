@@ -44,6 +44,7 @@ from proxy.kafka.apiversions import (
 )
 from proxy.kafka.codec import CodecError, kio_version_range
 from proxy.kafka.commit_skim import CommitSkimError
+from proxy.kafka.end_txn import EndTxnSkimError
 from proxy.kafka.framing import (
     FrameDecoder,
     FrameError,
@@ -55,6 +56,7 @@ from proxy.kafka.framing import parse_response_correlation_id as response_correl
 from proxy.kafka.produce_skim import SkimError, produce_acks
 from proxy.kafka.protocol import (
     API_VERSIONS,
+    END_TXN,
     GROUP_APIS,
     OFFSET_COMMIT,
     PRODUCE,
@@ -203,6 +205,7 @@ class ProxyConnection(Generic[P]):
         *,
         produce: ProduceHandler[P] | None = None,
         commits: ProduceHandler[P] | None = None,
+        end_txn: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
         group_gate: Gate | None = None,
         peer: str = "?",
@@ -215,11 +218,13 @@ class ProxyConnection(Generic[P]):
         self._upstream_open = trio.Event()
         self._settings = settings
         self._produce = produce
-        #: The other APIs that take the durable path (offset commits), by API key; a Produce
-        #: request never looks here.
+        #: The other APIs that take the durable path (offset commits, EndTxn), by API key; a
+        #: Produce request never looks here.
         self._durable_apis: dict[int, ProduceHandler[P]] = (
             dict.fromkeys((OFFSET_COMMIT, TXN_OFFSET_COMMIT), commits) if commits else {}
         )
+        if end_txn is not None:
+            self._durable_apis[END_TXN] = end_txn
         self._awaiting: deque[_Slot[P]] = deque()
         self._acks0_forwarded: list[P] = []
         self._barrier_ids = 0  # the proxy's own requests use negative correlation ids
@@ -266,7 +271,7 @@ class ProxyConnection(Generic[P]):
             self._closed_for("partial_frame_timeout", group.exceptions[0])
         except* FrameError as group:
             self._closed_for("malformed_frame", group.exceptions[0])
-        except* (SkimError, CommitSkimError, CodecError) as group:
+        except* (SkimError, CommitSkimError, EndTxnSkimError, CodecError) as group:
             self._closed_for("malformed_message", group.exceptions[0])
         except* ClientRefused as group:
             self._closed_for("refused", group.exceptions[0])

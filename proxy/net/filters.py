@@ -9,7 +9,8 @@ advertises only versions the proxy can decode for exactly the APIs it filters:
 * Produce, Fetch: KIP-951 node endpoints resolved likewise.
 
 OffsetCommit and TxnOffsetCommit have no response filter, but their versions are clamped to
-what the commit skimmer reads (:mod:`proxy.kafka.commit_skim`).
+what the commit skimmer reads (:mod:`proxy.kafka.commit_skim`); EndTxn's likewise to what
+its skimmer reads (:mod:`proxy.kafka.end_txn`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import structlog
 
 from proxy.kafka import apiversions, endpoints, node_endpoints
 from proxy.kafka.commit_skim import VERSION_RANGES as COMMIT_VERSIONS
-from proxy.kafka.protocol import API_VERSIONS, FETCH, PRODUCE
+from proxy.kafka.end_txn import VERSION_RANGE as END_TXN_VERSIONS
+from proxy.kafka.protocol import API_VERSIONS, END_TXN, FETCH, PRODUCE
 from proxy.net import metrics
 from proxy.net.connection import ResponseFilter
 
@@ -62,6 +64,7 @@ def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFi
     # Offset commits go through the commit skimmer (the durable commit path): no filter, but
     # only the versions it reads are advertised.
     limits.update(COMMIT_VERSIONS)
+    limits[END_TXN] = END_TXN_VERSIONS  # the durable EndTxn path reads these
     resolve = _counting(resolver)
     return {key: factory(key, resolve, limits) for key, factory in FILTERS.items()}
 
