@@ -151,15 +151,26 @@ class LoadProducer(_Load):
     def finish(self, timeout: float = 120.0) -> int:
         """Wait up to ``timeout`` for every record to be answered; return how many were not.
         A producer that goes fatal while flushing fails the rest (counted in ``errors``)."""
+        from confluent_kafka import KafkaException
+
         self.halt()
         deadline = time.monotonic() + timeout
-        left: int = self.producer.flush(0)
+        left = 1
         while left and time.monotonic() < deadline:
-            left = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
+            try:
+                left = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
+            except KafkaException as exc:  # flush raises a fatal error error_cb has not seen
+                if not exc.args[0].fatal():
+                    raise
+                self._fatal = self._fatal or str(exc.args[0])
             if self._fatal is not None:  # nothing more will be answered: fail the rest
+                print(f"load: {self.name}: fatal error while flushing: {self._fatal}", flush=True)
                 self.fatal.append((time.monotonic(), self._fatal))
                 self.producer.purge()
-                left = self.producer.flush(10)
+                try:
+                    left = self.producer.flush(10)  # the purged ones are reported as failed
+                except KafkaException:
+                    left = len(self.producer)
                 break
         return left
 
