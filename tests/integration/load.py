@@ -138,8 +138,9 @@ class LoadProducer(_Load):
             self.producer.poll(0.05)
             return False
         except KafkaException as exc:  # fatal before error_cb was served: replace it now
-            if not exc.args[0].fatal():
+            if not _is_fatal(exc.args[0]):
                 raise
+            self.producer.poll(0)  # error_cb names the error behind a local _FATAL
             self._fatal = self._fatal or str(exc.args[0])
             self._replace_if_fatal()
             return False
@@ -160,7 +161,7 @@ class LoadProducer(_Load):
             try:
                 left = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
             except KafkaException as exc:  # flush raises a fatal error error_cb has not seen
-                if not exc.args[0].fatal():
+                if not _is_fatal(exc.args[0]):
                     raise
                 self._fatal = self._fatal or str(exc.args[0])
             if self._fatal is not None:  # nothing more will be answered: fail the rest
@@ -173,6 +174,14 @@ class LoadProducer(_Load):
                     left = len(self.producer)
                 break
         return left
+
+
+def _is_fatal(err: Any) -> bool:
+    """A fatal error, or the local ``_FATAL`` a fatal producer raises from ``produce()``
+    afterwards (that one's ``fatal()`` is False: it refers to the error that made it fatal)."""
+    from confluent_kafka import KafkaError
+
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class KafkaPythonLoad(_Load):
