@@ -37,7 +37,7 @@ from proxy.ops import metrics as ops_metrics
 from proxy.ops.admin import AdminServer
 from proxy.ops.health import UpstreamProbe
 from proxy.ops.status import offload_status
-from wal import Backend, Wal
+from wal import Backend, Wal, WalError
 from wal.s3_wal import S3Wal
 
 __all__ = ["DECODED_APIS", "ProxyServer"]
@@ -68,6 +68,7 @@ class ProxyServer:
             partial_frame_timeout_s=p.partial_frame_timeout_s,
             response_filters=build_response_filters(self.topology.resolver),
             memory=MemoryBudget(p.max_buffered_bytes, p.max_buffered_bytes_per_connection),
+            storage_errors=(WalError,),
         )
         self.connections = Connections(
             settings,

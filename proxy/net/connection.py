@@ -165,6 +165,9 @@ class ConnectionSettings:
     response_filters: dict[int, ResponseFilter] = field(default_factory=dict)
     #: The process-wide bound on request bytes read from clients and not yet forwarded.
     memory: MemoryBudget = field(default_factory=MemoryBudget.unbounded)
+    #: What a handler raises when it can no longer make an answer durable (the WAL failed or
+    #: is fenced): the connection closes without answering, a warning, not a bug's traceback.
+    storage_errors: tuple[type[Exception], ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -287,10 +290,11 @@ class ProxyConnection(Generic[P]):
                 self._on_upstream_lost()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             self._log.debug("connection reset", error=str(group.exceptions[0]))
+        except* self._settings.storage_errors as group:
+            self._closed_for("storage_failed", group.exceptions[0])
         except* Exception as group:
-            # Anything else (a WAL that failed under a waiting response, a bug a parser
-            # let through) ends this connection only: what was not answered is not acked,
-            # and the other connections and the server go on.
+            # Anything else (a bug a parser let through) ends this connection only: what
+            # was not answered is not acked, and the other connections and the server go on.
             metrics.DECODE_ERRORS.labels("internal_error").inc()
             exc = group.exceptions[0]
             api, correlation_id = self._last_request or (None, None)
@@ -322,7 +326,7 @@ class ProxyConnection(Generic[P]):
         self._acks0_forwarded = []
 
     def _closed_for(self, reason: str, exc: BaseException) -> None:
-        if reason not in ("upstream_protocol", "refused"):
+        if reason not in ("upstream_protocol", "refused", "storage_failed"):
             metrics.DECODE_ERRORS.labels(reason).inc()
         api, correlation_id = self._last_request or (None, None)
         self._log.warning(

@@ -138,8 +138,9 @@ class LoadProducer(_Load):
             self.producer.poll(0.05)
             return False
         except KafkaException as exc:  # fatal before error_cb was served: replace it now
-            if not exc.args[0].fatal():
+            if not _is_fatal(exc.args[0]):
                 raise
+            self.producer.poll(0)  # error_cb names the error behind a local _FATAL
             self._fatal = self._fatal or str(exc.args[0])
             self._replace_if_fatal()
             return False
@@ -151,17 +152,36 @@ class LoadProducer(_Load):
     def finish(self, timeout: float = 120.0) -> int:
         """Wait up to ``timeout`` for every record to be answered; return how many were not.
         A producer that goes fatal while flushing fails the rest (counted in ``errors``)."""
+        from confluent_kafka import KafkaException
+
         self.halt()
         deadline = time.monotonic() + timeout
-        left: int = self.producer.flush(0)
+        left = 1
         while left and time.monotonic() < deadline:
-            left = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
+            try:
+                left = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
+            except KafkaException as exc:  # flush raises a fatal error error_cb has not seen
+                if not _is_fatal(exc.args[0]):
+                    raise
+                self._fatal = self._fatal or str(exc.args[0])
             if self._fatal is not None:  # nothing more will be answered: fail the rest
+                print(f"load: {self.name}: fatal error while flushing: {self._fatal}", flush=True)
                 self.fatal.append((time.monotonic(), self._fatal))
                 self.producer.purge()
-                left = self.producer.flush(10)
+                try:
+                    left = self.producer.flush(10)  # the purged ones are reported as failed
+                except KafkaException:
+                    left = len(self.producer)
                 break
         return left
+
+
+def _is_fatal(err: Any) -> bool:
+    """A fatal error, or the local ``_FATAL`` a fatal producer raises from ``produce()``
+    afterwards (that one's ``fatal()`` is False: it refers to the error that made it fatal)."""
+    from confluent_kafka import KafkaError
+
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class KafkaPythonLoad(_Load):
