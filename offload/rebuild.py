@@ -22,6 +22,7 @@ Downloads run on a small thread pool, a bounded window ahead of the writer (at m
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import sys
 import time
 import uuid
@@ -76,6 +77,10 @@ class RebuildOptions:
     #: ``offsets.topic.num.partitions`` of the cluster (which partition holds a group);
     #: None: the count the offloader recorded in ``broker.json``.
     offsets_partitions: int | None = None
+    #: The WAL is a gateway's (``gateway.enabled``): it holds every broker's batches, and
+    #: those of partitions this node does not host are left to their own node's rebuild
+    #: (its EndTxn entries still count: the gateway saw every transaction's end).
+    gateway_wal: bool = False
 
 
 @dataclass
@@ -131,6 +136,16 @@ class Report:
     offset_commits_restored: int = 0
     offset_commits_transactional: int = 0  # TxnOffsetCommit: not written (see offsets_tail)
     offset_commits_elsewhere: int = 0  # groups of partitions this node does not host
+    #: a gateway's WAL: acknowledged batches of partitions other nodes host (not written)
+    wal_tail_elsewhere: int = 0
+    #: transactions of the WAL tail whose EndTxn the WAL proves (offload/txn_tail.py): the
+    #: control batches written for them (one per partition), and the transactions, by outcome
+    txn_markers_written: int = 0
+    txn_restored_committed: int = 0
+    txn_restored_aborted: int = 0
+    #: transactional batches whose end the WAL does not prove: left out with --allow-gaps
+    #: (without it the rebuild refuses, exit 1, naming the first)
+    txn_batches_refused: int = 0
     seconds: float = 0.0
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -286,6 +301,8 @@ def plan(
     tails: dict[tuple[str, int], PartitionTail] = {}
     if facts is not None:
         names = {t.topic_id: name for name, t in info.topics.items()}
+        if opts.gateway_wal:
+            facts = _hosted_only(facts, info, names, report)
         _never_offloaded(facts, info, manifests, names, opts.node_id)
         try:
             tails = plan_tail(
@@ -300,12 +317,39 @@ def plan(
             )
         except TailError as exc:
             raise RebuildError(f"WAL tail: {exc}") from None
+        _count_transactions(tails, report)
         _offsets_tail(facts, info, manifests, tails, names, opts, report)
     plans = [
         PartitionPlan(tp[0], tp[1], m, etag, tails.get(tp))
         for tp, (m, etag) in sorted(manifests.items())
     ]
     return info, plans
+
+
+def _hosted_only(
+    facts: WalFacts, info: BrokerInfo, names: dict[uuid.UUID, str], report: Report
+) -> WalFacts:
+    """A gateway's WAL without the batches of partitions this node does not host."""
+    hosted = {(name, p) for name, t in info.topics.items() for p in t.partitions}
+
+    def here(topic: str | None, topic_id: uuid.UUID | None, partition: int) -> bool:
+        name = topic if topic is not None else names.get(topic_id)  # type: ignore[arg-type]
+        return (name, partition) in hosted
+
+    acked = [a for a in facts.acked if here(a.topic, a.topic_id, a.partition)]
+    report.wal_tail_elsewhere = len(facts.acked) - len(acked)
+    in_doubt = [(lsn, b) for lsn, b in facts.in_doubt if here(b.topic, b.topic_id, b.partition)]
+    return dataclasses.replace(facts, acked=acked, in_doubt=in_doubt)
+
+
+def _count_transactions(tails: dict[tuple[str, int], PartitionTail], report: Report) -> None:
+    ends = {lsn: e for t in tails.values() for lsn, e in t.markers.items()}
+    report.txn_markers_written = sum(len(t.markers) for t in tails.values())
+    report.txn_restored_committed = sum(1 for e in ends.values() if e.committed)
+    report.txn_restored_aborted = len(ends) - report.txn_restored_committed
+    for t in tails.values():
+        report.txn_batches_refused += len(t.txn_left_out)
+        report.warnings += [f"left out (--allow-gaps): {why}" for why in t.txn_left_out]
 
 
 def _never_offloaded(

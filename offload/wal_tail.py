@@ -38,19 +38,27 @@ from proxy.durable.wal_entries import (
     BATCH,
     COMMIT,
     COMMIT_OUTCOME,
+    END_TXN,
+    END_TXN_OUTCOME,
     OUTCOME,
     BatchEntry,
     CommitEntry,
     CommitOutcomeEntry,
+    EndTxnEntry,
+    EndTxnOutcomeEntry,
     EntryError,
     OutcomeEntry,
     decode_batch,
     decode_commit,
     decode_commit_outcome,
+    decode_end_txn,
+    decode_end_txn_outcome,
     decode_outcome,
 )
 from proxy.kafka.record_batch import BatchError, BatchHeader, iter_batches
 from wal import Entry
+
+from .txn_tail import EndIndex, EndTxnFact, TxnEnd, Unresolved, marker_batch
 
 _I64 = struct.Struct(">q")
 _I32 = struct.Struct(">i")
@@ -107,6 +115,11 @@ class AckedBatch:
     def transactional(self) -> bool:
         return any(h.is_transactional for h in self.headers)
 
+    @property
+    def producer(self) -> tuple[int, int]:
+        """Producer id and epoch (one per BATCH entry: one batch per partition and request)."""
+        return self.headers[0].producer_id, self.headers[0].producer_epoch
+
 
 @dataclass(frozen=True, slots=True)
 class AckedCommit:
@@ -138,6 +151,8 @@ class WalFacts:
     commits: list[AckedCommit] = field(default_factory=list)
     #: COMMIT entries without an outcome (never acknowledged).
     commits_in_doubt: int = 0
+    #: END_TXN entries with their outcome, if any (LSN order).
+    end_txns: list[EndTxnFact] = field(default_factory=list)
 
     def latest_commits(
         self, *, transactional: bool = False
@@ -158,6 +173,8 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
     outcomes: dict[int, OutcomeEntry] = {}
     commits: dict[int, CommitEntry] = {}
     commit_outcomes: dict[int, CommitOutcomeEntry] = {}
+    ends: dict[int, EndTxnEntry] = {}
+    end_outcomes: dict[int, EndTxnOutcomeEntry] = {}
     facts = WalFacts()
     for entry in entries:
         facts.entries += 1
@@ -172,9 +189,16 @@ def collect(entries: Iterable[Entry]) -> WalFacts:
             elif entry.type == COMMIT_OUTCOME:
                 c = decode_commit_outcome(entry.payload)
                 commit_outcomes[c.commit_lsn] = c
+            elif entry.type == END_TXN:
+                ends[entry.lsn] = decode_end_txn(entry.payload)
+            elif entry.type == END_TXN_OUTCOME:
+                e = decode_end_txn_outcome(entry.payload)
+                end_outcomes[e.end_txn_lsn] = e
+            # any other type is not the rebuild's (a newer writer's): passed by
         except EntryError as exc:
             raise TailError(f"WAL entry at LSN {entry.lsn} does not decode: {exc}") from exc
     facts.commits, facts.commits_in_doubt = _acked_commits(commits, commit_outcomes)
+    facts.end_txns = [EndTxnFact(lsn, e, end_outcomes.get(lsn)) for lsn, e in sorted(ends.items())]
     for lsn, b in sorted(batches.items()):
         o = outcomes.get(lsn)
         if o is None:
@@ -259,6 +283,10 @@ class PartitionTail:
     batches: list[TailBatch] = field(default_factory=list)
     skipped_covered: int = 0  # acknowledged batches the S3 copy already has
     gap_filled: int = 0  # in-doubt batches placed in a gap the S3 copy and acks left
+    #: control batches written for transactions whose end the WAL proves, by end LSN
+    markers: dict[int, TxnEnd] = field(default_factory=dict)
+    #: transactional batches left out with --allow-gaps (their end is not known), and why
+    txn_left_out: list[str] = field(default_factory=list)
 
     @property
     def next_offset(self) -> int:
@@ -267,6 +295,14 @@ class PartitionTail:
     @property
     def size(self) -> int:
         return sum(len(b.data) for b in self.batches)
+
+
+@dataclass(slots=True)
+class _Txn:
+    """A transaction with batches in this partition's tail: its end and its last batch."""
+
+    end: TxnEnd
+    last_offset: int
 
 
 def plan_tail(
@@ -278,13 +314,24 @@ def plan_tail(
     allow_gaps: bool = False,
 ) -> dict[tuple[str, int], PartitionTail]:
     """Per partition the acknowledged batches from ``covered[tp]`` (the S3 ``next_offset``)
-    on, patched and in offset order. A gap before an acknowledged batch is filled with
-    in-doubt batches of the partition that fit it exactly (:func:`_gap_filler`), as the
-    reconciler fills a lost tail. Raises :class:`TailError` when a batch straddles the
-    S3 end, two batches claim one offset with different records, the tail does not continue
-    the S3 copy and nothing in doubt fills the gap (unless ``allow_gaps``), a batch is
-    transactional (its markers are written by the broker, not through the proxy), or its
-    partition is unknown."""
+    on, patched and in offset order, with a commit or abort marker after each transaction
+    whose end the WAL proves (:mod:`offload.txn_tail`).
+
+    Offsets between acknowledged batches (gaps) are filled in this order: first the markers
+    that are due (their transaction's last batch in the partition is placed), unless
+    in-doubt batches fill the whole gap exactly and none of the due markers' producers
+    writes next (then those markers wait for the next gap); then in-doubt batches that fit
+    what is left exactly (:func:`_gap_filler`), as the reconciler fills a lost tail. A
+    marker goes at the first offset after its transaction's last batch that no acknowledged
+    batch occupies: the real marker's offset is free too and no earlier, so it is never
+    after it. Markers still due at the end follow the last batch.
+
+    Raises :class:`TailError` when a batch straddles the S3 end, two batches claim one
+    offset with different records, the tail does not continue the S3 copy and nothing fills
+    the gap (unless ``allow_gaps``), a transactional batch's end is not known from this WAL
+    (unless ``allow_gaps``: the batch is left out), a producer's next transactional batch
+    leaves no offset for its previous transaction's marker, or a batch's partition is
+    unknown."""
     by_tp: dict[tuple[str, int], list[AckedBatch]] = {}
     for a in facts.acked:
         name = a.topic if a.topic is not None else topic_names.get(a.topic_id)  # type: ignore[arg-type]
@@ -295,6 +342,7 @@ def plan_tail(
             )
         by_tp.setdefault((name, a.partition), []).append(a)
     doubt = _in_doubt_by_partition(facts, topic_names)
+    ends = EndIndex(facts.end_txns)
     out: dict[tuple[str, int], PartitionTail] = {}
     for tp, acked in sorted(by_tp.items()):
         if tp not in covered:
@@ -302,57 +350,148 @@ def plan_tail(
                 f"{tp[0]}-{tp[1]}: the WAL holds acknowledged batches but the offload target "
                 "has no manifest for this partition"
             )
-        tail = PartitionTail(tp[0], tp[1], covered[tp])
-        epoch = leader_epoch.get(tp, 0)
-        last: AckedBatch | None = None  # the batch placed last, for the sequence check
-        seen: dict[int, AckedBatch] = {}
-        for a in sorted(acked, key=lambda x: (x.base_offset, x.lsn)):
-            if a.last_offset < tail.start:
-                tail.skipped_covered += 1
-                continue
-            if a.base_offset < tail.start:
-                raise TailError(
-                    f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} covers offsets "
-                    f"{a.base_offset}..{a.last_offset} across the S3 copy's end {tail.start}"
-                )
-            prev = seen.get(a.base_offset)
-            if prev is not None:
-                if bytes(prev.records) != bytes(a.records):
-                    raise TailError(
-                        f"{tp[0]}-{tp[1]}: WAL batches at LSN {prev.lsn} and {a.lsn} both "
-                        f"claim offset {a.base_offset} with different records"
-                    )
-                continue  # a retry the broker de-duplicated: same records, same offset
-            seen[a.base_offset] = a
-            if a.base_offset != tail.next_offset:
-                gap = f"offsets {tail.next_offset}..{a.base_offset - 1}"
-                if a.base_offset < tail.next_offset:
-                    raise TailError(
-                        f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} (offsets {a.base_offset}.."
-                        f"{a.last_offset}) overlaps the batch before it"
-                    )
-                filler = _gap_filler(doubt.get(tp, []), tail.next_offset, last, a)
-                for f in filler:
-                    doubt[tp].remove(f)
-                    _append(tail, f, tail.next_offset, epoch, a.log_append_time)
-                tail.gap_filled += len(filler)
-                if not filler and not allow_gaps:
-                    raise TailError(
-                        f"{tp[0]}-{tp[1]}: {gap} are neither in the S3 copy nor acknowledged "
-                        f"in the WAL (next acknowledged batch: LSN {a.lsn} at {a.base_offset}); "
-                        "they were written past the proxy or never acknowledged. Wait for the "
-                        "offloader to catch up, or re-run with --allow-gaps to leave the hole"
-                    )
-            if a.transactional:
-                raise TailError(
-                    f"{tp[0]}-{tp[1]}: WAL batch at LSN {a.lsn} (offset {a.base_offset}) is "
-                    "transactional; its commit or abort marker is only in the broker's log, "
-                    "which is lost. The S3 copy must cover it before a rebuild"
-                )
-            _append(tail, a, a.base_offset, epoch, a.log_append_time)
-            last = a
-        out[tp] = tail
+        out[tp] = _plan_partition(
+            tp, acked, covered[tp], leader_epoch.get(tp, 0), doubt.get(tp, []), ends, allow_gaps
+        )
     return out
+
+
+def _plan_partition(
+    tp: tuple[str, int],
+    acked: list[AckedBatch],
+    start: int,
+    epoch: int,
+    doubt: list[AckedBatch],
+    ends: EndIndex,
+    allow_gaps: bool,
+) -> PartitionTail:
+    where = f"{tp[0]}-{tp[1]}"
+    tail = PartitionTail(tp[0], tp[1], start)
+    ordered = sorted(acked, key=lambda x: (x.base_offset, x.lsn))
+    txns = _transactions(where, ordered, start, ends, tail, allow_gaps)
+    due: list[_Txn] = []  # transactions whose last batch is placed, marker not yet
+    last: AckedBatch | None = None  # the data batch placed last, for the sequence check
+    seen: dict[int, AckedBatch] = {}
+    for a in ordered:
+        if a.last_offset < tail.start:
+            tail.skipped_covered += 1
+            continue
+        if a.base_offset < tail.start:
+            raise TailError(
+                f"{where}: WAL batch at LSN {a.lsn} covers offsets "
+                f"{a.base_offset}..{a.last_offset} across the S3 copy's end {tail.start}"
+            )
+        prev = seen.get(a.base_offset)
+        if prev is not None:
+            if bytes(prev.records) != bytes(a.records):
+                raise TailError(
+                    f"{where}: WAL batches at LSN {prev.lsn} and {a.lsn} both "
+                    f"claim offset {a.base_offset} with different records"
+                )
+            continue  # a retry the broker de-duplicated: same records, same offset
+        seen[a.base_offset] = a
+        if a.transactional and a.lsn not in txns:
+            continue  # left out (--allow-gaps): its end is not known
+        if a.base_offset < tail.next_offset:
+            raise TailError(
+                f"{where}: WAL batch at LSN {a.lsn} (offsets {a.base_offset}.."
+                f"{a.last_offset}) overlaps the batch before it"
+            )
+        if a.base_offset != tail.next_offset:
+            _fill_gap(where, tail, a, last, due, doubt, epoch, allow_gaps)
+        blocking = [t for t in due if t.end.producer_id == a.producer[0]]
+        if blocking:
+            raise TailError(
+                f"{where}: the marker of producer {blocking[0].end.producer_id}'s transaction "
+                f"(EndTxn LSN {blocking[0].end.end_lsn}) finds no free offset between its last "
+                f"batch at {blocking[0].last_offset} and the producer's next batch at "
+                f"{a.base_offset} (LSN {a.lsn})"
+            )
+        _append(tail, a, a.base_offset, epoch, a.log_append_time)
+        last = a
+        t = txns.get(a.lsn)
+        if t is not None and t.last_offset == a.last_offset:
+            due.append(t)
+    _place_markers(tail, due, len(due), epoch)
+    return tail
+
+
+def _transactions(
+    where: str,
+    ordered: list[AckedBatch],
+    start: int,
+    ends: EndIndex,
+    tail: PartitionTail,
+    allow_gaps: bool,
+) -> dict[int, _Txn]:
+    """BATCH LSN -> its transaction, for every transactional batch of the tail whose end the
+    WAL proves (one :class:`_Txn` per end, holding the last batch in this partition).
+    An unknown end refuses, or (``allow_gaps``) leaves the batch out."""
+    by_end: dict[int, _Txn] = {}
+    out: dict[int, _Txn] = {}
+    for a in ordered:
+        if not a.transactional or a.last_offset < start:
+            continue
+        pid, producer_epoch = a.producer
+        end = ends.resolve(a.lsn, pid, producer_epoch)
+        if isinstance(end, Unresolved):
+            what = (
+                f"{where}: transactional WAL batch at LSN {a.lsn} (offset {a.base_offset}, "
+                f"producer id {pid}, epoch {producer_epoch}): {end.reason}"
+            )
+            if not allow_gaps:
+                raise TailError(f"{what}; {end.hint}")
+            tail.txn_left_out.append(what)
+            continue
+        t = by_end.setdefault(end.end_lsn, _Txn(end, a.last_offset))
+        t.last_offset = max(t.last_offset, a.last_offset)
+        out[a.lsn] = t
+    return out
+
+
+def _fill_gap(
+    where: str,
+    tail: PartitionTail,
+    a: AckedBatch,
+    last: AckedBatch | None,
+    due: list[_Txn],
+    doubt: list[AckedBatch],
+    epoch: int,
+    allow_gaps: bool,
+) -> None:
+    """Fill the offsets from the tail's end to ``a`` (see :func:`plan_tail` for the order)."""
+    gap = f"offsets {tail.next_offset}..{a.base_offset - 1}"
+    whole = _gap_filler(doubt, tail.next_offset, last, a)
+    if whole and not any(t.end.producer_id == a.producer[0] for t in due):
+        filler = whole  # the in-doubt batches fit exactly: the markers wait
+    else:
+        _place_markers(tail, due, a.base_offset - tail.next_offset, epoch)
+        filler = []
+        if tail.next_offset < a.base_offset:
+            filler = _gap_filler(doubt, tail.next_offset, last, a)
+    for f in filler:
+        doubt.remove(f)
+        _append(tail, f, tail.next_offset, epoch, a.log_append_time)
+    tail.gap_filled += len(filler)
+    if tail.next_offset < a.base_offset and not allow_gaps:
+        raise TailError(
+            f"{where}: {gap} are neither in the S3 copy nor acknowledged "
+            f"in the WAL (next acknowledged batch: LSN {a.lsn} at {a.base_offset}); "
+            "they were written past the proxy or never acknowledged. Wait for the "
+            "offloader to catch up, or re-run with --allow-gaps to leave the hole"
+        )
+
+
+def _place_markers(tail: PartitionTail, due: list[_Txn], room: int, epoch: int) -> None:
+    """Up to ``room`` due markers at the tail's end, in the order of their EndTxn (the
+    coordinator's order of decisions); the rest stay due."""
+    due.sort(key=lambda t: t.end.end_lsn)
+    for t in due[:room]:
+        offset = tail.next_offset
+        data = marker_batch(t.end, offset, epoch)
+        tail.batches.append(TailBatch(offset, offset, data, t.end.end_lsn))
+        tail.markers[t.end.end_lsn] = t.end
+    del due[:room]
 
 
 def _append(

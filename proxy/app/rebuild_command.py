@@ -117,6 +117,7 @@ def rebuild_command(cfg: Config, args: argparse.Namespace) -> int:
         allow_gaps=args.allow_gaps,
         parallel=args.parallel,
         offsets_partitions=args.offsets_topic_partitions,
+        gateway_wal=cfg.gateway.enabled,
     )
     print(
         f"rebuild: node {node_id} from {store.describe()} into {opts.log_dir}"

@@ -2,7 +2,8 @@
 
 What this package owns: frame boundaries and fixed header fields (:mod:`.framing`), the
 zero-copy Produce skimmer (:mod:`.produce_skim`), the offset commit skimmer and responses
-(:mod:`.commit_skim`, :mod:`.commit_codec`), a group's ``__consumer_offsets`` partition
+(:mod:`.commit_skim`, :mod:`.commit_codec`), the EndTxn skimmer and answers
+(:mod:`.end_txn`), a group's ``__consumer_offsets`` partition
 (:mod:`.groups`), record batch headers and the batch
 patching offload needs (:mod:`.record_batch`), kio decode/encode for the few APIs the proxy
 changes (:mod:`.codec`, :mod:`.produce_codec`), the response rewrites (:mod:`.apiversions`:

@@ -164,10 +164,16 @@ def produce_acked(
 
 
 def consume_all(
-    bootstrap: str, topic: str, partitions: int, *, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    timeout: float = 60.0,
+    isolation: str = "read_committed",
 ) -> dict[int, list[tuple[int, bytes]]]:
     """Every record in every partition from the beginning to the high watermark, as
-    {partition: [(offset, value), ...]}."""
+    {partition: [(offset, value), ...]} (librdkafka's default isolation, read_committed,
+    stops at the last stable offset: a transaction left open makes this time out)."""
     from confluent_kafka import (
         OFFSET_BEGINNING,
         Consumer,
@@ -183,6 +189,7 @@ def consume_all(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
+            "isolation.level": isolation,
         }
     )
     out: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}

@@ -217,6 +217,159 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
     )
 
 
+@dataclass
+class _Txns:
+    committed: list[Acked]
+    aborted: list[Acked]
+    plain: list[Acked]
+    ends: int
+
+
+def _transactions(bootstrap: str, topic: str, outcomes: list[bool], tag: str) -> _Txns:
+    """A transactional producer (confluent-kafka) runs one transaction per entry of
+    ``outcomes`` (True: commit, False: abort), three records in each partition; after each
+    end a plain producer writes one record per partition (so records of other producers
+    land between a transaction's end and its markers). Closed cleanly at the end."""
+    from confluent_kafka import Producer
+
+    delivered: list[Acked] = []
+    out = _Txns([], [], [], 0)
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, err
+        delivered.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    def on_plain(err: object, msg: object) -> None:
+        assert err is None, err
+        out.plain.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{tag}"})
+    plain = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    txn.init_transactions(60)
+    for i, commit in enumerate(outcomes):
+        txn.begin_transaction()
+        for j in range(3 * PARTITIONS):
+            value = f"{tag}-{i}-{j}".encode()
+            txn.produce(topic, value=value, partition=j % PARTITIONS, on_delivery=on_delivery)
+        assert txn.flush(60) == 0  # every batch acknowledged before the end (so in the WAL)
+        batch, delivered[:] = list(delivered), []
+        if commit:
+            txn.commit_transaction(60)
+            out.committed += batch
+        else:
+            txn.abort_transaction(60)
+            out.aborted += batch
+        out.ends += 1
+        for p in range(PARTITIONS):
+            value = f"{tag}-plain-{i}-{p}".encode()
+            plain.produce(topic, value=value, partition=p, on_delivery=on_plain)
+        assert plain.flush(60) == 0
+    txn.flush(10)
+    del txn  # rd_kafka_destroy: a clean close, nothing in flight
+    return out
+
+
+def _plain_acked(bootstrap: str, topic: str, count: int, tag: str) -> list[Acked]:
+    from confluent_kafka import Producer
+
+    acked: list[Acked] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, err
+        acked.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(count):
+        value = f"{tag}-first-{i}".encode()
+        producer.produce(topic, value=value, partition=i % PARTITIONS, on_delivery=on_delivery)
+    assert producer.flush(60) == 0
+    return acked
+
+
+def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> None:
+    """A transactional producer commits some transactions and aborts others through the
+    single broker's sidecar while S3 is unreachable (the transactions are in the WAL only,
+    their markers only in the broker's log); the disk is lost. The rebuild writes each
+    transaction's marker from the EndTxn outcome the WAL recorded: afterwards a
+    read_committed consumer reads every committed record once at its acknowledged offset
+    and no aborted one, a read_uncommitted one reads both. Negative control: the same WAL
+    without its END_TXN entries is refused."""
+    import wal
+    from offload import rebuild as rb
+    from offload.wal_tail import collect
+    from proxy.durable.wal_entries import END_TXN, END_TXN_OUTCOME
+
+    t0 = time.monotonic()
+    topic = _create_topic(env.cluster)
+    tag = c.unique_tag("txn")
+    first = _plain_acked(env.cluster.bootstrap, topic, 3, tag)
+    h.wait_offloaded(env.cluster, env.store, [topic])
+    env.relay.set_mode("stall")
+    try:
+        outcomes = [True, False, True, True, False, True]
+        txns = _transactions(env.cluster.bootstrap, topic, outcomes, tag)
+        h.lose_disk(env.cluster)
+    finally:
+        env.relay.set_mode("pass")
+    produced_s = time.monotonic() - t0
+
+    wal_dir = env.cluster.node(1).directory / "walproxy-wal"
+    facts = collect(wal.read_directory(str(wal_dir)))
+    ends = [e for e in facts.end_txns if e.entry.transactional_id == f"tx-{tag}"]
+    assert len(ends) == len(outcomes) and all(e.outcome is not None for e in ends)
+    epochs = sorted({a.producer[1] for a in facts.acked if a.transactional})
+    print(
+        "EndTxn as the client sent it: "
+        + ", ".join(
+            f"v{e.entry.api_version} epoch {e.entry.producer_epoch}"
+            f"->{e.outcome.producer_epoch if e.outcome else '?'}"
+            for e in ends
+        )
+        + f"; the transactional batches' epochs {epochs}"
+    )
+
+    # negative control: the same WAL without the EndTxn entries refuses, naming the batch
+    opts = rb.RebuildOptions(log_dir=tmp_path / "unused", node_id=1)
+    stripped = collect(
+        e for e in wal.read_directory(str(wal_dir)) if e.type not in (END_TXN, END_TXN_OUTCOME)
+    )
+    with pytest.raises(rb.RebuildError, match="transactional WAL batch") as refused:
+        rb.plan(env.store, opts, rb.Report(), stripped)
+    assert topic in str(refused.value) and "producer id" in str(refused.value)
+
+    run = h.run_rebuild(env.cluster)
+    report = _rebuilt(run)
+    committed_n, aborted_n = outcomes.count(True), outcomes.count(False)
+    assert report["txn_restored_committed"] == committed_n
+    assert report["txn_restored_aborted"] == aborted_n
+    assert report["txn_markers_written"] == len(outcomes) * PARTITIONS
+    assert report["txn_batches_refused"] == 0
+    t1 = time.monotonic()
+    h.start_again(env.cluster)
+    restarted_s = time.monotonic() - t1
+
+    committed = consume_all(env.cluster.direct_bootstrap, topic, PARTITIONS, timeout=120)
+    seen = {(p, o, v) for p, recs in committed.items() for o, v in recs}
+    assert sum(len(r) for r in committed.values()) == len(seen)  # each once
+    for a in first + txns.committed + txns.plain:
+        assert (a.partition, a.offset, a.value) in seen, a
+    aborted_values = {a.value for a in txns.aborted}
+    assert not aborted_values & {v for _, _, v in seen}
+    uncommitted = consume_all(
+        env.cluster.direct_bootstrap, topic, PARTITIONS, isolation="read_uncommitted"
+    )
+    everything = {(p, o, v) for p, recs in uncommitted.items() for o, v in recs}
+    for a in txns.committed + txns.aborted:
+        assert (a.partition, a.offset, a.value) in everything, a
+    print(
+        f"transactions only in the WAL: {committed_n} committed + {aborted_n} aborted "
+        f"({len(txns.committed)} + {len(txns.aborted)} records), {report['tail_batches']} "
+        f"tail batches, {report['txn_markers_written']} markers written; read_committed "
+        f"{len(seen)} records, aborted seen 0; produce {produced_s:.1f} s, rebuild "
+        f"{run.seconds:.1f} s, broker + sidecar ready {restarted_s:.1f} s"
+    )
+
+
 def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:
     """The node is lost with everything on it (broker disk, WAL, instance): with
     ``wal.backend = "s3"`` the sidecar kept no durable local state, so the acknowledged

@@ -319,3 +319,98 @@ def test_unknown_node_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RebuildError, match="nothing was offloaded for node 7"):
         rebuild(store, RebuildOptions(log_dir=tmp_path / "d", node_id=7), out=quiet())  # type: ignore[arg-type]
     shutil.rmtree(tmp_path / "d", ignore_errors=True)
+
+
+# -- transactions ----------------------------------------------------------------------------
+def _txn_wal(directory: Path, *, committed: bool, with_end: bool = True) -> None:
+    """A gateway's WAL: a transactional batch of orders-0 (this node's), one of a partition
+    another node hosts, and (``with_end``) the transaction's EndTxn with its outcome."""
+    from proxy.durable.wal_entries import (
+        END_TXN,
+        END_TXN_OUTCOME,
+        EndTxnEntry,
+        EndTxnOutcomeEntry,
+        encode_end_txn,
+        encode_end_txn_outcome,
+    )
+    from proxy.kafka.record_batch import TRANSACTIONAL_FLAG
+
+    def txn(n: int) -> bytes:
+        return build_batch(
+            [b"t%d" % i for i in range(n)],
+            timestamp_ms=5,
+            producer_id=42,
+            producer_epoch=3,
+            base_sequence=0,
+            attributes=TRANSACTIONAL_FLAG,
+        )
+
+    async def main() -> None:
+        async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
+            for topic, offset in (("orders", 400), ("elsewhere", 7)):
+                lsn = await wal.append(
+                    enc_batch(BatchEntry(-1, 0, topic, None, "tx", txn(3))), type=BATCH
+                )
+                await wal.append(
+                    enc_outcome(OutcomeEntry(lsn, Source.BROKER, 0, offset)), type=OUTCOME
+                )
+            if with_end:
+                end = EndTxnEntry(5, 1_700_000_000_000, "tx", 42, 3, committed)
+                lsn = await wal.append(encode_end_txn(end), type=END_TXN)
+                outcome = EndTxnOutcomeEntry(lsn, Source.BROKER, 0, 42, 4)  # TV2: bumped
+                await wal.append(encode_end_txn_outcome(outcome), type=END_TXN_OUTCOME)
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_gateway_wal_restores_this_nodes_transaction_with_its_marker(
+    tmp_path: Path, committed: bool
+) -> None:
+    from offload.txn_tail import ABORT, COMMIT
+
+    store = FileStore(tmp_path / "target")
+    logs = seed(store)
+    wal = tmp_path / "wal"
+    _txn_wal(wal, committed=committed)
+    with pytest.raises(RebuildError, match="elsewhere-0: the WAL holds acknowledged batches"):
+        rebuild(store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    shutil.rmtree(tmp_path / "data", ignore_errors=True)
+    report = rebuild(store, opts(tmp_path, wal_dir=str(wal), gateway_wal=True), out=quiet())  # type: ignore[arg-type]
+    got = read_partition(tmp_path / "data", "orders", 0)[len(logs[("orders", 0)]) :]
+    batch, marker = list(iter_batches(got))
+    assert (batch.base_offset, batch.record_count, batch.is_transactional) == (400, 3, True)
+    assert (marker.base_offset, marker.is_control, marker.is_transactional) == (403, True, True)
+    assert (marker.producer_id, marker.producer_epoch) == (42, 4)  # the answer's (TV2) epoch
+    from offload.txn_tail import decode_marker
+    from tests.unit.test_txn_tail import _control_record
+
+    kind, coordinator_epoch = decode_marker(*_control_record(got[batch.length :]))
+    assert (kind, coordinator_epoch) == (COMMIT if committed else ABORT, 0)
+    hw = kl.parse_offset_checkpoint(
+        (tmp_path / "data" / kl.REPLICATION_OFFSET_CHECKPOINT).read_text()
+    )
+    assert hw[("orders", 0)] == 404
+    assert report.wal_tail_elsewhere == 1 and report.txn_markers_written == 1
+    assert (report.txn_restored_committed, report.txn_restored_aborted) == (
+        (1, 0) if committed else (0, 1)
+    )
+
+
+def test_a_gateway_wal_without_the_end_refuses_then_allow_gaps_leaves_it_out(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path / "target")
+    seed(store)
+    wal = tmp_path / "wal"
+    _txn_wal(wal, committed=True, with_end=False)
+    o = opts(tmp_path, wal_dir=str(wal), gateway_wal=True)
+    with pytest.raises(
+        RebuildError, match=r"orders-0: transactional WAL batch at LSN 1 \(offset 400,"
+    ):
+        rebuild(store, o, out=quiet())  # type: ignore[arg-type]
+    assert not (tmp_path / "data" / "meta.properties").exists()
+    o.allow_gaps = True
+    report = rebuild(store, o, out=quiet())  # type: ignore[arg-type]
+    assert report.txn_batches_refused == 1 and report.txn_markers_written == 0
+    assert any("left out" in w and "producer id 42" in w for w in report.warnings)

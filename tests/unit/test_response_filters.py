@@ -175,3 +175,15 @@ def test_describe_cluster() -> None:
     out = endpoints.rewrite_response(60, 1, frame, POLICY)
     _, new = decode_response(60, 1, out)
     assert (new.brokers[0].host, new.brokers[0].port) == ("proxy-1", 9092)
+
+
+def test_end_txn_is_advertised_only_in_the_versions_its_skimmer_reads() -> None:
+    from proxy.kafka.protocol import API_VERSIONS
+    from proxy.net.filters import build_response_filters
+
+    filters = build_response_filters(lambda node, host, port: None)
+    out = filters[API_VERSIONS](3, memoryview(_api_versions([(26, 0, 9), (999, 0, 7)])))
+    _, body = decode_response(18, 3, out)
+    got = {int(a.api_key): (int(a.min_version), int(a.max_version)) for a in body.api_keys}
+    assert got[26] == (0, 5)  # EndTxn: a broker offering v9 is clamped to the skimmer's
+    assert got[999] == (0, 7)
