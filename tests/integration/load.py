@@ -238,7 +238,10 @@ class KafkaPythonLoad(_Load):
             self.producer.flush(timeout)
         except KafkaTimeoutError:
             print(f"load: {self.name}: records unanswered after {timeout:.0f} s", flush=True)
-        self.producer.close(10)
+        try:
+            self.producer.close(10)  # flushes again, and raises again if still stuck
+        except KafkaTimeoutError:
+            self.producer.close(0)
         return sum(len(v) for v in self.sent.values()) - len(self.acked) - len(self.errors)
 
 
