@@ -241,7 +241,9 @@ class KafkaPythonLoad(_Load):
         try:
             self.producer.close(10)  # flushes again, and raises again if still stuck
         except KafkaTimeoutError:
-            self.producer.close(0)
+            # kafka-python's close() cannot give up on unsent records (it flushes first,
+            # even with timeout 0): stop its sender thread directly
+            self.producer._sender.force_close()
         return sum(len(v) for v in self.sent.values()) - len(self.acked) - len(self.errors)
 
 
