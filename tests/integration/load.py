@@ -238,7 +238,12 @@ class KafkaPythonLoad(_Load):
             self.producer.flush(timeout)
         except KafkaTimeoutError:
             print(f"load: {self.name}: records unanswered after {timeout:.0f} s", flush=True)
-        self.producer.close(10)
+        try:
+            self.producer.close(10)  # flushes again, and raises again if still stuck
+        except KafkaTimeoutError:
+            # kafka-python's close() cannot give up on unsent records (it flushes first,
+            # even with timeout 0): stop its sender thread directly
+            self.producer._sender.force_close()
         return sum(len(v) for v in self.sent.values()) - len(self.acked) - len(self.errors)
 
 
