@@ -370,6 +370,71 @@ def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> 
     )
 
 
+COPIER = "org.apache.kafka.tools.TransactionalMessageCopier"
+
+
+def test_java_transactions_under_transaction_version_2_are_restored(env: Env) -> None:
+    """The same with Kafka's Java client (4.1), which ends transactions with EndTxn v5:
+    transaction.version 2 bumps the producer epoch at every end, and the markers carry the
+    bumped epoch. Kafka's TransactionalMessageCopier copies a partition transactionally
+    (offsets committed in each transaction, random aborts, whose records it copies again),
+    entirely while S3 is unreachable; after the disk loss and the rebuild a read_committed
+    consumer reads every input record exactly once in the output."""
+    import wal
+    from offload.wal_tail import collect
+
+    source = _create_topic(env.cluster)
+    out = _create_topic(env.cluster)
+    tag = c.unique_tag("copy")
+    inputs = _plain_acked(env.cluster.bootstrap, source, 3 * 60, tag)
+    want = sorted(a.value for a in inputs if a.partition == 0)
+    h.wait_offloaded(env.cluster, env.store, [source, out])
+    env.relay.set_mode("stall")
+    try:
+        t0 = time.monotonic()
+        c.run_java(
+            COPIER,
+            *("--broker-list", env.cluster.bootstrap, "--input-topic", source),
+            *("--input-partition", "0", "--output-topic", out, "--max-messages", str(len(want))),
+            *("--transaction-size", "6", "--transactional-id", f"tx-{tag}"),
+            *("--consumer-group", f"grp-{tag}", "--enable-random-aborts"),
+            timeout=180,
+        )
+        copied_s = time.monotonic() - t0
+        h.lose_disk(env.cluster)
+    finally:
+        env.relay.set_mode("pass")
+    facts = collect(wal.read_directory(str(env.cluster.node(1).directory / "walproxy-wal")))
+    ends = [e for e in facts.end_txns if e.entry.transactional_id == f"tx-{tag}"]
+    assert ends and all(e.outcome is not None and e.outcome.error_code == 0 for e in ends)
+    bumped = [
+        (e.entry.producer_epoch, e.outcome.producer_epoch) for e in ends if e.outcome is not None
+    ]
+    print(f"Java EndTxn: v{ends[0].entry.api_version}, epochs (request -> answer) {bumped}")
+    assert ends[0].entry.api_version == 5 and all(b == a + 1 for a, b in bumped)  # TV2
+
+    report = _rebuilt(h.run_rebuild(env.cluster))
+    commits, aborts = sum(e.entry.committed for e in ends), sum(not e.entry.committed for e in ends)
+    assert report["txn_restored_committed"] == commits
+    # an abort before any record was sent has no batch, so no marker (the copier aborts at
+    # random points, some before its first send of the transaction)
+    assert report["txn_restored_aborted"] <= aborts and report["txn_batches_refused"] == 0
+    h.start_again(env.cluster)
+    committed = consume_all(env.cluster.direct_bootstrap, out, PARTITIONS, timeout=120)
+    assert sorted(v for recs in committed.values() for _, v in recs) == want  # each once
+    uncommitted = consume_all(
+        env.cluster.direct_bootstrap, out, PARTITIONS, isolation="read_uncommitted"
+    )
+    extra = sum(len(r) for r in uncommitted.values()) - len(want)
+    print(
+        f"TV2 (Java copier): {commits} committed + {aborts} aborted transactions "
+        f"({report['txn_restored_aborted']} aborted with batches), "
+        f"{report['txn_markers_written']} markers written, {len(want)} records copied once "
+        f"(read_committed), {extra} aborted copies seen by read_uncommitted only; copy "
+        f"{copied_s:.1f} s"
+    )
+
+
 def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:
     """The node is lost with everything on it (broker disk, WAL, instance): with
     ``wal.backend = "s3"`` the sidecar kept no durable local state, so the acknowledged
