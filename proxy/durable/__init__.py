@@ -6,7 +6,8 @@ pure ledger of this process's entries (:mod:`.ledger`: what is unresolved, in do
 and how far the WAL may be trimmed), the produce handler the connection calls
 (:mod:`.produce_path`: :class:`DurableProduce`, the ledger's trio shell), the
 offset commit handler (:mod:`.commit_path`: :class:`DurableCommit`), the EndTxn handler
-(:mod:`.end_txn_path`: :class:`DurableEndTxn`; END_TXN and END_TXN_OUTCOME), reconciliation with
+(:mod:`.end_txn_path`: :class:`DurableEndTxn`; END_TXN and END_TXN_OUTCOME), both on the
+durable steps of a request that is not Produce (:mod:`.request_path`), reconciliation with
 the broker after trouble (:mod:`.reconciler`) and its pure repair planner
 (:mod:`.repair_plan`), and the produce path's metrics (:mod:`.metrics`).
 

@@ -1,8 +1,8 @@
 """The durable EndTxn path: the end of a transaction is in the WAL before the client hears it.
 
-:class:`DurableEndTxn` is the handler the connection calls for EndTxn requests (the
-``proxy.net.connection.ProduceHandler`` contract, as
-:class:`~proxy.durable.commit_path.DurableCommit`). For each one it
+:class:`DurableEndTxn` is the handler the connection calls for EndTxn requests (the steps
+are :class:`~proxy.durable.request_path.DurableRequest`'s, as for offset commits). For each
+one it
 
 1. skims the request (:mod:`proxy.kafka.end_txn`: transactional id, producer id and epoch,
    committed flag; the frame stays as the client sent it);
@@ -26,13 +26,10 @@ doubt (it may have ended the transaction either way) and refuses its transaction
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
-
-import structlog
+from collections.abc import Callable
 
 from proxy.durable import metrics as pm
-from proxy.durable.produce_path import DurableProduce
+from proxy.durable.request_path import DurableRequest, PreparedRequest
 from proxy.durable.wal_entries import (
     END_TXN,
     END_TXN_OUTCOME,
@@ -44,131 +41,66 @@ from proxy.durable.wal_entries import (
 )
 from proxy.kafka.end_txn import SkimmedEndTxn, error_response, response_answer, skim_end_txn
 from proxy.kafka.protocol import COORDINATOR_NOT_AVAILABLE
-from wal import WalError
-from wal.writer import Submission
 
-log = structlog.get_logger("walproxy.txn")
-
-#: What the produce path's trimming index holds for an END_TXN entry until its outcome is
-#: durable (it waits for no S3 copy afterwards: its transaction's batches come before it in
-#: the WAL, which is trimmed as a prefix, so it outlives them).
-_UNRESOLVED_KEY = ("__transaction_state", None, -1)
+#: One EndTxn request between the client reader and its answer.
+PreparedEndTxn = PreparedRequest[SkimmedEndTxn]
 
 
-@dataclass(eq=False, slots=True)
-class PreparedEndTxn:
-    """One EndTxn request between the client reader and its answer."""
-
-    end: SkimmedEndTxn
-    frame: bytes
-    acks: int = 1  # always answered (the connection's PreparedProduce contract)
-    local_response: bytes | None = None
-    submission: Submission | None = None
-    lsn: int = 0
-    forwarded: bool = False
-
-
-class DurableEndTxn:
+class DurableEndTxn(DurableRequest[SkimmedEndTxn]):
     """EndTxn over the produce path's WAL (its trimming index holds the entries too)."""
 
-    def __init__(self, produce: DurableProduce) -> None:
-        self.produce = produce
-        self.wal = produce.wal
+    what = "EndTxn"
+    logger = "walproxy.txn"
+    entry_type = END_TXN
+    outcome_type = END_TXN_OUTCOME
+    #: Held until the outcome is durable; it waits for no S3 copy afterwards: its
+    #: transaction's batches come before it in the WAL, which is trimmed as a prefix, so it
+    #: outlives them.
+    unresolved_key = ("__transaction_state", None, -1)
 
-    async def prepare(
-        self, version: int, correlation_id: int, frame: bytes, payload: memoryview
-    ) -> PreparedEndTxn:
-        end = skim_end_txn(payload)
-        req = PreparedEndTxn(end, frame)
-        if self.wal.fenced:
-            req.local_response = self._refuse(req)
-            return req
-        entry = EndTxnEntry(
-            api_version=end.version,
-            request_time_ms=time.time_ns() // 1_000_000,
-            transactional_id=end.transactional_id,
-            producer_id=end.producer_id,
-            producer_epoch=end.producer_epoch,
-            committed=end.committed,
-        )
-        try:
-            req.submission = await self.wal.submit_many([(END_TXN, encode_end_txn(entry))])
-        except WalError:
-            req.local_response = self._refuse(req)
-        return req
+    def _skim(self, payload: memoryview) -> SkimmedEndTxn:
+        return skim_end_txn(payload)
 
-    def _refuse(self, req: PreparedEndTxn) -> bytes:
-        pm.END_TXNS_REFUSED.inc()
-        return error_response(req.end, COORDINATOR_NOT_AVAILABLE)
-
-    async def ready(self, prepared: PreparedEndTxn) -> bytes | None:
-        req = prepared
-        assert req.submission is not None  # prepare() answered locally otherwise
-        try:
-            (req.lsn,) = await req.submission.wait()
-        except WalError as exc:
-            log.error(
-                "WAL append failed; refusing EndTxn",
-                transactional_id=req.end.transactional_id,
-                correlation_id=req.end.correlation_id,
-                error=str(exc),
+    def _entry(self, end: SkimmedEndTxn) -> bytes:
+        return encode_end_txn(
+            EndTxnEntry(
+                api_version=end.version,
+                request_time_ms=time.time_ns() // 1_000_000,
+                transactional_id=end.transactional_id,
+                producer_id=end.producer_id,
+                producer_epoch=end.producer_epoch,
+                committed=end.committed,
             )
-            return self._refuse(req)
+        )
+
+    def _refusal(self, end: SkimmedEndTxn) -> bytes:
+        pm.END_TXNS_REFUSED.inc()
+        return error_response(end, COORDINATOR_NOT_AVAILABLE)
+
+    def _persisted(self) -> None:
         pm.END_TXNS_PERSISTED.inc()
-        self.produce.ledger.pending(req.lsn, _UNRESOLVED_KEY)  # not trimmed before its outcome
-        return None
 
-    def forwarded(self, prepared: PreparedEndTxn) -> None:
-        prepared.forwarded = True
+    def _log_fields(self, end: SkimmedEndTxn) -> dict[str, object]:
+        return {"transactional_id": end.transactional_id}
 
-    async def answered(
-        self, prepared: PreparedEndTxn, version: int, payload: memoryview
-    ) -> tuple[bytes | memoryview, Awaitable[None] | None]:
-        req = prepared
-        if not req.lsn:
-            return payload, None
+    def _outcome(
+        self, req: PreparedEndTxn, version: int, payload: memoryview
+    ) -> tuple[bytes, Callable[[bool], None]]:
         answer = response_answer(version, payload)
         outcome = EndTxnOutcomeEntry(
             req.lsn, Source.BROKER, answer.error_code, answer.producer_id, answer.producer_epoch
         )
-        submission = await self.wal.submit_many(
-            [(END_TXN_OUTCOME, encode_end_txn_outcome(outcome))]
-        )
-        end = req.end
+        result = "commit" if req.skim.committed else "abort"
 
-        def settled(waited: bool) -> None:  # the outcome is durable (answered, if waited)
+        def on_durable(waited: bool) -> None:
             if waited:
-                result = "commit" if end.committed else "abort"
                 pm.END_TXNS_ACKED.labels(result, str(answer.error_code)).inc()
-            self.produce.ledger.resolved((outcome.end_txn_lsn,))
 
-        return payload, self.produce.settlement(submission, settled)
+        return encode_end_txn_outcome(outcome), on_durable
 
-    def proven_processed(self, prepared: list[PreparedEndTxn]) -> None:
-        """Never called: EndTxn is always answered."""
-
-    def abandoned(self, prepared: list[PreparedEndTxn]) -> None:
-        """Never answered: recorded as abandoned (in doubt to a rebuild) so the entry may be
-        trimmed."""
-        outcomes = [
-            EndTxnOutcomeEntry(req.lsn, Source.ABANDONED, -1) for req in prepared if req.lsn
-        ]
-        if outcomes:
-            nursery = self.produce.nursery
-            if nursery is None:
-                raise RuntimeError("DurableProduce.attach() was not called")
-            nursery.start_soon(self._record_quietly, outcomes)
-
-    async def _record_quietly(self, outcomes: list[EndTxnOutcomeEntry]) -> None:
-        try:
-            submission = await self.wal.submit_many(
-                [(END_TXN_OUTCOME, encode_end_txn_outcome(o)) for o in outcomes]
-            )
-            await submission.wait()
-        except WalError as exc:
-            log.error("cannot record abandoned EndTxn requests", error=str(exc))
-            return
-        self.produce.ledger.resolved(o.end_txn_lsn for o in outcomes)
+    def _abandoned(self, req: PreparedEndTxn) -> bytes:
+        """In doubt to a rebuild: it may have ended the transaction either way."""
+        return encode_end_txn_outcome(EndTxnOutcomeEntry(req.lsn, Source.ABANDONED, -1))
 
 
 __all__ = ["DurableEndTxn", "PreparedEndTxn"]
