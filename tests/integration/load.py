@@ -202,6 +202,8 @@ class KafkaPythonLoad(_Load):
         super().__init__(name, topic, partitions, rate)
         from kafka import KafkaProducer
 
+        self.failed_values: set[bytes] = set()
+
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","),
             acks="all",
@@ -224,8 +226,18 @@ class KafkaPythonLoad(_Load):
         except KafkaTimeoutError:  # no metadata or no buffer within max_block_ms: again
             return False
         future.add_callback(lambda md, v=value: self._ok(md.partition, md.offset, v))
-        future.add_errback(lambda exc, v=value: self.errors.append(f"{v!r}: {exc!r}"))
+        future.add_errback(lambda exc, v=value: self._failed(v, exc))
         return True
+
+    def _failed(self, value: bytes, exc: BaseException) -> None:
+        self.errors.append(f"{value!r}: {exc!r}")
+        self.failed_values.add(value)
+
+    def unanswered_by_partition(self) -> dict[int, int]:
+        """Per partition, how many sent records got neither an ack nor an error."""
+        answered = {a.value for a in self.acked} | self.failed_values
+        counts = {p: sum(1 for v in sent if v not in answered) for p, sent in self.sent.items()}
+        return {p: n for p, n in counts.items() if n}
 
     def finish(self, timeout: float = 120.0) -> int:
         """Wait up to ``timeout`` for every record to be answered; return how many were not.
@@ -237,7 +249,11 @@ class KafkaPythonLoad(_Load):
         try:
             self.producer.flush(timeout)
         except KafkaTimeoutError:
-            print(f"load: {self.name}: records unanswered after {timeout:.0f} s", flush=True)
+            print(
+                f"load: {self.name}: records unanswered after {timeout:.0f} s, by partition "
+                f"{self.unanswered_by_partition()}",
+                flush=True,
+            )
         try:
             self.producer.close(10)  # flushes again, and raises again if still stuck
         except KafkaTimeoutError:
