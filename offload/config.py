@@ -109,6 +109,5 @@ def validate(o: OffloadSection) -> None:
         )
     if o.s3_endpoint_url and not o.s3_endpoint_url.startswith(("http://", "https://")):
         raise OffloadConfigError(
-            "offload.s3_endpoint_url: expected http(s)://host:port, "
-            f"got {o.s3_endpoint_url!r}"
+            f"offload.s3_endpoint_url: expected http(s)://host:port, got {o.s3_endpoint_url!r}"
         )

@@ -75,8 +75,14 @@ class FinishedPartition:
         }
 
 
-_FINISHED_FIELDS = {"topic": str, "partition": int, "log_start_offset": int,
-                   "next_offset": int, "bytes": int, "source": str}
+_FINISHED_FIELDS = {
+    "topic": str,
+    "partition": int,
+    "log_start_offset": int,
+    "next_offset": int,
+    "bytes": int,
+    "source": str,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +119,9 @@ def decode_state(data: bytes) -> RebuildState:
         ):
             raise kl.LogDirFormatError(f"{STATE_FILE}.partitions[{i}]: not a finished partition")
         finished.append(FinishedPartition(**p))
-    return RebuildState(doc.get("cluster_id"), doc.get("node_id"), bool(doc.get("complete")),
-                        tuple(finished))
+    return RebuildState(
+        doc.get("cluster_id"), doc.get("node_id"), bool(doc.get("complete")), tuple(finished)
+    )
 
 
 class PartitionWriter:

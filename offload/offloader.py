@@ -30,7 +30,7 @@ from proxy.client.errors import UpstreamError
 from proxy.client.upstream_client import EARLIEST, LATEST, UpstreamClient
 from proxy.kafka.groups import CONSUMER_OFFSETS
 
-from . import commit, layout
+from . import commit, layout, segment_codec
 from . import manifest as mf
 from . import metrics as m
 from .config import OffloadSection
@@ -280,6 +280,8 @@ class Offloader:
                     self.discover_now.set()
         for tp in [tp for tp in self.partitions if tp not in mine]:
             self._release(tp, deleted=tp[0] not in info.topics)
+        for state in [s for s in self.partitions.values() if s.diverged_at is not None]:
+            await self.recheck_diverged(client, state)
         hosted: dict[str, TopicEntry] = {}
         for (name, p), topic_id in sorted(mine.items()):
             entry = hosted.get(name)
@@ -333,7 +335,6 @@ class Offloader:
         try:
             state.check_not_behind(end)
         except Diverged as exc:
-            state.stopped = str(exc)
             log.error("offload of a partition stopped", error=str(exc))
         self.partitions[tp] = state
         self.coverage.update(topic, topic_id, partition, manifest.next_offset, -1.0)
@@ -347,6 +348,49 @@ class Offloader:
             from_offset=state.position,
             manifest_version=manifest.version,
         )
+
+    async def recheck_diverged(self, client: UpstreamClient, state: PartitionState) -> None:
+        """A partition whose broker log ended below the S3 copy: once the log reaches it again
+        (the reconciler restores a lost page cache's tail from the WAL, at the original
+        offsets), compare the batches S3 has past the point the log had fallen back to with
+        the broker's, and go on if they are the same; stop for good if they are not."""
+        end = await client.list_offset(state.topic, state.partition, LATEST)
+        state.high_watermark = max(state.high_watermark, end)
+        if end < state.committed_next:
+            return  # still behind: the repair has not run yet, or cannot
+        for ref in state.segments_to_compare():
+            stored = await self.calls("get_segment", lambda st, k=ref.key: st.get(k).data)
+            try:
+                log_bytes = segment_codec.decode(stored, ref)
+            except segment_codec.SegmentError as exc:
+                state.differs(f"cannot compare with the S3 copy: {exc}")
+                log.error("offload of a partition stopped for good", error=state.stopped)
+                return
+            fetched = await client.fetch(
+                state.topic, state.partition, ref.base_offset, max_bytes=ref.size + (1 << 16)
+            )
+            if fetched.error_code != 0:
+                return  # leadership moving, say: the next discovery looks again
+            why = segment_codec.first_difference(log_bytes, fetched.records)
+            if why is not None:
+                state.differs(why)
+                m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
+                log.error("offload of a partition stopped for good", error=state.stopped)
+                return
+        fell_to = state.diverged_at
+        state.rejoin()
+        m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
+        self.coverage.update(
+            state.topic, state.topic_id, state.partition, state.committed_next, -1.0
+        )
+        log.info(
+            "offload of a partition resumed: the broker's log holds the S3 copy again",
+            topic=state.topic,
+            partition=state.partition,
+            log_had_fallen_to=fell_to,
+            from_offset=state.position,
+        )
+        self.wake()
 
     def release(self, tp: TP) -> None:
         """Stop offloading ``tp`` now (its leader moved to a broker whose offloader took it).

@@ -52,6 +52,10 @@ class PartitionState:
     uploading: bool = False
     generation: int = 0  # +1 whenever the buffer is thrown away (an upload's cut goes stale)
     stopped: str = ""  # why offload of this partition stopped ("" = running)
+    #: Stopped because the broker's log ended at this offset, below the S3 copy: rechecked
+    #: (:meth:`Offloader.recheck_diverged`) until the log holds the copy again, as after the
+    #: WAL repair of a lost page cache. None: not diverged.
+    diverged_at: int | None = None
 
     @property
     def committed_next(self) -> int:
@@ -92,11 +96,33 @@ class PartitionState:
         return skipped
 
     def check_not_behind(self, log_end: int) -> None:
+        """Stop (:attr:`diverged_at`) and raise :class:`Diverged` if the broker's log ends
+        below what S3 has."""
         if log_end < self.committed_next:
-            raise Diverged(
+            self.diverged_at = log_end
+            self.stopped = (
                 f"{self.topic}-{self.partition}: the broker's log ends at {log_end} but S3 "
                 f"already has offsets up to {self.committed_next - 1}"
             )
+            raise Diverged(self.stopped)
+
+    def segments_to_compare(self) -> tuple[mf.SegmentRef, ...]:
+        """The committed segments holding offsets the diverged broker log had lost."""
+        assert self.diverged_at is not None
+        return tuple(r for r in self.manifest.segments if r.last_offset >= self.diverged_at)
+
+    def rejoin(self) -> None:
+        """The broker's log holds the S3 copy again (the WAL repair restored the lost tail,
+        batch for batch): go on from the committed manifest."""
+        self.diverged_at = None
+        self.stopped = ""
+        self.resync(self.manifest, self.etag)
+
+    def differs(self, why: str) -> None:
+        """The broker's log holds other batches than the S3 copy at the same offsets: stop for
+        good (an operator decides which copy is right; docs/operations.md)."""
+        self.diverged_at = None
+        self.stopped = f"{self.topic}-{self.partition}: {why}"
 
     # -- uploader side ----------------------------------------------------------------------
     def due(self, now: float, object_bytes: int, max_lag_s: float) -> bool:

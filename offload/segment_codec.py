@@ -119,6 +119,29 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     return LogInfo(base, last, len(log), crc32c.crc32c(log), max_ts, count, tuple(epochs))
 
 
+def first_difference(stored: bytes | memoryview, fetched: bytes | memoryview) -> str | None:
+    """Does the broker's log (``fetched``, read from the first offset of ``stored``) hold the
+    batches of a stored segment at the same offsets? None if it does, else the first
+    difference. A batch is the same when its offsets and CRC32C (attributes to the end: the
+    producer, sequence, timestamps and records) agree; the partition leader epoch is not
+    compared (a batch restored by a repair is appended under a newer one)."""
+    fetched = memoryview(fetched)[: whole_batches(fetched)]  # a Fetch may end mid-batch
+    try:
+        theirs = {h.base_offset: h for h in iter_batches(fetched)}
+        for h in iter_batches(stored):
+            other = theirs.get(h.base_offset)
+            if other is None:
+                return f"the broker's log has no batch at offset {h.base_offset}"
+            if (other.last_offset_delta, other.crc) != (h.last_offset_delta, h.crc):
+                return (
+                    f"the broker's batch at offset {h.base_offset} differs from the S3 copy "
+                    f"(CRC {other.crc:#010x}, S3 {h.crc:#010x})"
+                )
+    except BatchError as exc:
+        return f"cannot compare: {exc}"
+    return None
+
+
 def encode(log: bytes | memoryview, compression: str, level: int = 3) -> bytes:
     """The object bytes for ``log`` (``compression``: "none" or "zstd")."""
     if compression == "none":

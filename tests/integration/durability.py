@@ -48,6 +48,7 @@ def lossy_cluster(
     with_proxy: bool = False,
     broker_overrides: dict[str, str] | None = None,
     proxy_env: dict[str, str] | None = None,
+    offload_target: str | None = None,
     timeout: float = 120.0,
 ) -> Iterator[LossyCluster]:
     """Mount the lossy FS on ``workdir/mnt`` (backed by ``workdir/backing``), then start a
@@ -67,6 +68,7 @@ def lossy_cluster(
             with_proxy=with_proxy,
             broker_overrides={"log.dirs": str(mnt), **(broker_overrides or {})},
             proxy_env=proxy_env or {},
+            offload_targets={1: offload_target} if offload_target else {},
         )
         try:
             cluster.start(timeout)

@@ -13,6 +13,8 @@ nemesis_check.py) can tell what was lost, moved, duplicated or reordered:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 import uuid
@@ -95,10 +97,13 @@ class LoadProducer(_Load):
             "request.timeout.ms": 5000,
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 500,
+            "statistics.interval.ms": 5000,
             **conf,
         }
         self.idempotent = bool(settings["enable.idempotence"])
-        self._settings = {**settings, "error_cb": self._error}
+        self._settings = {**settings, "error_cb": self._error, "stats_cb": self._stats}
+        #: librdkafka's latest statistics document (``stats_cb``): where a stall sits
+        self.last_stats: dict[str, Any] = {}
         self._fatal: str | None = None
         #: (time.monotonic(), error) of each fatal error; the producer was replaced after it
         self.fatal: list[tuple[float, str]] = []
@@ -113,6 +118,37 @@ class LoadProducer(_Load):
     def _error(self, err: Any) -> None:
         if err.fatal():
             self._fatal = str(err)
+
+    def _stats(self, raw: str) -> None:
+        self.last_stats = json.loads(raw)
+
+    def stall_report(self) -> str:
+        """From the latest statistics: each broker connection's state and queues, and each
+        partition with records queued or in flight (what a stuck flush waits on)."""
+        st = self.last_stats
+        if not st:
+            return "no statistics yet"
+        lines = []
+        for name, b in sorted(st.get("brokers", {}).items()):
+            lines.append(
+                f"broker {name}: {b.get('state')} since {b.get('stateage', 0) / 1e6:.1f}s, "
+                f"outbuf {b.get('outbuf_msg_cnt')}, waitresp {b.get('waitresp_msg_cnt')}, "
+                f"req_timeouts {b.get('req_timeouts')}, disconnects {b.get('disconnects')}, "
+                f"toppars {sorted(b.get('toppars', {}))}"
+            )
+        for p, tp in sorted(st.get("topics", {}).get(self.topic, {}).get("partitions", {}).items()):
+            queued = tp.get("msgq_cnt", 0) + tp.get("xmit_msgq_cnt", 0)
+            if queued or tp.get("msgs_inflight", 0):
+                lines.append(
+                    f"partition {p}: leader {tp.get('leader')} broker {tp.get('broker')}, "
+                    f"msgq {tp.get('msgq_cnt')}, xmit {tp.get('xmit_msgq_cnt')}, "
+                    f"inflight {tp.get('msgs_inflight')}, next_ack_seq {tp.get('next_ack_seq')}, "
+                    f"next_err_seq {tp.get('next_err_seq')}, acked_msgid {tp.get('acked_msgid')}"
+                )
+        eos = st.get("eos")
+        if eos:
+            lines.append(f"idempotence: {eos}")
+        return "\n".join(lines)
 
     def _replace_if_fatal(self) -> None:
         """A fatal error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER) ends a librdkafka producer: its
@@ -173,6 +209,11 @@ class LoadProducer(_Load):
                 except KafkaException:
                     left = len(self.producer)
                 break
+        if left:
+            print(
+                f"load: {self.name}: {left} unanswered; librdkafka says:\n{self.stall_report()}",
+                flush=True,
+            )
         return left
 
 
@@ -239,6 +280,26 @@ class KafkaPythonLoad(_Load):
         counts = {p: sum(1 for v in sent if v not in answered) for p, sent in self.sent.items()}
         return {p: n for p, n in counts.items() if n}
 
+    def stall_report(self) -> str:
+        """kafka-python's own state (private attributes, for a stall's diagnosis only): each
+        broker connection with its requests in flight, each partition's leader and queue."""
+        lines = []
+        with contextlib.suppress(Exception):
+            client = self.producer._client
+            for node, conn in sorted(client._conns.items(), key=lambda kv: str(kv[0])):
+                lines.append(
+                    f"node {node}: {conn.host}:{conn.port} {conn.state}, "
+                    f"in flight {len(conn.in_flight_requests)}"
+                )
+            acc, meta = self.producer._accumulator, self.producer._metadata
+            for tp, batches in sorted(acc._batches.items()):
+                if batches:
+                    lines.append(
+                        f"partition {tp.partition}: leader {meta.leader_for_partition(tp)}, "
+                        f"{len(batches)} batches queued, muted {tp in acc.muted}"
+                    )
+        return "\n".join(lines) or "nothing to report"
+
     def finish(self, timeout: float = 120.0) -> int:
         """Wait up to ``timeout`` for every record to be answered; return how many were not.
         kafka-python's flush raises when records are still unanswered at the deadline: those
@@ -251,7 +312,7 @@ class KafkaPythonLoad(_Load):
         except KafkaTimeoutError:
             print(
                 f"load: {self.name}: records unanswered after {timeout:.0f} s, by partition "
-                f"{self.unanswered_by_partition()}",
+                f"{self.unanswered_by_partition()}; its client says:\n{self.stall_report()}",
                 flush=True,
             )
         try:

@@ -415,6 +415,21 @@ def _check_alive(cluster: DevCluster) -> None:
         )
 
 
+def _print_sidecar_status(cluster: DevCluster) -> None:
+    """Each sidecar's ``/status`` (connections, WAL, in-doubt batches, readiness): printed
+    when records stayed unanswered, next to the clients' own view of the stall."""
+    import urllib.request
+
+    for node in cluster.broker_nodes:
+        url = f"http://{cluster.host}:{node.admin_port}/status"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = resp.read().decode()
+        except OSError as exc:
+            body = f"unreachable: {exc}"
+        print(f"nemesis: sidecar {node.node_id} status: {body}", flush=True)
+
+
 def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
     from confluent_kafka.admin import AdminClient
 
@@ -585,6 +600,8 @@ def run(opts: Options) -> Result:
             for m in consumers:
                 m.finish()
             sampler.stop()
+            if any(unsettled.values()):
+                _print_sidecar_status(cluster)
         rh.wait_proxy_ready(cluster, 180)
         consumed = consume_all(cluster.direct_bootstrap, topic, PARTITIONS, timeout=300)
         final_commits = c.committed_offsets(cluster.direct_bootstrap, group, topic, PARTITIONS)

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from offload import commit, layout, segment_codec
 from offload import manifest as mf
 from offload.offloader import Offloader
+from offload.partition import Diverged
 from offload.store import S3Store
 from proxy.client.upstream_client import UpstreamClient
 from proxy.config import OffloadSection
@@ -360,3 +361,62 @@ async def test_verify_passes_on_the_copy_and_names_a_corrupt_object(
         env.store.put(key, original)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"ANOMALY {topic}-0" in bad.stdout and key in bad.stdout
+
+
+async def test_a_diverged_partition_resumes_only_on_the_same_batches(
+    env: Env, s3_server: S3Server
+) -> None:
+    """An in-test offloader (its own prefix, the DIRECT listener) copies two partitions; then
+    each is told its broker log had fallen below the S3 copy (as the tailer finds after a lost
+    page cache, before the sidecar's repair). Partition 0's log holds S3's batches again (what
+    the repair does): the next discovery compares them and offload goes on. Partition 1 is
+    given partition 0's segments as its S3 copy, other records at the same offsets (a
+    different history): it stops for good."""
+    import dataclasses
+
+    bucket = s3_server.new_bucket()
+    cfg = OffloadSection(
+        target=f"s3://{bucket}/diverge", max_lag_s=0.2, metadata_interval_s=0.5, poll_interval_s=0.2
+    )
+    store = S3Store(bucket, "diverge/", endpoint_url=s3_server.endpoint_url, region="us-east-1")
+    topic = create_topic(env.cluster, partitions=2)
+
+    def produce_each(n: int) -> None:
+        p = Producer({"bootstrap.servers": env.cluster.bootstrap, "linger.ms": 5, "acks": "all"})
+        for i in range(n):
+            for part in (0, 1):
+                p.produce(topic, b"p%d-%06d" % (part, i), partition=part)
+        assert p.flush(60) == 0
+
+    produce_each(200)
+    off = Offloader(cfg, env.direct, 1, store=store, owner="diverge")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(off.run)
+        await off.started.wait()
+        s0, s1 = off.partitions[(topic, 0)], off.partitions[(topic, 1)]
+        with trio.fail_after(30):
+            while s0.committed_next < 200 or s1.committed_next < 200:
+                await trio.sleep(0.1)
+        s1.manifest = dataclasses.replace(s1.manifest, segments=s0.manifest.segments)
+        for s in (s0, s1):
+            with pytest.raises(Diverged):
+                s.check_not_behind(150)  # what the tailer saw: the log ends at 150
+        with trio.fail_after(30):
+            while s0.stopped or s1.diverged_at is not None:
+                await trio.sleep(0.1)
+        assert "differs from the S3 copy" in s1.stopped
+        produce_each(100)  # partition 0 goes on from its manifest; partition 1 stays stopped
+        with trio.fail_after(30):
+            while s0.committed_next < 300:
+                await trio.sleep(0.1)
+        assert s1.stopped and s1.committed_next == 200
+        nursery.cancel_scope.cancel()
+    tid = (await broker_partitions(env))[(topic, 0)][0]
+    m0 = manifest_of_in(store, env.cluster.cluster_id, tid, 0)
+    assert m0 is not None and m0.next_offset == 300
+    want = await broker_log(env, topic, 0, 0, 300)
+    assert s3_log(store, m0) == want  # byte for byte, across the pause
+
+
+def manifest_of_in(store: S3Store, cluster_id: str, topic_id: uuid.UUID, p: int):
+    return commit.read_manifest(store, layout.manifest_key(cluster_id, topic_id, p)).manifest

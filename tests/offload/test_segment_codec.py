@@ -70,3 +70,24 @@ def test_range_starts_at_the_fetch_offset_or_the_batch_containing_it() -> None:
     log = batches(10, [5])
     assert sc.describe(log, 12).base_offset == 10  # fetch inside the batch
     assert sc.describe(log, 7).base_offset == 7  # compaction gap 7..9 before it
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=6), st.integers(0, 3), st.data())
+def test_first_difference_accepts_the_same_batches_under_a_new_leader_epoch(
+    counts, epoch, data
+) -> None:
+    stored = batches(10, counts)
+    # a repair appends the same client batches again: a newer epoch, more behind, maybe cut
+    fetched = batches(10, counts, leader_epoch=epoch + 1) + batches(10 + sum(counts), [2])
+    cut = data.draw(st.integers(len(stored), len(fetched)))
+    assert sc.first_difference(stored, fetched[:cut]) is None
+
+
+def test_first_difference_names_a_missing_or_other_batch() -> None:
+    stored = batches(10, [2, 3])
+    assert "no batch at offset 12" in (sc.first_difference(stored, batches(10, [2])) or "")
+    # other records at the same offsets (a different history after an unrepaired loss)
+    other = batches(10, [2]) + batches(12, [3], ts=1)
+    assert "at offset 12 differs" in (sc.first_difference(stored, other) or "")
+    # the same offsets split into other batches
+    assert sc.first_difference(stored, batches(10, [5])) is not None
