@@ -53,6 +53,15 @@ class Coverage:
         self._released.discard((topic, -1))  # re-created under the same name
         self._by_name[(topic, partition)] = _Committed(next_offset, synced_at)
 
+    def led_elsewhere(self, topic: str, topic_id: uuid.UUID, partition: int) -> None:
+        """Metadata says another broker leads the partition: covered by that broker's
+        offloader, whether or not this one ever offloaded it (after a restart this process's
+        WAL still holds entries of partitions it led before, e.g. a group's commits in a
+        ``__consumer_offsets`` partition whose leadership moved while it was down)."""
+        if self._led_elsewhere_covered and (topic, partition) not in self._by_name:
+            self._names[topic_id] = topic
+            self._released.add((topic, partition))
+
     def release(self, topic: str, topic_id: uuid.UUID | None, partition: int | None) -> None:
         """Not ours to offload any more (deleted topic: ``partition`` None, or led elsewhere)."""
         if partition is None:

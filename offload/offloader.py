@@ -260,6 +260,8 @@ class Offloader:
             for p, leader in t.partitions.items():
                 if leader == self.node_id:
                     mine[(name, p)] = t.topic_id
+                elif leader >= 0:  # not while it has no leader: it may come back here
+                    self.coverage.led_elsewhere(name, t.topic_id, p)
         for tp, topic_id in mine.items():
             state = self.partitions.get(tp)
             if state is not None and state.topic_id != topic_id:  # deleted and re-created

@@ -63,3 +63,29 @@ def test_a_groups_commits_wait_for_its_consumer_offsets_partition() -> None:
     cov.update("__consumer_offsets", TID, p, 3, 9.0)
     assert cov.covers("g", None, 1.0)  # a fetch after the commit settled was committed
     assert not cov.covers("g", None, 9.5)
+
+
+def test_what_another_broker_leads_is_covered_though_never_offloaded_here() -> None:
+    """After a restart the WAL holds a group's commits in a ``__consumer_offsets`` partition
+    whose leadership moved while the sidecar was down: this process never offloads it, the
+    new leader's sidecar does (the nemesis run of seed 421037909 had such a commit hold the
+    WAL's trim until the WAL was full)."""
+    from proxy.kafka.groups import group_partition
+
+    cov = Coverage()
+    cov.note_partition_count("__consumer_offsets", 10)
+    p = group_partition("g", 10)
+    assert not cov.covers("g", None, 1.0)
+    cov.led_elsewhere("__consumer_offsets", TID, p)
+    assert cov.covers("g", None, 1.0)
+    other = uuid.uuid4()
+    cov.led_elsewhere("t", other, 3)
+    assert cov.covers((None, other, 3), 10, 1.0)  # by topic id too
+    # it comes back here: from then on only what this offloader committed counts
+    cov.update("__consumer_offsets", TID, p, 3, 5.0)
+    assert not cov.covers("g", None, 6.0)
+    cov.led_elsewhere("__consumer_offsets", TID, p)  # metadata lagging: ours, not released
+    assert not cov.covers("g", None, 6.0)
+    gateway = Coverage(led_elsewhere_covered=False)
+    gateway.led_elsewhere("t", TID, 3)
+    assert not gateway.covers(("t", None, 3), 10, 1.0)  # the leader's offloader decides
