@@ -415,19 +415,47 @@ def _check_alive(cluster: DevCluster) -> None:
         )
 
 
-def _print_sidecar_status(cluster: DevCluster) -> None:
-    """Each sidecar's ``/status`` (connections, WAL, in-doubt batches, readiness): printed
-    when records stayed unanswered, next to the clients' own view of the stall."""
+def _sidecar_status(cluster: DevCluster) -> dict[int, Any]:
+    """Each sidecar's ``/status`` document (or why it could not be read)."""
     import urllib.request
 
+    out: dict[int, Any] = {}
     for node in cluster.broker_nodes:
         url = f"http://{cluster.host}:{node.admin_port}/status"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
-                body = resp.read().decode()
-        except OSError as exc:
-            body = f"unreachable: {exc}"
-        print(f"nemesis: sidecar {node.node_id} status: {body}", flush=True)
+                out[node.node_id] = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            out[node.node_id] = f"unreachable: {exc}"
+    return out
+
+
+def _print_sidecar_status(cluster: DevCluster) -> None:
+    """Printed when records stayed unanswered, next to the clients' own view of the stall:
+    readiness, connections, the WAL (a full one makes produce wait), in-doubt batches."""
+    for node_id, status in _sidecar_status(cluster).items():
+        print(f"nemesis: sidecar {node_id} status: {json.dumps(status)}", flush=True)
+
+
+def _sidecars_at_end(cluster: DevCluster) -> dict[str, Any]:
+    """For the report: each sidecar's WAL and offload state once the run is over."""
+    out: dict[str, Any] = {}
+    for node_id, st in _sidecar_status(cluster).items():
+        if not isinstance(st, dict):
+            out[f"node-{node_id}"] = st
+            continue
+        wal = st.get("wal") or {}
+        offload = st.get("offload") or {}
+        out[f"node-{node_id}"] = {
+            "ready": st.get("ready_reason"),
+            "connections": st.get("connections"),
+            "wal_used_mib": round((wal.get("used_bytes") or 0) / 2**20, 1),
+            "wal_full": wal.get("full"),
+            "wal_entries": (wal.get("last_lsn") or 0) - (wal.get("first_lsn") or 0),
+            "in_doubt_batches": wal.get("in_doubt_batches"),
+            "offload_max_lag_s": offload.get("max_lag_seconds"),
+        }
+    return out
 
 
 def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
@@ -603,6 +631,7 @@ def run(opts: Options) -> Result:
             if any(unsettled.values()):
                 _print_sidecar_status(cluster)
         rh.wait_proxy_ready(cluster, 180)
+        sidecars_at_end = _sidecars_at_end(cluster)
         consumed = consume_all(cluster.direct_bootstrap, topic, PARTITIONS, timeout=300)
         final_commits = c.committed_offsets(cluster.direct_bootstrap, group, topic, PARTITIONS)
         acked_commits: dict[int, int] = defaultdict(lambda: -1)
@@ -694,6 +723,7 @@ def run(opts: Options) -> Result:
             ],
             "leaders": leaders,
             "resources": _resource_summary(sampler.samples),
+            "sidecars_at_end": sidecars_at_end,
             "ok": verdict.ok,
         }
     out = opts.report_dir or ARTIFACTS / f"nemesis-{opts.seed}"
@@ -774,6 +804,8 @@ def write_report(
         )
     lines += ["", "Sidecar RSS and descriptors (resources.csv has every sample):", ""]
     lines += [f"- {n}: {s}" for n, s in report["resources"].items()]
+    lines += ["", "Sidecars at the end (WAL, offload):", ""]
+    lines += [f"- {n}: {s}" for n, s in report["sidecars_at_end"].items()]
     lines += ["", "Schedule as planned:", "", "```", describe_schedule(report["seed"], schedule)]
     lines += ["```", ""]
     (out / "report.md").write_text("\n".join(lines))
