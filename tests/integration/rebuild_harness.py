@@ -4,11 +4,13 @@
 whole state (``log.dirs`` and ``metadata.log.dir``) deleted; the sidecar is stopped too
 (in Kubernetes the pod restarts, and rebuild runs as an init container before either
 starts), leaving its WAL on its own volume. :func:`run_rebuild` runs the real CLI,
-:func:`start_again` brings broker and sidecar back.
+:func:`start_again` brings broker and sidecar back. :func:`transactions` and
+:func:`plain_acked` produce what the transaction tests restore (confluent-kafka).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -108,14 +110,27 @@ class RebuildRun:
 
 def run_rebuild(cluster: DevCluster, *extra: str, node_id: int = 1) -> RebuildRun:
     """``walproxy rebuild`` with the sidecar's own config file, as an init container would."""
-    data, meta = broker_dirs(cluster, node_id)
     cfg = cluster.node(node_id).directory / "walproxy.toml"
-    argv = [sys.executable, "-m", "proxy", "rebuild", "--config", str(cfg)]
-    argv += ["--log-dir", str(data), "--metadata-log-dir", str(meta), *extra]
-    t0 = time.monotonic()
     env = {**os.environ, **cluster.proxy_env}  # the sidecar's settings (offload target)
+    return rebuild_node(cluster, node_id, env, "--config", str(cfg), *extra)
+
+
+def rebuild_node(cluster: DevCluster, node_id: int, env: dict[str, str], *args: str) -> RebuildRun:
+    """``walproxy rebuild`` of ``node_id``'s broker directories, configured by ``env`` (a
+    walproxy's environment) and ``args``."""
+    data, meta = broker_dirs(cluster, node_id)
+    argv = [sys.executable, "-m", "proxy", "rebuild", *args]
+    argv += ["--log-dir", str(data), "--metadata-log-dir", str(meta)]
+    t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     return RebuildRun(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
+
+
+def report_of(run: RebuildRun) -> dict:
+    """The JSON report of a rebuild that succeeded (and printed its progress)."""
+    assert run.returncode == 0, f"rebuild exited {run.returncode}:\n{run.stdout}\n{run.stderr}"
+    assert "MB/s" in run.stdout  # progress lines
+    return json.loads(run.stdout[run.stdout.index("\n{") :])
 
 
 def wait_proxy_ready(cluster: DevCluster, timeout: float = 120.0) -> None:
@@ -229,3 +244,75 @@ class BackgroundProducer:
         acked = self.acked()
         self.out.close()
         return acked
+
+
+@dataclass
+class Txns:
+    committed: list[Acked]
+    aborted: list[Acked]
+    plain: list[Acked]
+    ends: int
+
+
+def transactions(
+    bootstrap: str, topic: str, outcomes: list[bool], tag: str, partitions: int
+) -> Txns:
+    """A transactional producer (confluent-kafka) runs one transaction per entry of
+    ``outcomes`` (True: commit, False: abort), three records in each partition; after each
+    end a plain producer writes one record per partition (so records of other producers
+    land between a transaction's end and its markers). Closed cleanly at the end."""
+    from confluent_kafka import Producer
+
+    delivered: list[Acked] = []
+    out = Txns([], [], [], 0)
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, err
+        delivered.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    def on_plain(err: object, msg: object) -> None:
+        assert err is None, err
+        out.plain.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{tag}"})
+    plain = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    txn.init_transactions(60)
+    for i, commit in enumerate(outcomes):
+        txn.begin_transaction()
+        for j in range(3 * partitions):
+            value = f"{tag}-{i}-{j}".encode()
+            txn.produce(topic, value=value, partition=j % partitions, on_delivery=on_delivery)
+        assert txn.flush(60) == 0  # every batch acknowledged before the end (so in the WAL)
+        batch, delivered[:] = list(delivered), []
+        if commit:
+            txn.commit_transaction(60)
+            out.committed += batch
+        else:
+            txn.abort_transaction(60)
+            out.aborted += batch
+        out.ends += 1
+        for p in range(partitions):
+            value = f"{tag}-plain-{i}-{p}".encode()
+            plain.produce(topic, value=value, partition=p, on_delivery=on_plain)
+        assert plain.flush(60) == 0
+    txn.flush(10)
+    del txn  # rd_kafka_destroy: a clean close, nothing in flight
+    return out
+
+
+def plain_acked(bootstrap: str, topic: str, count: int, tag: str, partitions: int) -> list[Acked]:
+    """``count`` records from an idempotent producer, round-robin over the partitions."""
+    from confluent_kafka import Producer
+
+    acked: list[Acked] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, err
+        acked.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for i in range(count):
+        value = f"{tag}-first-{i}".encode()
+        producer.produce(topic, value=value, partition=i % partitions, on_delivery=on_delivery)
+    assert producer.flush(60) == 0
+    return acked

@@ -15,6 +15,8 @@ last ones stop a broker and move leaders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -32,17 +34,20 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 
-from offload import layout
+from offload import commit, layout
 from offload.node_files import decode_broker_info, decode_lease
 from offload.store import S3Store, open_store
 from offload.verify import ScrubResult, scrub
 from proxy.dev.cluster import DevCluster
+from tests.offload.s3relay import S3Relay
 from tests.s3server import S3Server, quick_offload_env
 
 from . import clients as c
+from . import rebuild_harness as h
 from . import test_clients_aiokafka as aio
 from . import test_clients_java as java
 from . import test_clients_kafka_python as kp
+from .durability import consume_all, wait_leaders
 from .gateway_process import Gateway, SocketWatch
 from .tls_ca import TestCA
 
@@ -82,8 +87,8 @@ class Env:
     def watch(self) -> SocketWatch:
         return SocketWatch(BROKER_HOST, self._allowed)
 
-    def topic(self, replication: int = 3) -> str:
-        admin = AdminClient({"bootstrap.servers": self.plain.bootstrap})
+    def topic(self, replication: int = 3, via: Gateway | None = None) -> str:
+        admin = AdminClient({"bootstrap.servers": (via or self.plain).bootstrap})
         name = c.unique_tag("gw")
         config = {"min.insync.replicas": str(min(2, replication))}
         admin.create_topics(
@@ -568,15 +573,18 @@ def test_wrong_password_fails_like_it_does_directly(env: Env, mechanism: str) ->
 
 # -- the offloader in gateway mode ---------------------------------------------------------------
 class OffloadGateway:
-    """A gateway that also offloads the whole cluster to S3 (moto), one offloader per broker."""
+    """A gateway that also offloads the whole cluster to S3 (moto), one offloader per broker,
+    to a bucket of its own (through ``endpoint_url``, e.g. a fault relay, if given)."""
 
-    def __init__(self, env: Env, s3: S3Server) -> None:
+    def __init__(
+        self, env: Env, s3: S3Server, name: str = "offload", endpoint_url: str | None = None
+    ) -> None:
         bucket = s3.new_bucket()
         self.gw = env.gateway(
-            "offload",
+            name,
             WALPROXY_OFFLOAD_ENABLED="true",
             WALPROXY_OFFLOAD_TARGET=f"s3://{bucket}/gw",
-            **quick_offload_env(s3.endpoint_url),
+            **quick_offload_env(endpoint_url or s3.endpoint_url),
             WALPROXY_GATEWAY_METADATA_REFRESH_S="1",
         )
         self.store = S3Store(bucket, "gw/", endpoint_url=s3.endpoint_url, region="us-east-1")
@@ -771,3 +779,168 @@ def test_a_second_offloading_gateway_fences_the_first(env: Env, offload_gw: Offl
     offload_gw.scrub_until_caught_up(topic)
     assert second.metric("walproxy_offload_fenced") == 0
     assert first.process.alive  # produce goes on through the fenced gateway
+
+
+# -- a broker's disk lost: rebuild from S3 plus the gateway's WAL (runs last) ----------------
+def _read(bootstrap: str, topic: str, isolation: str) -> set[tuple[int, int, bytes]]:
+    got = consume_all(bootstrap, topic, PARTITIONS, timeout=120, isolation=isolation)
+    seen = {(p, o, v) for p, recs in got.items() for o, v in recs}
+    assert sum(len(r) for r in got.values()) == len(seen)  # each once
+    return seen
+
+
+def _elect_rebuilt(bootstrap: str, topic: str, partitions: list[int]) -> list[int]:
+    """The operator's step after a rebuild: an unclean election of the partitions whose only
+    replica was the rebuilt broker. Once the controller fenced the lost broker, Kafka 4.1
+    (eligible leader replicas) leaves such a partition without a leader (ISR empty, the
+    broker only its last known leader) and elects none by itself when it comes back. Returns
+    the partitions that had no leader."""
+    from confluent_kafka import ElectionType
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    leaders = _leader_by_partition(bootstrap, topic)
+    leaderless = [p for p in partitions if leaders[p] < 0]
+
+    def elected() -> bool:
+        todo = [p for p, leader in _leader_by_partition(bootstrap, topic).items() if leader < 0]
+        if todo:  # refused while the restarted broker is still fenced: try again
+            tps = [TopicPartition(topic, p) for p in todo]
+            with contextlib.suppress(KafkaException):
+                admin.elect_leaders(ElectionType.UNCLEAN, tps).result(30)
+        return not todo
+
+    c.wait_until(elected, 120, f"a leader for {topic} {leaderless}")
+    return leaderless
+
+
+def test_gateway_rebuild_restores_transactions_only_in_its_wal(
+    env: Env, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """One gateway in front of the three brokers, offloading to S3 through a fault relay. A
+    transactional producer (confluent-kafka) commits and aborts transactions over the six
+    partitions of a topic with replication factor 1 (each broker leads two): the first ones
+    while S3 copies them (batches and markers), the rest while S3 is unreachable (their
+    batches are in the gateway's WAL only; their markers were written broker to broker,
+    never through the gateway). The leader of partition 0 loses its disk; with the gateway
+    stopped (the rebuild refuses a WAL in use), ``walproxy rebuild`` with the gateway's
+    configuration restores that broker alone from S3 plus the WAL, writing each
+    transaction's marker from the EndTxn outcome the WAL recorded. Afterwards a
+    read_committed consumer reads every committed and plain record once at its acknowledged
+    offset and no aborted one, directly and through the restarted gateway. Negative
+    controls: the same WAL without gateway mode refuses (the other brokers' batches have no
+    manifest of this node), and without its END_TXN entries it refuses the lost node's
+    transactional batches. Runs last: it wipes a broker of the module's cluster."""
+    import wal
+    from offload import rebuild as rb
+    from offload.wal_tail import collect
+    from proxy.durable.wal_entries import END_TXN, END_TXN_OUTCOME
+
+    relay = S3Relay((s3_server.host, s3_server.port))
+    t0 = time.monotonic()
+    try:
+        og = OffloadGateway(env, s3_server, name="rebuild", endpoint_url=relay.endpoint_url)
+        gw, direct = og.gw, env.cluster.direct_bootstrap
+        topic = env.topic(replication=1, via=gw)
+        leaders = _leader_by_partition(direct, topic)
+        lost = leaders[0]
+        mine = sorted(p for p, leader in leaders.items() if leader == lost)
+        assert set(leaders.values()) == {1, 2, 3} and len(mine) == PARTITIONS // 3, leaders
+        tag = c.unique_tag("gwtxn")
+        first = h.plain_acked(gw.bootstrap, topic, PARTITIONS, tag, PARTITIONS)
+        early = h.transactions(gw.bootstrap, topic, [True, False, True], f"{tag}-s3", PARTITIONS)
+        c.wait_stable(direct, topic, PARTITIONS)  # the last commit's markers are in the logs
+        og.scrub_until_caught_up(topic)  # ... and in S3, with the batches they decide
+        relay.set_mode("stall")
+        try:
+            outcomes = [True, False, True, True, False, True]
+            txns = h.transactions(gw.bootstrap, topic, outcomes, tag, PARTITIONS)
+            c.wait_stable(direct, topic, PARTITIONS)  # no marker still on its way to `lost`
+            info = decode_broker_info(og.store.get(layout.broker_key(og.cluster_id, lost)).data)
+            keys = {
+                p: layout.manifest_key(og.cluster_id, info.topics[topic].topic_id, p) for p in mine
+            }
+            copied = {p: commit.read_manifest(og.store, k).manifest for p, k in keys.items()}
+            node = env.cluster.node(lost)
+            assert node.process is not None
+            node.process.kill()  # the disk dies under the running gateway ...
+            for d in h.broker_dirs(env.cluster, lost):
+                shutil.rmtree(d)
+            c.wait_until(  # a new disk takes longer than the broker's session: fenced
+                lambda: all(_leader_by_partition(direct, topic)[p] < 0 for p in mine),
+                60,
+                f"the controller to fence broker {lost}",
+            )
+            gw.stop()  # ... which is stopped for the rebuild (it holds the one WAL)
+        finally:
+            relay.set_mode("pass")
+        produced_s = time.monotonic() - t0
+        for p in mine:  # the S3 copy ends before the transactions of the stall
+            m = copied[p]
+            assert m is not None
+            assert m.next_offset <= min(a.offset for a in txns.committed if a.partition == p)
+
+        wal_dir = str(gw.wal_dir)
+        facts = collect(wal.read_directory(wal_dir))
+        ends = [e for e in facts.end_txns if e.entry.transactional_id == f"tx-{tag}"]
+        assert len(ends) == len(outcomes) and all(e.outcome is not None for e in ends)
+        opts = rb.RebuildOptions(log_dir=tmp_path / "unused", node_id=lost, gateway_wal=True)
+        # negative controls: not as a gateway's WAL, then without the EndTxn entries
+        with pytest.raises(rb.RebuildError, match="no manifest for this partition") as refused:
+            rb.plan(og.store, dataclasses.replace(opts, gateway_wal=False), rb.Report(), facts)
+        assert f"{topic}-" in str(refused.value)
+        stripped = collect(
+            e for e in wal.read_directory(wal_dir) if e.type not in (END_TXN, END_TXN_OUTCOME)
+        )
+        with pytest.raises(rb.RebuildError, match="transactional WAL batch") as refused:
+            rb.plan(og.store, opts, rb.Report(), stripped)
+        named = str(refused.value)
+        assert any(f"{topic}-{p}:" in named for p in mine) and "producer id" in named, named
+
+        run = h.rebuild_node(env.cluster, lost, gw.process.env or {}, "--node-id", str(lost))
+        report = h.report_of(run)
+        committed_n, aborted_n = outcomes.count(True), outcomes.count(False)
+        assert report["txn_restored_committed"] == committed_n
+        assert report["txn_restored_aborted"] == aborted_n
+        assert report["txn_markers_written"] == len(outcomes) * len(mine)
+        assert report["txn_batches_refused"] == 0
+        assert report["wal_tail_elsewhere"] > 0  # the other brokers' batches, left to them
+        t1 = time.monotonic()
+        env.cluster.start_broker(lost)
+        env.cluster.wait_ready(180)
+        leaderless = _elect_rebuilt(direct, topic, mine)
+        wait_leaders(direct, topic, PARTITIONS, timeout=120)
+        restarted_s = time.monotonic() - t1
+        # The gateway again on its WAL (new ports: its old ones may be taken by now)
+        own = ("WALPROXY_GATEWAY_LISTEN", "WALPROXY_ADMIN_LISTEN")
+        settings = {k: v for k, v in (gw.process.env or {}).items() if k.startswith("WALPROXY_")}
+        again = Gateway(
+            env.cluster, gw.wal_dir.parent, **{k: v for k, v in settings.items() if k not in own}
+        )
+        env.gateways["rebuild-again"] = again.start()
+        seen = _read(direct, topic, "read_committed")
+        kept = first + early.committed + early.plain + txns.committed + txns.plain
+        for a in kept:
+            assert (a.partition, a.offset, a.value) in seen, a
+        aborted = early.aborted + txns.aborted
+        assert not {a.value for a in aborted} & {v for _, _, v in seen}
+        assert len(seen) == len(kept)  # nothing else: no marker read as a record
+        everything = _read(direct, topic, "read_uncommitted")
+        for a in kept + aborted:
+            assert (a.partition, a.offset, a.value) in everything, a
+        assert _read(again.bootstrap, topic, "read_committed") == seen  # through the gateway
+        lost_records = sum(1 for a in kept if a.partition in mine)
+        print(
+            f"gateway rebuild of broker {lost} (partitions {mine} of {PARTITIONS}): "
+            f"{len(early.committed) + len(early.aborted)} records in 3 transactions copied "
+            f"to S3 first; then, S3 stalled, {committed_n} committed + {aborted_n} aborted "
+            f"({len(txns.committed)} + {len(txns.aborted)} records) and {len(txns.plain)} "
+            f"plain; rebuild: {report['tail_batches']} tail batches, "
+            f"{report['txn_markers_written']} markers written, {report['wal_tail_elsewhere']} "
+            f"batches of other brokers left out, {run.seconds:.1f} s; broker ready and "
+            f"partitions {leaderless} elected (unclean) {restarted_s:.1f} s later; "
+            f"read_committed {len(seen)} records ({lost_records} on "
+            f"the rebuilt broker), aborted seen 0 (read_uncommitted {len(everything)}); "
+            f"produce {produced_s:.1f} s"
+        )
+    finally:
+        relay.close()

@@ -13,7 +13,6 @@ rebuilt and running). The last one loses the whole node with the sidecar's WAL o
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -86,12 +85,6 @@ def _ends(acked: list[Acked]) -> dict[int, int]:
     }
 
 
-def _rebuilt(run: h.RebuildRun) -> dict:
-    assert run.returncode == 0, f"rebuild exited {run.returncode}:\n{run.stdout}\n{run.stderr}"
-    assert "MB/s" in run.stdout  # progress lines
-    return json.loads(run.stdout[run.stdout.index("\n{") :])
-
-
 def _check_restored(
     env: Env, topic: str, acked: list[Acked], group: str, committed: dict[int, int]
 ) -> None:
@@ -112,7 +105,7 @@ def test_headline_every_acked_record_back_at_its_offset(env: Env, tmp_path: Path
 
     h.lose_disk(env.cluster)
     run = h.run_rebuild(env.cluster)
-    report = _rebuilt(run)
+    report = h.report_of(run)
     assert report["s3_bytes"] > 0 and report["partitions"] >= PARTITIONS
 
     t0 = time.monotonic()
@@ -141,7 +134,7 @@ def test_disk_lost_under_load_mid_offload(env: Env, tmp_path: Path) -> None:
     h.lose_disk(env.cluster)  # while producing and offloading
     acked = first + producer.stop()
 
-    report = _rebuilt(h.run_rebuild(env.cluster))
+    report = h.report_of(h.run_rebuild(env.cluster))
     h.start_again(env.cluster)
     _check_restored(env, topic, acked, group, committed)
     print(
@@ -202,7 +195,7 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
     assert not (data / "meta.properties").exists()  # nothing a broker would start on
 
     env.store.put(victim, saved)
-    report = _rebuilt(h.run_rebuild(env.cluster))
+    report = h.report_of(h.run_rebuild(env.cluster))
     assert report["skipped_finished"] > 0  # resumed, not restarted
     assert report["tail_batches"] > 0  # the records S3 never saw came from the WAL
     assert report["offset_commits_restored"] >= 2 * PARTITIONS  # so did the commits
@@ -215,75 +208,6 @@ def test_tail_only_in_wal_missing_object_then_resume(env: Env, tmp_path: Path) -
         f"(latest per group and partition), {report['offset_commits_restored']} restored; "
         f"groups behind after the rebuild: 0 of 2"
     )
-
-
-@dataclass
-class _Txns:
-    committed: list[Acked]
-    aborted: list[Acked]
-    plain: list[Acked]
-    ends: int
-
-
-def _transactions(bootstrap: str, topic: str, outcomes: list[bool], tag: str) -> _Txns:
-    """A transactional producer (confluent-kafka) runs one transaction per entry of
-    ``outcomes`` (True: commit, False: abort), three records in each partition; after each
-    end a plain producer writes one record per partition (so records of other producers
-    land between a transaction's end and its markers). Closed cleanly at the end."""
-    from confluent_kafka import Producer
-
-    delivered: list[Acked] = []
-    out = _Txns([], [], [], 0)
-
-    def on_delivery(err: object, msg: object) -> None:
-        assert err is None, err
-        delivered.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
-
-    def on_plain(err: object, msg: object) -> None:
-        assert err is None, err
-        out.plain.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
-
-    txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{tag}"})
-    plain = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    txn.init_transactions(60)
-    for i, commit in enumerate(outcomes):
-        txn.begin_transaction()
-        for j in range(3 * PARTITIONS):
-            value = f"{tag}-{i}-{j}".encode()
-            txn.produce(topic, value=value, partition=j % PARTITIONS, on_delivery=on_delivery)
-        assert txn.flush(60) == 0  # every batch acknowledged before the end (so in the WAL)
-        batch, delivered[:] = list(delivered), []
-        if commit:
-            txn.commit_transaction(60)
-            out.committed += batch
-        else:
-            txn.abort_transaction(60)
-            out.aborted += batch
-        out.ends += 1
-        for p in range(PARTITIONS):
-            value = f"{tag}-plain-{i}-{p}".encode()
-            plain.produce(topic, value=value, partition=p, on_delivery=on_plain)
-        assert plain.flush(60) == 0
-    txn.flush(10)
-    del txn  # rd_kafka_destroy: a clean close, nothing in flight
-    return out
-
-
-def _plain_acked(bootstrap: str, topic: str, count: int, tag: str) -> list[Acked]:
-    from confluent_kafka import Producer
-
-    acked: list[Acked] = []
-
-    def on_delivery(err: object, msg: object) -> None:
-        assert err is None, err
-        acked.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
-
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for i in range(count):
-        value = f"{tag}-first-{i}".encode()
-        producer.produce(topic, value=value, partition=i % PARTITIONS, on_delivery=on_delivery)
-    assert producer.flush(60) == 0
-    return acked
 
 
 def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> None:
@@ -302,12 +226,12 @@ def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> 
     t0 = time.monotonic()
     topic = _create_topic(env.cluster)
     tag = c.unique_tag("txn")
-    first = _plain_acked(env.cluster.bootstrap, topic, 3, tag)
+    first = h.plain_acked(env.cluster.bootstrap, topic, 3, tag, PARTITIONS)
     h.wait_offloaded(env.cluster, env.store, [topic])
     env.relay.set_mode("stall")
     try:
         outcomes = [True, False, True, True, False, True]
-        txns = _transactions(env.cluster.bootstrap, topic, outcomes, tag)
+        txns = h.transactions(env.cluster.bootstrap, topic, outcomes, tag, PARTITIONS)
         h.lose_disk(env.cluster)
     finally:
         env.relay.set_mode("pass")
@@ -338,7 +262,7 @@ def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> 
     assert topic in str(refused.value) and "producer id" in str(refused.value)
 
     run = h.run_rebuild(env.cluster)
-    report = _rebuilt(run)
+    report = h.report_of(run)
     committed_n, aborted_n = outcomes.count(True), outcomes.count(False)
     assert report["txn_restored_committed"] == committed_n
     assert report["txn_restored_aborted"] == aborted_n
@@ -386,7 +310,7 @@ def test_java_transactions_under_transaction_version_2_are_restored(env: Env) ->
     source = _create_topic(env.cluster)
     out = _create_topic(env.cluster)
     tag = c.unique_tag("copy")
-    inputs = _plain_acked(env.cluster.bootstrap, source, 3 * 60, tag)
+    inputs = h.plain_acked(env.cluster.bootstrap, source, 3 * 60, tag, PARTITIONS)
     want = sorted(a.value for a in inputs if a.partition == 0)
     h.wait_offloaded(env.cluster, env.store, [source, out])
     env.relay.set_mode("stall")
@@ -413,7 +337,7 @@ def test_java_transactions_under_transaction_version_2_are_restored(env: Env) ->
     print(f"Java EndTxn: v{ends[0].entry.api_version}, epochs (request -> answer) {bumped}")
     assert ends[0].entry.api_version == 5 and all(b == a + 1 for a, b in bumped)  # TV2
 
-    report = _rebuilt(h.run_rebuild(env.cluster))
+    report = h.report_of(h.run_rebuild(env.cluster))
     commits, aborts = sum(e.entry.committed for e in ends), sum(not e.entry.committed for e in ends)
     assert report["txn_restored_committed"] == commits
     # an abort before any record was sent has no batch, so no marker (the copier aborts at
@@ -465,7 +389,7 @@ def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:
     for local in (*h.broker_dirs(env.cluster), node.directory / "walproxy-wal"):
         shutil.rmtree(local, ignore_errors=True)
 
-    s3_only = _rebuilt(h.run_rebuild(env.cluster, "--no-wal"))
+    s3_only = h.report_of(h.run_rebuild(env.cluster, "--no-wal"))
     data, _ = h.broker_dirs(env.cluster)
     hw = kl.parse_offset_checkpoint((data / kl.REPLICATION_OFFSET_CHECKPOINT).read_text())
     short = sum(e - min(e, hw.get((topic, p), 0)) for p, e in _ends(acked).items())
@@ -475,7 +399,7 @@ def test_whole_node_loss_with_the_wal_on_s3(env: Env, tmp_path: Path) -> None:
 
     run = h.run_rebuild(env.cluster)
     assert f"+ WAL s3://{env.bucket}/wal/node-1" in run.stdout, run.stdout
-    report = _rebuilt(run)
+    report = h.report_of(run)
     assert report["tail_batches"] > 0
     h.start_again(env.cluster)
     consumed = consume_all(env.cluster.direct_bootstrap, topic, PARTITIONS, timeout=120)
