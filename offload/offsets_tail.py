@@ -20,9 +20,19 @@ Which commits: for each (group, topic, partition) the last acknowledged one in t
 Since the WAL is trimmed as a prefix (by LSN), a commit still in it has every later commit
 through walproxy beside it, so the last one is the newest a client was told about. They are
 appended after the S3 copy of the group's partition whether or not S3 already has them:
-a commit written again with its own value changes nothing. Transactional commits
-(TxnOffsetCommit) are not written: they count only if their transaction committed, whose
-marker the WAL does not see; they are counted in the report.
+a commit written again with its own value changes nothing.
+
+A transactional commit (TxnOffsetCommit) counts only if its transaction committed. The
+coordinator then applies it at the place of its own record in the log: a plain commit
+written after it wins, one written before it loses (Kafka's ``olderThan`` on the record's
+offset when the marker completes the pending commit). So where the same WAL proves the
+transaction's end (:class:`~offload.txn_tail.EndIndex`: a durable EndTxn outcome of error 0,
+as for the data partitions' markers), a committed one takes its place in the WAL order like a
+plain commit and is written as one (its transaction is over, so it needs no marker here), and
+an aborted one is passed over. One whose end the WAL does not prove (its coordinator is
+another broker's, or the EndTxn is in doubt) leaves its (group, topic, partition) out unless a
+plain commit follows it: writing the plain commit before it could take back an offset the
+transaction committed and S3 holds. Both are counted in the report.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from dataclasses import dataclass, field
 from proxy.kafka.groups import group_partition
 from proxy.kafka.record_batch import build_batch
 
+from .txn_tail import EndIndex, Unresolved
 from .wal_tail import AckedCommit, TailBatch, WalFacts
 
 KEY_VERSION = 1
@@ -98,7 +109,13 @@ class OffsetsTail:
     #: partition -> the commits to append there, oldest first
     commits: dict[int, list[AckedCommit]] = field(default_factory=dict)
     acknowledged: int = 0  # latest acknowledged (group, topic, partition) commits in the WAL
-    transactional_skipped: int = 0
+    #: transactional commits (partition offsets) whose transaction the WAL proves committed
+    #: (folded in with the plain ones) or aborted (passed over)
+    transactional_committed: int = 0
+    transactional_aborted: int = 0
+    #: (group, topic, partition)s left out: their last commit is transactional and its
+    #: transaction's end is not in this WAL
+    transactional_unresolved: int = 0
     #: commits of groups whose partition this node does not host (another coordinator's)
     elsewhere: int = 0
     unknown_topic: int = 0  # named by a topic id the offload target does not list
@@ -106,6 +123,11 @@ class OffsetsTail:
     @property
     def restored(self) -> int:
         return sum(len(c) for c in self.commits.values())
+
+    @property
+    def transactional_skipped(self) -> int:
+        """Transactional commits not written: aborted, or their end not in the WAL."""
+        return self.transactional_aborted + self.transactional_unresolved
 
 
 def plan_offsets_tail(
@@ -118,9 +140,23 @@ def plan_offsets_tail(
     ``__consumer_offsets`` partition that holds the group (of ``partitions``), keeping those
     of the ``hosted`` partitions."""
     out = OffsetsTail()
-    latest = facts.latest_commits()
-    out.transactional_skipped = len(facts.latest_commits(transactional=True)) - len(latest)
-    for c in sorted(latest.values(), key=lambda c: c.lsn):
+    ends = EndIndex(facts.end_txns)
+    latest: dict[tuple[str, str | None, uuid.UUID | None, int], AckedCommit | None] = {}
+    for c in facts.commits:  # LSN order
+        key = (c.group_id, c.topic, c.topic_id, c.partition)
+        if c.transactional_id is not None:
+            end = ends.resolve(c.lsn, c.producer_id, c.producer_epoch)
+            if isinstance(end, Unresolved):
+                latest[key] = None  # unknown: nothing before it may be written
+                continue
+            if not end.committed:
+                out.transactional_aborted += 1
+                continue  # never counted: the commit before it stands
+            out.transactional_committed += 1
+        latest[key] = c
+    out.transactional_unresolved = sum(1 for c in latest.values() if c is None)
+    known = [c for c in latest.values() if c is not None]
+    for c in sorted(known, key=lambda c: c.lsn):
         out.acknowledged += 1
         if c.topic is None and (c.topic_id is None or c.topic_id not in topic_names):
             out.unknown_topic += 1

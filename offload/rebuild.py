@@ -134,7 +134,10 @@ class Report:
     #: those written to this node's __consumer_offsets partitions
     offset_commits_acknowledged: int = 0
     offset_commits_restored: int = 0
-    offset_commits_transactional: int = 0  # TxnOffsetCommit: not written (see offsets_tail)
+    #: TxnOffsetCommit offsets whose transaction the WAL proves committed (written like
+    #: plain commits), and those not written: aborted, or their end not in the WAL
+    offset_commits_transactional_committed: int = 0
+    offset_commits_transactional: int = 0
     offset_commits_elsewhere: int = 0  # groups of partitions this node does not host
     #: a gateway's WAL: acknowledged batches of partitions other nodes host (not written)
     wal_tail_elsewhere: int = 0
@@ -415,6 +418,7 @@ def _offsets_tail(
     except ValueError as exc:
         raise RebuildError(f"--offsets-topic-partitions: {exc}") from None
     report.offset_commits_acknowledged = planned.acknowledged
+    report.offset_commits_transactional_committed = planned.transactional_committed
     report.offset_commits_transactional = planned.transactional_skipped
     report.offset_commits_elsewhere = planned.elsewhere
     if planned.unknown_topic:

@@ -119,23 +119,46 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     return LogInfo(base, last, len(log), crc32c.crc32c(log), max_ts, count, tuple(epochs))
 
 
+def _identities(blob: bytes | memoryview) -> dict[int, tuple[int, ...]]:
+    """Per batch (by base offset) what a repair's re-append keeps of it: offsets, attributes,
+    producer, sequence, count, base timestamp and the CRC32C of its records. Left out: the
+    partition leader epoch (a restored batch is appended under a newer one) and, with them,
+    the max timestamp and the batch CRC (under ``LogAppendTime`` the broker stamps the
+    append time again)."""
+    out: dict[int, tuple[int, ...]] = {}
+    view = memoryview(blob)
+    pos = 0
+    for h in iter_batches(view):
+        records = crc32c.crc32c(view[pos + HEADER_SIZE : pos + h.length])
+        out[h.base_offset] = (
+            h.last_offset_delta,
+            h.attributes,
+            h.base_timestamp,
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.record_count,
+            records,
+        )
+        pos += h.length
+    return out
+
+
 def first_difference(stored: bytes | memoryview, fetched: bytes | memoryview) -> str | None:
     """Does the broker's log (``fetched``, read from the first offset of ``stored``) hold the
     batches of a stored segment at the same offsets? None if it does, else the first
-    difference. A batch is the same when its offsets and CRC32C (attributes to the end: the
-    producer, sequence, timestamps and records) agree; the partition leader epoch is not
-    compared (a batch restored by a repair is appended under a newer one)."""
+    difference (see :func:`_identities` for what is compared)."""
     fetched = memoryview(fetched)[: whole_batches(fetched)]  # a Fetch may end mid-batch
     try:
-        theirs = {h.base_offset: h for h in iter_batches(fetched)}
-        for h in iter_batches(stored):
-            other = theirs.get(h.base_offset)
+        theirs = _identities(fetched)
+        for base, mine in _identities(stored).items():
+            other = theirs.get(base)
             if other is None:
-                return f"the broker's log has no batch at offset {h.base_offset}"
-            if (other.last_offset_delta, other.crc) != (h.last_offset_delta, h.crc):
+                return f"the broker's log has no batch at offset {base}"
+            if other != mine:
                 return (
-                    f"the broker's batch at offset {h.base_offset} differs from the S3 copy "
-                    f"(CRC {other.crc:#010x}, S3 {h.crc:#010x})"
+                    f"the broker's batch at offset {base} differs from the S3 copy (its "
+                    "records, producer, sequence or timestamps)"
                 )
     except BatchError as exc:
         return f"cannot compare: {exc}"

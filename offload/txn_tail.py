@@ -22,8 +22,9 @@ Only an end proven by the WAL counts: an END_TXN whose END_TXN_OUTCOME is durabl
 COORDINATOR_LOAD_IN_PROGRESS) is passed over: the client retries it, and the retry is the
 end. Anything else leaves the batch unresolved, with the reason:
 
-* an END_TXN without an outcome, or abandoned (its connection died): in doubt, it may have
-  ended the transaction either way;
+* an END_TXN without an outcome, or abandoned (its connection died), and no retry after it
+  answered: in doubt, it may have ended the transaction either way (a retry with the same
+  producer id and epoch answered with error 0 decides it);
 * an END_TXN answered with another error (PRODUCER_FENCED, INVALID_TXN_STATE, ...): the
   coordinator, not this request, decided the transaction (an abort by a fencing producer
   or a timeout), which the WAL does not see;
@@ -107,17 +108,23 @@ class EndIndex:
     def resolve(self, batch_lsn: int, producer_id: int, epoch: int) -> TxnEnd | Unresolved:
         """The end of the transaction a batch (its BATCH entry's LSN, producer id and
         epoch) belongs to, or why it is not known."""
+        in_doubt: Unresolved | None = None
         for e in self._by_producer.get((producer_id, epoch), ()):
             if e.lsn < batch_lsn:
                 continue
             o = e.outcome
             verb = "commit" if e.entry.committed else "abort"
             if o is None or o.source == Source.ABANDONED:
-                return Unresolved(
+                # Its client did not learn the answer either and retries the same end with
+                # the same producer id and epoch; a retry the coordinator answers with error
+                # 0 decides (after an applied end the other verb is refused as an invalid
+                # state transition, under both transaction versions).
+                in_doubt = in_doubt or Unresolved(
                     f"its EndTxn ({verb}, LSN {e.lsn}) is in doubt: the coordinator's answer "
-                    "never became durable in the WAL",
+                    "never became durable in the WAL, and no retry answered follows it",
                     _WAIT_OR_GAPS,
                 )
+                continue
             if o.error_code in NO_EFFECT_ERRORS:
                 continue  # refused before it acted; the client's retry follows
             if o.error_code != 0:
@@ -143,6 +150,8 @@ class EndIndex:
                 marker_epoch,
                 e.entry.request_time_ms,
             )
+        if in_doubt is not None:
+            return in_doubt
         if producer_id in self._producers:
             return Unresolved(
                 "no EndTxn of its producer and epoch follows it in the WAL: the transaction "

@@ -303,9 +303,14 @@ def test_java_transactions_under_transaction_version_2_are_restored(env: Env) ->
     bumped epoch. Kafka's TransactionalMessageCopier copies a partition transactionally
     (offsets committed in each transaction, random aborts, whose records it copies again),
     entirely while S3 is unreachable; after the disk loss and the rebuild a read_committed
-    consumer reads every input record exactly once in the output."""
+    consumer reads every input record exactly once in the output, and the copier's group has
+    the offset its last committed transaction committed (TxnOffsetCommit, restored from the
+    WAL because the same WAL proves the transaction committed). Negative control: without
+    the EndTxn entries the plan leaves that offset out."""
     import wal
+    from offload.offsets_tail import plan_offsets_tail
     from offload.wal_tail import collect
+    from proxy.durable.wal_entries import END_TXN, END_TXN_OUTCOME
 
     source = _create_topic(env.cluster)
     out = _create_topic(env.cluster)
@@ -337,7 +342,19 @@ def test_java_transactions_under_transaction_version_2_are_restored(env: Env) ->
     print(f"Java EndTxn: v{ends[0].entry.api_version}, epochs (request -> answer) {bumped}")
     assert ends[0].entry.api_version == 5 and all(b == a + 1 for a, b in bumped)  # TV2
 
+    group = f"grp-{tag}"
+    stripped = collect(
+        e
+        for e in wal.read_directory(str(env.cluster.node(1).directory / "walproxy-wal"))
+        if e.type not in (END_TXN, END_TXN_OUTCOME)
+    )
+    every_partition = set(range(10))  # hosted or not: what the plan would write
+    unproven = plan_offsets_tail(stripped, every_partition, {}, 10)
+    assert not [c for cs in unproven.commits.values() for c in cs if c.group_id == group]
+    assert unproven.transactional_unresolved >= 1
+
     report = h.report_of(h.run_rebuild(env.cluster))
+    assert report["offset_commits_transactional_committed"] >= 1
     commits, aborts = sum(e.entry.committed for e in ends), sum(not e.entry.committed for e in ends)
     assert report["txn_restored_committed"] == commits
     # an abort before any record was sent has no batch, so no marker (the copier aborts at
@@ -350,8 +367,13 @@ def test_java_transactions_under_transaction_version_2_are_restored(env: Env) ->
         env.cluster.direct_bootstrap, out, PARTITIONS, isolation="read_uncommitted"
     )
     extra = sum(len(r) for r in uncommitted.values()) - len(want)
+    # the copier's last committed transaction committed its position after every input
+    assert c.committed_offsets(env.cluster.direct_bootstrap, group, source, 1) == {0: len(want)}
     print(
-        f"TV2 (Java copier): {commits} committed + {aborts} aborted transactions "
+        f"TV2 (Java copier): group {group} at {len(want)} on {source}-0 after the rebuild "
+        f"({report['offset_commits_transactional_committed']} transactional commit offsets "
+        f"proven committed by the WAL, {report['offset_commits_transactional']} not written); "
+        f"{commits} committed + {aborts} aborted transactions "
         f"({report['txn_restored_aborted']} aborted with batches), "
         f"{report['txn_markers_written']} markers written, {len(want)} records copied once "
         f"(read_committed), {extra} aborted copies seen by read_uncommitted only; copy "

@@ -91,3 +91,18 @@ def test_first_difference_names_a_missing_or_other_batch() -> None:
     assert "at offset 12 differs" in (sc.first_difference(stored, other) or "")
     # the same offsets split into other batches
     assert sc.first_difference(stored, batches(10, [5])) is not None
+
+
+def test_first_difference_ignores_the_append_time_a_re_append_stamps() -> None:
+    """Under LogAppendTime the broker sets each batch's max timestamp (and so its CRC) when it
+    appends: a batch restored by a repair is the same batch."""
+    import struct
+
+    import crc32c
+
+    stored = batches(10, [3])
+    restamped = bytearray(batches(10, [3], leader_epoch=4))
+    struct.pack_into(">q", restamped, 35, 1_800_000_000_000)  # maxTimestamp
+    struct.pack_into(">I", restamped, 17, crc32c.crc32c(bytes(restamped[21:])))
+    assert restamped != bytearray(stored)
+    assert sc.first_difference(stored, bytes(restamped)) is None

@@ -17,12 +17,18 @@ from offload.wal_tail import collect
 from proxy.durable.wal_entries import (
     COMMIT,
     COMMIT_OUTCOME,
+    END_TXN,
+    END_TXN_OUTCOME,
     CommitEntry,
     CommitOffset,
     CommitOutcomeEntry,
+    EndTxnEntry,
+    EndTxnOutcomeEntry,
     Source,
     encode_commit,
     encode_commit_outcome,
+    encode_end_txn,
+    encode_end_txn_outcome,
 )
 from proxy.kafka.groups import group_partition
 from proxy.kafka.record_batch import iter_batches
@@ -111,3 +117,85 @@ def test_broker_json_records_the_offsets_partition_count_and_reads_without_it() 
     del doc["topics"]["__consumer_offsets"]["partition_count"]  # an older offloader's file
     back = decode_broker_info(json.dumps(doc).encode())
     assert back.topics["__consumer_offsets"] == TopicEntry(TID, (0, 2), None)
+
+
+def _end(committed: bool, *, pid: int = 5, epoch: int = 0) -> EndTxnEntry:
+    return EndTxnEntry(3, 2000, "tx", pid, epoch, committed)
+
+
+def _wal(*items: object) -> list[Entry]:
+    """Entries in this order: ``(CommitEntry, codes)`` or ``(EndTxnEntry, code or None)``."""
+    out: list[Entry] = []
+    for item, result in items:  # type: ignore[misc]
+        lsn = len(out) + 1
+        if isinstance(item, CommitEntry):
+            out.append(Entry(lsn, COMMIT, encode_commit(item)))
+            if result is not None:
+                o = CommitOutcomeEntry(lsn, Source.BROKER, result)
+                out.append(Entry(lsn + 1, COMMIT_OUTCOME, encode_commit_outcome(o)))
+        else:
+            out.append(Entry(lsn, END_TXN, encode_end_txn(item)))
+            if result is not None:
+                o2 = EndTxnOutcomeEntry(lsn, Source.BROKER, result)
+                out.append(Entry(lsn + 1, END_TXN_OUTCOME, encode_end_txn_outcome(o2)))
+    return out
+
+
+def _offsets(planned) -> dict[tuple[str, int], int]:
+    return {(c.group_id, c.partition): c.offset for cs in planned.commits.values() for c in cs}
+
+
+def _at(partition: int, offset: int) -> CommitOffset:
+    return CommitOffset("t", None, partition, offset, -1, None)
+
+
+def test_a_transactions_commits_count_where_the_wal_proves_it_committed() -> None:
+    """TxnOffsetCommit then EndTxn in one WAL (a single broker's sidecar, a gateway): the
+    committed transaction's offsets are written like plain commits, the aborted one's are
+    passed over (the plain commit before it stands), and a plain commit after a transactional
+    one wins, as the coordinator orders them by their records' place in the log."""
+    facts = collect(
+        _wal(
+            (_commit("g", _at(0, 10), _at(1, 10), _at(2, 10)), (0, 0, 0)),
+            (_commit("g", _at(0, 20), _at(1, 20), txn="tx"), (0, 0)),
+            (_commit("g", _at(1, 25)), (0,)),  # plain, after the transactional one
+            (_end(True), 0),  # commits the transaction: 0 -> 20; 1 stays 25
+            (_commit("g", _at(0, 30), _at(2, 30), txn="tx"), (0, 0)),
+            (_end(False), 0),  # aborts it: 0 stays 20, 2 stays 10
+        )
+    )
+    planned = plan_offsets_tail(facts, {group_partition("g", 10)}, {}, 10)
+    assert _offsets(planned) == {("g", 0): 20, ("g", 1): 25, ("g", 2): 10}
+    assert (planned.transactional_committed, planned.transactional_aborted) == (2, 2)
+    assert planned.transactional_unresolved == 0
+    assert planned.transactional_skipped == 2
+    [written] = planned.commits.values()
+    assert [c.lsn for c in written] == sorted(c.lsn for c in written)  # in WAL order
+
+
+def test_an_unproven_transactional_commit_keeps_its_partition_out() -> None:
+    """The transaction's end is another coordinator's (no EndTxn here) or in doubt: what it
+    committed is unknown, and writing the plain commit before it could take back an offset
+    the transaction committed (and S3 holds), so that (group, topic, partition) is left out;
+    a plain commit after it is written as usual."""
+    facts = collect(
+        _wal(
+            (_commit("g", _at(0, 10), _at(1, 10)), (0, 0)),
+            (_commit("g", _at(0, 20), _at(1, 20), txn="tx"), (0, 0)),
+            (_commit("g", _at(1, 30)), (0,)),
+            (_end(True), None),  # in doubt: never answered
+        )
+    )
+    planned = plan_offsets_tail(facts, {group_partition("g", 10)}, {}, 10)
+    assert _offsets(planned) == {("g", 1): 30}
+    assert planned.transactional_unresolved == 1 and planned.transactional_committed == 0
+    # an end of another producer proves nothing about this one's
+    other = collect(
+        _wal(
+            (_commit("g", _at(0, 20), txn="tx"), (0,)),
+            (_end(True, pid=6), 0),
+        )
+    )
+    assert (
+        plan_offsets_tail(other, {group_partition("g", 10)}, {}, 10).transactional_unresolved == 1
+    )

@@ -237,6 +237,23 @@ def test_an_end_refused_before_it_acted_is_passed_over_for_its_retry() -> None:
     assert layout(t) == [(0, "data"), (2, "COMMIT 7/0")] and list(t.markers) == [4]
 
 
+@pytest.mark.parametrize("source", [None, Source.ABANDONED])
+def test_an_end_in_doubt_is_decided_by_its_answered_retry(source: Source | None) -> None:
+    """The connection died before the EndTxn's answer (no outcome, or abandoned); the client
+    retried the same end and got error 0: the retry decides, with its answer's epoch."""
+    doubt = end(2, 7, 0, True, error=-1 if source else None, source=source or Source.BROKER)
+    f = WalFacts(
+        acked=[acked(1, 0, txn_batch(7, 0, 0))],
+        end_txns=[doubt, end(4, 7, 0, True, bumped=1)],
+    )
+    t = plan(f)[TP]
+    assert layout(t) == [(0, "data"), (2, "COMMIT 7/1")] and list(t.markers) == [4]
+    # a retry refused (the coordinator decided otherwise) leaves it unresolved
+    f.end_txns = [doubt, end(4, 7, 0, False, error=48)]  # INVALID_TXN_STATE
+    with pytest.raises(TailError, match="failed with error 48"):
+        plan(f)
+
+
 def test_collect_reads_end_txn_entries_and_passes_unknown_types_by() -> None:
     raw = txn_batch(7, 0, 0)
     entries = [
