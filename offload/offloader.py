@@ -48,6 +48,9 @@ from .store import ObjectStore, PreconditionFailed, open_store
 
 log = structlog.get_logger("walproxy.offload")
 
+#: :meth:`Offloader._first_difference` could not read the broker: look again next time.
+_NOT_YET = "not yet"
+
 TP = tuple[str, int]
 #: Opens (and authenticates) a client to this offloader's broker; raises to be retried.
 Connector = Callable[[], Awaitable[UpstreamClient]]
@@ -342,7 +345,7 @@ class Offloader:
         self.coverage.update(topic, topic_id, partition, manifest.next_offset, -1.0)
         if self._on_adopt is not None:
             self._on_adopt(self, tp)
-        m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
+        self.count_stopped()
         log.info(
             "offloading partition",
             topic=topic,
@@ -360,28 +363,17 @@ class Offloader:
         state.high_watermark = max(state.high_watermark, end)
         if end < state.committed_next:
             return  # still behind: the repair has not run yet, or cannot
-        for ref in state.segments_to_compare():
-            stored = await self.calls("get_segment", lambda st, k=ref.key: st.get(k).data)
-            try:
-                log_bytes = segment_codec.decode(stored, ref)
-            except segment_codec.SegmentError as exc:
-                state.differs(f"cannot compare with the S3 copy: {exc}")
-                log.error("offload of a partition stopped for good", error=state.stopped)
-                return
-            fetched = await client.fetch(
-                state.topic, state.partition, ref.base_offset, max_bytes=ref.size + (1 << 16)
-            )
-            if fetched.error_code != 0:
-                return  # leadership moving, say: the next discovery looks again
-            why = segment_codec.first_difference(log_bytes, fetched.records)
-            if why is not None:
-                state.differs(why)
-                m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
-                log.error("offload of a partition stopped for good", error=state.stopped)
-                return
+        why = await self._first_difference(client, state)
+        if why is _NOT_YET:
+            return
+        if why is not None:
+            state.differs(why)
+            self.count_stopped()
+            log.error("offload of a partition stopped for good", error=state.stopped)
+            return
         fell_to = state.diverged_at
         state.rejoin()
-        m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
+        self.count_stopped()
         self.coverage.update(
             state.topic, state.topic_id, state.partition, state.committed_next, -1.0
         )
@@ -393,6 +385,29 @@ class Offloader:
             from_offset=state.position,
         )
         self.wake()
+
+    async def _first_difference(self, client: UpstreamClient, state: PartitionState) -> str | None:
+        """How the broker's batches differ from the S3 segments the diverged log had lost
+        (None: the same; :data:`_NOT_YET`: the broker could not be read now)."""
+        for ref in state.segments_to_compare():
+            stored = await self.calls("get_segment", lambda st, k=ref.key: st.get(k).data)
+            try:
+                log_bytes = segment_codec.decode(stored, ref)
+            except segment_codec.SegmentError as exc:
+                return f"cannot compare with the S3 copy: {exc}"
+            fetched = await client.fetch(
+                state.topic, state.partition, ref.base_offset, max_bytes=ref.size + (1 << 16)
+            )
+            if fetched.error_code != 0:
+                return _NOT_YET  # leadership moving, say: the next discovery looks again
+            why = segment_codec.first_difference(log_bytes, fetched.records)
+            if why is not None:
+                return why
+        return None
+
+    def count_stopped(self) -> None:
+        """``walproxy_offload_diverged_partitions``: the partitions not offloaded now."""
+        m.DIVERGED.set(sum(1 for s in self.partitions.values() if s.stopped))
 
     def release(self, tp: TP) -> None:
         """Stop offloading ``tp`` now (its leader moved to a broker whose offloader took it).

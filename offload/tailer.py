@@ -103,7 +103,7 @@ async def _out_of_range(client: UpstreamClient, off, s: PartitionState) -> None:
     try:
         s.check_not_behind(end)
     except Diverged as exc:
-        m.DIVERGED.set(sum(1 for p in off.partitions.values() if p.stopped))
+        off.count_stopped()
         log.error("offload of a partition stopped", error=str(exc))
         return
     s.resync(s.manifest, s.etag)  # the broker truncated what we had not committed: refetch
