@@ -16,7 +16,14 @@ Invariants (checked by :func:`validate`, so a decoded manifest always satisfies 
   when there are no segments;
 * ``segments[0].base_offset <= log_start_offset <= segments[0].last_offset``: segments wholly
   below the log start are dropped, as Kafka drops them;
-* ``leader_epochs`` are strictly increasing in both epoch and start offset.
+* ``leader_epochs`` are strictly increasing in both epoch and start offset;
+* ``open_transactions`` (one per producer id, sorted) start below ``next_offset``.
+
+``open_transactions`` are the transactions with batches in the copy and no commit or abort
+marker after them in it (what Kafka's producer snapshot and transaction index tell a
+tiered-storage reader, KIP-405): the copy may end between a transaction's batches and its
+marker, and a rebuild must then write that marker from the WAL. The key is written only when
+non-empty (readers of earlier manifests ignore it; a manifest without it has none open).
 """
 
 from __future__ import annotations
@@ -54,6 +61,15 @@ class SegmentRef:
     batches: int  # record batches in the object
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class OpenTxn:
+    """A transaction open at the end of the copy: its producer and its first offset there."""
+
+    producer_id: int
+    producer_epoch: int
+    first_offset: int
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     topic: str
@@ -66,6 +82,12 @@ class Manifest:
     next_offset: int  # one past the last offset covered
     leader_epochs: tuple[tuple[int, int], ...] = ()  # (epoch, start offset)
     segments: tuple[SegmentRef, ...] = field(default_factory=tuple)
+    open_transactions: tuple[OpenTxn, ...] = ()
+
+    @property
+    def open_first_offsets(self) -> dict[int, int]:
+        """Producer id -> first offset of its transaction open at :attr:`next_offset`."""
+        return {t.producer_id: t.first_offset for t in self.open_transactions}
 
     @property
     def stored_bytes(self) -> int:
@@ -107,6 +129,10 @@ def encode(m: Manifest) -> bytes:
         "leader_epochs": [list(e) for e in m.leader_epochs],
         "segments": [_segment_json(s) for s in m.segments],
     }
+    if m.open_transactions:
+        doc["open_transactions"] = [
+            [t.producer_id, t.producer_epoch, t.first_offset] for t in m.open_transactions
+        ]
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
@@ -168,6 +194,16 @@ def decode(data: bytes) -> Manifest:
     segments = doc.get("segments")
     if not isinstance(segments, list):
         raise ManifestError("manifest.segments: expected a list")
+    txns = doc.get("open_transactions", [])
+    if not isinstance(txns, list) or not all(
+        isinstance(t, list)
+        and len(t) == 3
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in t)
+        for t in txns
+    ):
+        raise ManifestError(
+            "manifest.open_transactions: expected [[producer_id, epoch, first_offset], ...]"
+        )
     m = Manifest(
         topic=_str(doc, "topic", "manifest"),
         topic_id=topic_id,
@@ -179,6 +215,7 @@ def decode(data: bytes) -> Manifest:
         next_offset=_int(doc, "next_offset", "manifest"),
         leader_epochs=tuple((e[0], e[1]) for e in epochs),
         segments=tuple(_segment(s, f"manifest.segments[{i}]") for i, s in enumerate(segments)),
+        open_transactions=tuple(OpenTxn(t[0], t[1], t[2]) for t in txns),
     )
     validate(m)
     return m
@@ -234,6 +271,15 @@ def validate(m: Manifest) -> None:
     for a, b in zip(m.leader_epochs, m.leader_epochs[1:], strict=False):
         if not (b[0] > a[0] and b[1] > a[1]):
             raise ManifestError(f"manifest.leader_epochs: {list(a)} then {list(b)} not increasing")
+    pids = [t.producer_id for t in m.open_transactions]
+    if pids != sorted(set(pids)):
+        raise ManifestError("manifest.open_transactions: producer ids not unique and sorted")
+    for t in m.open_transactions:
+        if not (t.producer_id >= 0 and 0 <= t.first_offset < m.next_offset):
+            raise ManifestError(
+                f"manifest.open_transactions: producer {t.producer_id} from offset "
+                f"{t.first_offset} is not inside the copy (next_offset {m.next_offset})"
+            )
 
 
 # -- leader epochs ---------------------------------------------------------------------------
@@ -262,6 +308,26 @@ def truncate_leader_epochs(
     if below and (not keep or keep[0][1] > log_start_offset):
         keep.insert(0, (below[-1][0], log_start_offset))
     return tuple(keep)
+
+
+# -- open transactions -----------------------------------------------------------------------
+#: A transactional batch of a segment: (producer id, epoch, base offset, is a control batch).
+TxnBatch = tuple[int, int, int, bool]
+
+
+def open_after(
+    before: Iterable[OpenTxn], batches: Iterable[TxnBatch]
+) -> tuple[OpenTxn, ...]:
+    """The transactions open after ``batches`` (a segment's transactional batches, in offset
+    order) given those open before: a data batch opens its producer's transaction unless one
+    is open, a control batch (commit or abort marker) closes it."""
+    open_ = {t.producer_id: t for t in before}
+    for pid, epoch, offset, control in batches:
+        if control:
+            open_.pop(pid, None)
+        elif pid not in open_:
+            open_[pid] = OpenTxn(pid, epoch, offset)
+    return tuple(sorted(open_.values()))
 
 
 # -- commit rules ----------------------------------------------------------------------------
@@ -319,8 +385,11 @@ def append_segment(
     writer_epoch: int,
     log_start_offset: int,
     leader_epochs: Iterable[tuple[int, int]] = (),
+    txn_batches: Iterable[TxnBatch] = (),
 ) -> Manifest:
     """The manifest after committing ``seg``, which must continue where ``old`` ends.
+
+    ``txn_batches`` are the segment's transactional batches (:func:`open_after`).
 
     ``log_start_offset`` is the broker's current log start. The segment normally starts at
     ``old.next_offset``. It may start elsewhere only where that offset is no longer in
@@ -361,6 +430,7 @@ def append_segment(
         next_offset=seg.last_offset + 1,
         leader_epochs=epochs,
         segments=segments,
+        open_transactions=open_after(old.open_transactions, txn_batches),
     )
     validate(new)
     return new

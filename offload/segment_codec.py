@@ -36,6 +36,8 @@ class LogInfo:
     max_timestamp: int
     batches: int
     leader_epochs: tuple[tuple[int, int], ...]  # (epoch, first offset) where it changes
+    #: (producer id, epoch, base offset, control) of each transactional batch
+    txn_batches: tuple[tuple[int, int, int, bool], ...] = ()
 
 
 def whole_batches(buf: bytes | memoryview) -> int:
@@ -92,6 +94,7 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     max_ts = -1
     count = 0
     epochs: list[tuple[int, int]] = []
+    txns: list[tuple[int, int, int, bool]] = []
     try:
         for h in iter_batches(log):
             if h.base_offset < 0:  # no Kafka offset; segment keys and manifests need >= 0
@@ -109,6 +112,8 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
                 not epochs or h.partition_leader_epoch > epochs[-1][0]
             ):
                 epochs.append((h.partition_leader_epoch, h.base_offset))
+            if h.is_transactional:
+                txns.append((h.producer_id, h.producer_epoch, h.base_offset, h.is_control))
             count += 1
     except BatchError as exc:
         raise SegmentError(str(exc)) from None
@@ -116,7 +121,9 @@ def describe(log: bytes | memoryview, covers_from: int) -> LogInfo:
     base = min(covers_from, first_base)
     if last < covers_from:
         raise SegmentError(f"batches end at {last}, below the fetch offset {covers_from}")
-    return LogInfo(base, last, len(log), crc32c.crc32c(log), max_ts, count, tuple(epochs))
+    return LogInfo(
+        base, last, len(log), crc32c.crc32c(log), max_ts, count, tuple(epochs), tuple(txns)
+    )
 
 
 def _identities(blob: bytes | memoryview) -> dict[int, tuple[int, ...]]:

@@ -91,6 +91,7 @@ async def _upload(off, s: PartitionState, limiter: trio.CapacityLimiter) -> None
                 writer_epoch=lease.epoch,
                 log_start_offset=s.log_start,
                 leader_epochs=cut.info.leader_epochs,
+                txn_batches=cut.info.txn_batches,
             )
             # Fencing before any write: a newer writer's lease stops us here.
             await off.calls("check_lease", commit.check_lease, off.cluster_id, lease)

@@ -143,3 +143,33 @@ def test_decode_refuses_broken_invariants() -> None:
         )
     with pytest.raises(mf.ManifestError, match="not JSON"):
         mf.decode(b"{")
+
+
+# -- open transactions -----------------------------------------------------------------------
+def test_open_after_tracks_each_producers_transaction_until_its_marker():
+    from offload.manifest import OpenTxn, open_after
+
+    before = (OpenTxn(7, 0, 3),)
+    # producer 7's marker at 5 closes it; 9 opens at 6 and stays open (a second batch of the
+    # same transaction does not move its first offset); 7 opens again at 8 under epoch 1
+    batches = [(9, 2, 4, False), (7, 0, 5, True), (9, 2, 6, False), (7, 1, 8, False)]
+    assert open_after(before, batches) == (OpenTxn(7, 1, 8), OpenTxn(9, 2, 4))
+    assert open_after(open_after(before, batches), [(9, 2, 10, True), (7, 1, 11, True)]) == ()
+
+
+def test_open_transactions_round_trip_and_are_checked():
+    import dataclasses
+
+    from offload.manifest import ManifestError, OpenTxn, decode, encode
+
+    m = commit(commit(empty(), [100]), [100])  # offsets 0..199
+    m2 = dataclasses.replace(m, open_transactions=(OpenTxn(4, 0, 150), OpenTxn(11, 3, 190)))
+    assert decode(encode(m2)) == m2
+    assert b"open_transactions" not in encode(m)  # absent when none are open
+    for bad in (
+        (OpenTxn(4, 0, 200),),  # not inside the copy
+        (OpenTxn(11, 0, 1), OpenTxn(4, 0, 2)),  # not sorted
+        (OpenTxn(4, 0, 1), OpenTxn(4, 1, 2)),  # one producer twice
+    ):
+        with pytest.raises(ManifestError, match="open_transactions"):
+            encode(dataclasses.replace(m, open_transactions=bad))
