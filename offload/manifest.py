@@ -315,9 +315,7 @@ def truncate_leader_epochs(
 TxnBatch = tuple[int, int, int, bool]
 
 
-def open_after(
-    before: Iterable[OpenTxn], batches: Iterable[TxnBatch]
-) -> tuple[OpenTxn, ...]:
+def open_after(before: Iterable[OpenTxn], batches: Iterable[TxnBatch]) -> tuple[OpenTxn, ...]:
     """The transactions open after ``batches`` (a segment's transactional batches, in offset
     order) given those open before: a data batch opens its producer's transaction unless one
     is open, a control batch (commit or abort marker) closes it."""
