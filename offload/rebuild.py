@@ -43,7 +43,15 @@ from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
 from .node_files import BrokerInfo, NodeFileError, decode_broker_info
 from .offsets_tail import commit_batches, plan_offsets_tail
 from .store import ObjectNotFound, ObjectStore, StoreError
-from .wal_tail import PartitionTail, TailError, WalFacts, collect, plan_tail
+from .wal_tail import (
+    PartitionTail,
+    TailError,
+    WalFacts,
+    abort_hint,
+    collect,
+    open_without_wal,
+    plan_tail,
+)
 
 EXIT_OK = 0
 EXIT_REFUSED = 1  # the data cannot be restored as it is: a human must look
@@ -149,6 +157,12 @@ class Report:
     #: transactional batches whose end the WAL does not prove: left out with --allow-gaps
     #: (without it the rebuild refuses, exit 1, naming the first)
     txn_batches_refused: int = 0
+    #: transactions open at the end of a partition's S3 copy (the manifest's
+    #: ``open_transactions``): markers written for them from the WAL's proof of their end,
+    #: and those the rebuilt log leaves open (end not known: --allow-gaps; or no batch of
+    #: them in the WAL), each named in a warning with the operator's remedy
+    txn_markers_for_s3_open: int = 0
+    txn_open_unresolved: int = 0
     seconds: float = 0.0
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -301,6 +315,7 @@ def plan(
     info = read_broker_info(store, cluster_id, opts.node_id)
     report.cluster_id, report.node_id = cluster_id, opts.node_id
     manifests = read_manifests(store, info, report)
+    opened = {tp: m.open_transactions for tp, (m, _) in manifests.items() if m.open_transactions}
     tails: dict[tuple[str, int], PartitionTail] = {}
     if facts is not None:
         names = {t.topic_id: name for name, t in info.topics.items()}
@@ -317,11 +332,13 @@ def plan(
                 },
                 names,
                 allow_gaps=opts.allow_gaps,
+                open_at_start=opened,
             )
         except TailError as exc:
             raise RebuildError(f"WAL tail: {exc}") from None
         _count_transactions(tails, report)
         _offsets_tail(facts, info, manifests, tails, names, opts, report)
+    _count_s3_open(opened, tails, report, wal=facts is not None)
     plans = [
         PartitionPlan(tp[0], tp[1], m, etag, tails.get(tp))
         for tp, (m, etag) in sorted(manifests.items())
@@ -353,6 +370,36 @@ def _count_transactions(tails: dict[tuple[str, int], PartitionTail], report: Rep
     for t in tails.values():
         report.txn_batches_refused += len(t.txn_left_out)
         report.warnings += [f"left out (--allow-gaps): {why}" for why in t.txn_left_out]
+
+
+def _count_s3_open(
+    opened: dict[tuple[str, int], tuple[mf.OpenTxn, ...]],
+    tails: dict[tuple[str, int], PartitionTail],
+    report: Report,
+    *,
+    wal: bool,
+) -> None:
+    """Count (and warn about) the transactions open at the end of the S3 copy: a marker
+    from the WAL, left open with --allow-gaps, or not in the WAL at all."""
+    for t in tails.values():
+        for end in t.s3_open.values():
+            if isinstance(end, str):
+                report.txn_open_unresolved += 1
+                report.warnings.append(f"left open (--allow-gaps): {end}")
+            else:
+                report.txn_markers_for_s3_open += 1
+    source = "the WAL holds no batch of it" if wal else "no WAL was read (--no-wal)"
+    for (topic, p), o in open_without_wal(opened, tails):
+        report.txn_open_unresolved += 1
+        where = f"{topic}-{p}"
+        report.warnings.append(
+            f"{where}: the transaction of producer id {o.producer_id}, epoch "
+            f"{o.producer_epoch} from offset {o.first_offset} is open at the end of the S3 "
+            f"copy and {source} (trimmed, or another WAL's), so its end is not known: it "
+            f"stays open in the rebuilt log (LSO stuck at {o.first_offset}, read_committed "
+            f"consumers stalled); once its coordinator's state shows it aborted or never "
+            f"ended, {abort_hint(where, o)}"
+        )
 
 
 def _never_offloaded(

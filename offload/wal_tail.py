@@ -58,6 +58,7 @@ from proxy.durable.wal_entries import (
 from proxy.kafka.record_batch import BatchError, BatchHeader, iter_batches
 from wal import Entry
 
+from .manifest import OpenTxn
 from .txn_tail import EndIndex, EndTxnFact, TxnEnd, Unresolved, marker_batch
 
 _I64 = struct.Struct(">q")
@@ -287,6 +288,10 @@ class PartitionTail:
     markers: dict[int, TxnEnd] = field(default_factory=dict)
     #: transactional batches left out with --allow-gaps (their end is not known), and why
     txn_left_out: list[str] = field(default_factory=list)
+    #: transactions open at the S3 copy's end (``Manifest.open_transactions``) with batches
+    #: in the WAL, by producer id: their end (a marker is planned) or why it is not known
+    #: (--allow-gaps: the transaction stays open in the rebuilt log)
+    s3_open: dict[int, TxnEnd | str] = field(default_factory=dict)
 
     @property
     def next_offset(self) -> int:
@@ -312,10 +317,19 @@ def plan_tail(
     topic_names: Mapping[uuid.UUID, str],
     *,
     allow_gaps: bool = False,
+    open_at_start: Mapping[tuple[str, int], Iterable[OpenTxn]] | None = None,
 ) -> dict[tuple[str, int], PartitionTail]:
     """Per partition the acknowledged batches from ``covered[tp]`` (the S3 ``next_offset``)
     on, patched and in offset order, with a commit or abort marker after each transaction
     whose end the WAL proves (:mod:`offload.txn_tail`).
+
+    ``open_at_start[tp]`` are the transactions open at the S3 copy's end (the manifest's
+    ``open_transactions``): the copy can end between a transaction's batches and its marker.
+    A WAL batch the copy covers belongs to such a transaction when it is transactional, of
+    its producer id and at or after its first offset; its end (from the WAL, as for a tail
+    batch) gives the marker, due from the start of the tail (after the transaction's last
+    tail batch if it has some). Without it the rebuilt log would keep the transaction open:
+    its LSO stuck, read_committed consumers stalled.
 
     Offsets between acknowledged batches (gaps) are filled in this order: first the markers
     that are due (their transaction's last batch in the partition is placed), unless
@@ -331,7 +345,9 @@ def plan_tail(
     the gap (unless ``allow_gaps``), a transactional batch's end is not known from this WAL
     (unless ``allow_gaps``: the batch is left out), a producer's next transactional batch
     leaves no offset for its previous transaction's marker, or a batch's partition is
-    unknown."""
+    unknown. An S3-open transaction whose end is not known refuses too (unless
+    ``allow_gaps``: S3 holds its batches, so it stays open; :attr:`PartitionTail.s3_open`
+    says why)."""
     by_tp: dict[tuple[str, int], list[AckedBatch]] = {}
     for a in facts.acked:
         name = a.topic if a.topic is not None else topic_names.get(a.topic_id)  # type: ignore[arg-type]
@@ -350,9 +366,33 @@ def plan_tail(
                 f"{tp[0]}-{tp[1]}: the WAL holds acknowledged batches but the offload target "
                 "has no manifest for this partition"
             )
+        opened = {t.producer_id: t for t in (open_at_start or {}).get(tp, ())}
         out[tp] = _plan_partition(
-            tp, acked, covered[tp], leader_epoch.get(tp, 0), doubt.get(tp, []), ends, allow_gaps
+            tp,
+            acked,
+            covered[tp],
+            leader_epoch.get(tp, 0),
+            doubt.get(tp, []),
+            ends,
+            allow_gaps,
+            opened,
         )
+    return out
+
+
+def open_without_wal(
+    open_at_start: Mapping[tuple[str, int], Iterable[OpenTxn]],
+    tails: Mapping[tuple[str, int], PartitionTail],
+) -> list[tuple[tuple[str, int], OpenTxn]]:
+    """The transactions open at the S3 copy's end of which the WAL holds no batch (trimmed
+    by an older walproxy, ``--no-wal``, or another WAL's): nothing proves their end, so the
+    rebuilt log keeps them open."""
+    out = []
+    for tp, txns in sorted(open_at_start.items()):
+        tail = tails.get(tp)
+        for t in txns:
+            if tail is None or t.producer_id not in tail.s3_open:
+                out.append((tp, t))
     return out
 
 
@@ -364,12 +404,15 @@ def _plan_partition(
     doubt: list[AckedBatch],
     ends: EndIndex,
     allow_gaps: bool,
+    opened: Mapping[int, OpenTxn],
 ) -> PartitionTail:
     where = f"{tp[0]}-{tp[1]}"
     tail = PartitionTail(tp[0], tp[1], start)
     ordered = sorted(acked, key=lambda x: (x.base_offset, x.lsn))
     txns = _transactions(where, ordered, start, ends, tail, allow_gaps)
-    due: list[_Txn] = []  # transactions whose last batch is placed, marker not yet
+    # transactions whose last batch is placed, marker not yet: from the start, those open at
+    # the S3 end with no batch in the tail
+    due = _s3_open(where, ordered, start, ends, tail, allow_gaps, opened, txns)
     last: AckedBatch | None = None  # the data batch placed last, for the sequence check
     seen: dict[int, AckedBatch] = {}
     for a in ordered:
@@ -447,6 +490,81 @@ def _transactions(
         t.last_offset = max(t.last_offset, a.last_offset)
         out[a.lsn] = t
     return out
+
+
+def _s3_open(
+    where: str,
+    ordered: list[AckedBatch],
+    start: int,
+    ends: EndIndex,
+    tail: PartitionTail,
+    allow_gaps: bool,
+    opened: Mapping[int, OpenTxn],
+    txns: dict[int, _Txn],
+) -> list[_Txn]:
+    """Resolve the transactions open at the S3 end from their covered WAL batches (recorded
+    in ``tail.s3_open``); returns those whose marker is due from the start of the tail. One
+    that continues in the tail shares its tail batches' :class:`_Txn` (same end), whose
+    marker follows the last of them. An unknown end refuses, or (``allow_gaps``) leaves the
+    transaction open: its batches are in S3 already and cannot be left out."""
+    due: dict[int, _Txn] = {}
+    tail_txns = {t.end.end_lsn: t for t in txns.values()}
+    for a in ordered:
+        if a.last_offset >= start or not a.transactional:
+            continue
+        pid, producer_epoch = a.producer
+        o = opened.get(pid)
+        if o is None or a.base_offset < o.first_offset:
+            continue  # not of a transaction open at the S3 end (its marker is in S3)
+        known = tail.s3_open.get(pid)
+        if isinstance(known, str):
+            continue  # already unresolved: the first batch's reason stands
+        end = ends.resolve(a.lsn, pid, producer_epoch)
+        if isinstance(end, Unresolved) or (known is not None and known != end):
+            why = _s3_open_unresolved(where, a, o, end, known)
+            if not allow_gaps:
+                raise TailError(why)
+            tail.s3_open[pid] = why
+            due.pop(pid, None)
+            continue
+        tail.s3_open[pid] = end
+        if end.end_lsn not in tail_txns:
+            due.setdefault(pid, _Txn(end, a.last_offset)).last_offset = a.last_offset
+    return list(due.values())
+
+
+def _s3_open_unresolved(
+    where: str, a: AckedBatch, o: OpenTxn, end: TxnEnd | Unresolved, known: TxnEnd | None
+) -> str:
+    pid, epoch = a.producer
+    if isinstance(end, Unresolved):
+        reason = end.reason
+    else:
+        first = known.end_lsn if known is not None else "?"
+        reason = (
+            f"its batches resolve to different EndTxn entries (LSN {first} and "
+            f"{end.end_lsn}), which the S3 copy (no marker between them) contradicts"
+        )
+    return (
+        f"{where}: the transaction of producer id {pid}, epoch {epoch} is open at the S3 "
+        f"copy's end (first offset {o.first_offset}; its WAL batch at LSN {a.lsn}, offset "
+        f"{a.base_offset}): {reason}; the rebuilt log would keep it open (LSO stuck at "
+        f"{o.first_offset}, read_committed consumers stalled). Wait for the offloader to copy "
+        f"its marker, or re-run with --allow-gaps to rebuild with it open and then, once its "
+        f"coordinator's state shows it aborted or never ended, {abort_hint(where, o)}"
+    )
+
+
+def abort_hint(where: str, o: OpenTxn) -> str:
+    """The operator's remedy for a transaction left open in a rebuilt log (Kafka's tool)."""
+    topic, _, partition = where.rpartition("-")
+    return (
+        "find it with `kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging "
+        "--broker-id N` and abort it with `kafka-transactions.sh --bootstrap-server HOST:PORT "
+        f"abort --topic {topic} --partition {partition} --start-offset {o.first_offset}` "
+        "(never for one its coordinator committed: that drops committed records; a "
+        "coordinator that still has it ongoing aborts it itself after transaction.timeout.ms)"
+    )
 
 
 def _fill_gap(
