@@ -583,7 +583,7 @@ def _fill_gap(
     if whole and not any(t.end.producer_id == a.producer[0] for t in due):
         filler = whole  # the in-doubt batches fit exactly: the markers wait
     else:
-        _place_markers(tail, due, a.base_offset - tail.next_offset, epoch)
+        _place_markers(tail, due, a.base_offset - tail.next_offset, epoch, a.producer[0])
         filler = []
         if tail.next_offset < a.base_offset:
             filler = _gap_filler(doubt, tail.next_offset, last, a)
@@ -600,10 +600,15 @@ def _fill_gap(
         )
 
 
-def _place_markers(tail: PartitionTail, due: list[_Txn], room: int, epoch: int) -> None:
+def _place_markers(
+    tail: PartitionTail, due: list[_Txn], room: int, epoch: int, next_producer: int = -1
+) -> None:
     """Up to ``room`` due markers at the tail's end, in the order of their EndTxn (the
-    coordinator's order of decisions); the rest stay due."""
-    due.sort(key=lambda t: t.end.end_lsn)
+    coordinator's order of decisions); the rest stay due. The marker of ``next_producer``
+    (whose batch follows the gap) goes first: the real one was before that batch, while
+    the others may have landed after it (the coordinator writes each transaction's markers
+    on its own, so a later EndTxn's marker can land first)."""
+    due.sort(key=lambda t: (t.end.producer_id != next_producer, t.end.end_lsn))
     for t in due[:room]:
         offset = tail.next_offset
         data = marker_batch(t.end, offset, epoch)

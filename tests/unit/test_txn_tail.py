@@ -189,6 +189,30 @@ def test_markers_and_in_doubt_batches_share_a_gap() -> None:
     assert layout(plan(f, allow_gaps=True)[TP]) == [(0, "data"), (2, "COMMIT 7/0"), (5, "data")]
 
 
+def test_the_marker_of_the_producer_writing_next_takes_a_one_offset_gap() -> None:
+    """Producer 2 ended first (EndTxn LSN 11) but its marker landed late (7); producer 1's
+    (LSN 13) landed at 5, before its next batch at 6. The one free offset 5 goes to producer
+    1's marker, not to the earlier EndTxn's (found by the cut-history property; the old
+    order refused: "finds no free offset")."""
+    f = WalFacts(
+        acked=[
+            acked(7, 3, txn_batch(1, 0, 0, 1)),
+            acked(9, 4, txn_batch(2, 0, 0, 1)),
+            acked(15, 6, txn_batch(1, 0, 1, 1)),
+        ],
+        end_txns=[end(11, 2, 0, False), end(13, 1, 0, False), end(17, 1, 0, False)],
+    )
+    t = plan_tail(f, {TP: 3}, {TP: 3}, {})[TP]
+    assert layout(t) == [
+        (3, "data"),
+        (4, "data"),
+        (5, "ABORT 1/0"),
+        (6, "data"),
+        (7, "ABORT 2/0"),
+        (8, "ABORT 1/0"),
+    ]
+
+
 def test_the_same_producers_next_batch_without_room_for_the_marker_refuses() -> None:
     f = WalFacts(
         acked=[acked(1, 0, txn_batch(7, 0, 0)), acked(4, 2, txn_batch(7, 0, 2))],
@@ -275,11 +299,14 @@ def test_collect_reads_end_txn_entries_and_passes_unknown_types_by() -> None:
 
 # -- property: rebuilt markers decide every batch as the real ones did ---------------------
 @st.composite
-def histories(draw: st.DrawFn) -> tuple[WalFacts, dict[int, tuple[int, bool]], dict[int, int]]:
+def histories(
+    draw: st.DrawFn, *, close: bool = False
+) -> tuple[WalFacts, dict[int, tuple[int, bool]], dict[int, int]]:
     """A partition's real log: two transactional producers (transaction.version 1 or 2) and
     a plain one, each end's marker written 0-2 appends after the end. Returns the WAL facts
     (markers are not in the WAL), per data batch offset its (producer, committed) truth, and
-    each end's real marker offset by END_TXN LSN (those still due land after the log)."""
+    each end's real marker offset by END_TXN LSN (those still due land after the log).
+    With ``close`` every transaction ends (the history's last ends follow its appends)."""
     tv2 = draw(st.booleans())
     lsn = offset = 0
     facts = WalFacts()
@@ -293,7 +320,10 @@ def histories(draw: st.DrawFn) -> tuple[WalFacts, dict[int, tuple[int, bool]], d
         lsn += 1
         return lsn
 
-    for _ in range(draw(st.integers(1, 25))):
+    steps = draw(st.integers(1, 25))
+    for step in itertools.count():
+        if step >= steps and not (close and any(s["open"] for s in state.values())):
+            break
         ready = [d for d in delayed if d[0] <= 0]
         for d in ready:  # the marker lands: one offset
             delayed.remove(d)
@@ -301,7 +331,10 @@ def histories(draw: st.DrawFn) -> tuple[WalFacts, dict[int, tuple[int, bool]], d
             state[d[1]]["pending"] = None
             offset += 1
         delayed = [(w - 1, p) for w, p in delayed]
-        action = draw(st.sampled_from(["plain", "txn1", "txn2", "end1", "end2"]))
+        if step < steps:
+            action = draw(st.sampled_from(["plain", "txn1", "txn2", "end1", "end2"]))
+        else:  # closing: end the open transactions (a pending marker lands first)
+            action = "end1" if state[1]["open"] else "end2"
         if action == "plain":
             n = draw(st.integers(1, 3))
             facts.acked.append(acked(next_lsn(), offset, plain(n)))
@@ -380,3 +413,201 @@ def test_rebuilt_markers_decide_every_batch_as_the_real_ones(
     # swap places among themselves, which decides no batch otherwise: the assertion above).
     rebuilt = sorted(b.base_offset for b in placed if next(iter_batches(b.data)).is_control)
     assert all(x <= y for x, y in zip(rebuilt, sorted(real.values()), strict=True))
+
+
+# -- property: the S3 copy ends anywhere, even inside a transaction -----------------------
+#: One batch of a rebuilt (or real) log: (base offset, last offset, producer id, epoch,
+#: transactional, control, committed: for a marker, what it says)
+Entry_ = tuple[int, int, int, int, bool, bool, bool]
+
+
+def real_log(facts: WalFacts, real: dict[int, int]) -> list[Entry_]:
+    """The partition's real log: the acknowledged batches and each end's marker at its real
+    offset (with the epoch the coordinator's markers carry)."""
+    out: list[Entry_] = []
+    for a in facts.acked:
+        pid, epoch = a.producer
+        out.append((a.base_offset, a.last_offset, pid, epoch, a.transactional, False, False))
+    for e in facts.end_txns:
+        assert e.outcome is not None
+        epoch = (
+            e.outcome.producer_epoch if e.outcome.producer_epoch >= 0 else e.entry.producer_epoch
+        )
+        offset = real[e.lsn]
+        out.append((offset, offset, e.entry.producer_id, epoch, True, True, e.entry.committed))
+    return sorted(out)
+
+
+def entries_of(tail: PartitionTail) -> list[Entry_]:
+    out: list[Entry_] = []
+    for b in tail.batches:
+        h = next(iter_batches(b.data))
+        committed = False
+        if h.is_control:
+            committed = decode_marker(*_control_record(b.data))[0] == COMMIT
+        out.append(
+            (
+                b.base_offset,
+                b.last_offset,
+                h.producer_id,
+                h.producer_epoch,
+                h.is_transactional,
+                h.is_control,
+                committed,
+            )
+        )
+    return out
+
+
+def undecided(log: list[Entry_], truth: dict[int, tuple[int, bool]]) -> list[str]:
+    """What is wrong with a log's transactions: a batch decided otherwise than the real log
+    decided it, a marker with no transaction open (two markers for one transaction), or a
+    transaction no marker ends (hanging: LSO stuck, read_committed consumers stalled)."""
+    problems: list[str] = []
+    open_: dict[int, list[int]] = {}
+    for base, _, pid, _, transactional, control, committed in log:
+        if not transactional:
+            continue
+        if not control:
+            open_.setdefault(pid, []).append(base)
+            continue
+        batches = open_.pop(pid, [])
+        if not batches:
+            problems.append(f"marker at {base} of producer {pid} ends no open transaction")
+        problems += [
+            f"batch at {b} decided {committed}, really {truth[b][1]}"
+            for b in batches
+            if truth[b] != (pid, committed)
+        ]
+    problems += [f"producer {pid}'s transaction from {b[0]} hangs" for pid, b in open_.items()]
+    return problems
+
+
+@st.composite
+def cut_histories(
+    draw: st.DrawFn,
+) -> tuple[WalFacts, dict[int, tuple[int, bool]], list[Entry_], int]:
+    """A history whose transactions all end, and where the S3 copy ends: any batch
+    boundary of the real log (before a marker, between a transaction's batches and its
+    marker, past everything)."""
+    facts, truth, real = draw(histories(close=True))
+    log = real_log(facts, real)
+    cut = draw(st.sampled_from(sorted({e[0] for e in log} | {log[-1][1] + 1 if log else 0})))
+    return facts, truth, log, cut
+
+
+def rebuilt_log(
+    facts: WalFacts, log: list[Entry_], cut: int, *, with_open: bool = True
+) -> tuple[list[Entry_], PartitionTail | None]:
+    """The S3 prefix of the real log up to ``cut``, then the planned tail; the manifest's
+    open set folded by :func:`offload.manifest.open_after` over the prefix (as the
+    uploader does). ``with_open=False``: the planner not told (the old behaviour)."""
+    from offload.manifest import open_after
+
+    prefix = [e for e in log if e[0] < cut]
+    opened = open_after((), [(e[2], e[3], e[0], e[5]) for e in prefix if e[4]])
+    tails = plan_tail(facts, {TP: cut}, {}, {}, open_at_start={TP: opened} if with_open else {})
+    tail = tails.get(TP)
+    return prefix + (entries_of(tail) if tail is not None else []), tail
+
+
+@settings(max_examples=500, deadline=None)
+@given(cut_histories())
+def test_an_s3_copy_ending_inside_a_transaction_rebuilds_every_decision(
+    history: tuple[WalFacts, dict[int, tuple[int, bool]], list[Entry_], int],
+) -> None:
+    """The WAL holds every batch (those S3 covers too) and every END_TXN; the S3 copy ends
+    at a random batch boundary. The rebuilt log decides every transactional batch as the
+    real one did, holds one marker per transaction, and every acknowledged batch at its
+    offset with no hole."""
+    facts, truth, log, cut = history
+    assert undecided(log, truth) == []  # the real log itself is sound
+    rebuilt, tail = rebuilt_log(facts, log, cut)
+    assert undecided(rebuilt, truth) == []
+    assert [e[0] for e in rebuilt if not e[5]] == [e[0] for e in log if not e[5]]
+    assert all(x[1] + 1 == y[0] for x, y in itertools.pairwise(rebuilt))  # no hole
+    assert sum(e[5] for e in rebuilt) == len(facts.end_txns)
+    if tail is not None:  # each S3-open transaction resolved, none left open
+        assert all(not isinstance(v, str) for v in tail.s3_open.values())
+
+
+def test_without_the_open_set_a_cut_inside_a_transaction_hangs() -> None:
+    """Negative control: the same planner not told which transactions are open at the S3
+    end (what main did) leaves one hanging for some cut: the property above would fail."""
+    from hypothesis import find
+
+    def hangs(h: tuple[WalFacts, dict[int, tuple[int, bool]], list[Entry_], int]) -> bool:
+        facts, truth, log, cut = h
+        try:
+            rebuilt, _ = rebuilt_log(facts, log, cut, with_open=False)
+        except TailError:
+            return False
+        return any("hangs" in p for p in undecided(rebuilt, truth))
+
+    facts, truth, log, cut = find(cut_histories(), hangs, settings=settings(max_examples=2000))
+    assert not any("hangs" in p for p in undecided(rebuilt_log(facts, log, cut)[0], truth))
+
+
+def test_a_transaction_open_at_the_s3_end_gets_its_marker_in_the_tail() -> None:
+    # S3 holds 0..2 (producer 7's batch at 0..1, a plain one at 2); the marker really was
+    # at 3 (answered EndTxn at LSN 4), then a plain batch at 4.
+    from offload.manifest import OpenTxn
+
+    f = WalFacts(
+        acked=[acked(1, 0, txn_batch(7, 0, 0)), acked(3, 2, plain()), acked(6, 4, plain())],
+        end_txns=[end(4, 7, 0, True)],
+    )
+    opened = {TP: [OpenTxn(7, 0, 0)]}
+    t = plan_tail(f, {TP: 3}, {TP: 3}, {}, open_at_start=opened)[TP]
+    assert layout(t) == [(3, "COMMIT 7/0"), (4, "data")]
+    assert list(t.markers) == [4] and list(t.s3_open) == [7]
+    # without the open set (the old planner) the marker's offset is a hole, refused ...
+    with pytest.raises(TailError, match=r"offsets 3\.\.3 are neither"):
+        plan_tail(f, {TP: 3}, {TP: 3}, {})
+    # ... and with no batch after it nothing is planned: the transaction would hang
+    f.acked.pop()
+    assert layout(plan_tail(f, {TP: 3}, {TP: 3}, {})[TP]) == []
+    assert layout(plan_tail(f, {TP: 3}, {TP: 3}, {}, open_at_start=opened)[TP]) == [
+        (3, "COMMIT 7/0")
+    ]
+    # a batch of the producer before the open transaction's first offset is not of it
+    assert (
+        plan_tail(f, {TP: 3}, {TP: 3}, {}, open_at_start={TP: [OpenTxn(7, 0, 1)]})[TP].s3_open == {}
+    )
+
+
+def test_an_s3_open_transaction_continuing_in_the_tail_gets_one_marker() -> None:
+    from offload.manifest import OpenTxn
+
+    f = WalFacts(
+        acked=[acked(1, 0, txn_batch(7, 0, 0)), acked(3, 2, txn_batch(7, 0, 2))],
+        end_txns=[end(5, 7, 0, False)],
+    )
+    t = plan_tail(f, {TP: 2}, {TP: 3}, {}, open_at_start={TP: [OpenTxn(7, 0, 0)]})[TP]
+    assert layout(t) == [(2, "data"), (4, "ABORT 7/0")] and len(t.markers) == 1
+
+
+@pytest.mark.parametrize(
+    ("ends", "match"),
+    [
+        ([], "another broker coordinates it"),
+        ([end(2, 7, 0, True, error=None)], "is in doubt"),
+        ([end(2, 7, 0, False, error=90)], "failed with error 90"),
+    ],
+)
+def test_an_s3_open_transaction_with_an_unknown_end_refuses_or_stays_open(
+    ends: list[EndTxnFact], match: str
+) -> None:
+    from offload.manifest import OpenTxn
+
+    f = WalFacts(acked=[acked(1, 5, txn_batch(7, 0, 0)), acked(3, 7, plain())], end_txns=ends)
+    opened = {TP: [OpenTxn(7, 0, 5)]}
+    with pytest.raises(TailError, match=match) as err:
+        plan_tail(f, {TP: 7}, {}, {}, open_at_start=opened)
+    text = str(err.value)
+    for part in ("t-0", "producer id 7, epoch 0", "first offset 5", "LSN 1", "--allow-gaps"):
+        assert part in text, part
+    assert "abort --topic t --partition 0 --start-offset 5" in text and "find-hanging" in text
+    t = plan_tail(f, {TP: 7}, {}, {}, open_at_start=opened, allow_gaps=True)[TP]
+    assert layout(t) == [(7, "data")] and not t.markers
+    assert isinstance(t.s3_open[7], str) and match in t.s3_open[7]
