@@ -414,3 +414,181 @@ def test_a_gateway_wal_without_the_end_refuses_then_allow_gaps_leaves_it_out(
     report = rebuild(store, o, out=quiet())  # type: ignore[arg-type]
     assert report.txn_batches_refused == 1 and report.txn_markers_written == 0
     assert any("left out" in w and "producer id 42" in w for w in report.warnings)
+
+
+# -- a transaction open at the end of the S3 copy (issue 17) --------------------------------
+def _txn(n: int, base_offset: int = 0) -> bytes:
+    from proxy.kafka.record_batch import TRANSACTIONAL_FLAG
+
+    return build_batch(
+        [b"t%d" % i for i in range(n)],
+        timestamp_ms=5,
+        producer_id=42,
+        producer_epoch=3,
+        base_sequence=0,
+        attributes=TRANSACTIONAL_FLAG,
+        base_offset=base_offset,
+    )
+
+
+def _s3_open_seed(store: ObjectStore) -> dict[tuple[str, int], bytes]:
+    """Like ``seed`` (without __consumer_offsets), orders-0's copy ending after producer 42's
+    transactional batch at 400..402 and before its marker: the manifest lists it as open."""
+    logs = {
+        ("orders", 0): make_batches(0, 40, 10, 100) + _txn(3, base_offset=400),
+        ("orders", 1): make_batches(0, 25, 5, 300),
+    }
+    m = offload_partition(store, CLUSTER, "orders", T1, 0, logs[("orders", 0)], object_bytes=9000)
+    offload_partition(store, CLUSTER, "orders", T1, 1, logs[("orders", 1)], object_bytes=9000)
+    write_broker_info(store, CLUSTER, 1, {"orders": (T1, [0, 1])})
+    assert [(t.producer_id, t.producer_epoch, t.first_offset) for t in m.open_transactions] == [
+        (42, 3, 400)
+    ]
+    assert m.next_offset == 403
+    return logs
+
+
+def _s3_open_wal(
+    directory: Path, *, end: bool | None, batch: bool = True, after: int | None = 404
+) -> None:
+    """The WAL of the sidecar: producer 42's batch (acknowledged at 400: S3 has it), its
+    EndTxn (``end``: committed or not; None: none) answered under transaction.version 2,
+    and a plain batch acknowledged at ``after`` (the real marker at 403 before it)."""
+    from proxy.durable.wal_entries import (
+        END_TXN,
+        END_TXN_OUTCOME,
+        EndTxnEntry,
+        EndTxnOutcomeEntry,
+        encode_end_txn,
+        encode_end_txn_outcome,
+    )
+
+    async def main() -> None:
+        async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
+
+            async def produce(topic: str, p: int, records: bytes, offset: int) -> None:
+                lsn = await wal.append(
+                    enc_batch(BatchEntry(-1, p, topic, None, "tx", records)), type=BATCH
+                )
+                await wal.append(
+                    enc_outcome(OutcomeEntry(lsn, Source.BROKER, 0, offset)), type=OUTCOME
+                )
+
+            if batch:
+                await produce("orders", 0, _txn(3), 400)
+            if end is not None:
+                entry = EndTxnEntry(5, 1_700_000_000_000, "tx", 42, 3, end)
+                lsn = await wal.append(encode_end_txn(entry), type=END_TXN)
+                outcome = EndTxnOutcomeEntry(lsn, Source.BROKER, 0, 42, 4)  # TV2: bumped
+                await wal.append(encode_end_txn_outcome(outcome), type=END_TXN_OUTCOME)
+            if after is not None:
+                await produce("orders", 0, client(2, "after"), after)
+            await produce("orders", 1, client(1, "o1"), 125)
+
+    trio.run(main)
+
+
+@pytest.fixture
+def moto_store(s3_server, s3_bucket: str) -> S3Store:  # type: ignore[no-untyped-def]
+    return S3Store(s3_bucket, "pre/fix/", endpoint_url=s3_server.endpoint_url)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_transaction_open_at_the_s3_end_gets_its_marker_from_the_wal(
+    tmp_path: Path, moto_store: S3Store, committed: bool
+) -> None:
+    """S3's copy of orders-0 ends between producer 42's batch and its marker (the manifest
+    says so); the WAL still holds the batch and the EndTxn: the marker lands at 403, the
+    first offset after the copy no acknowledged batch takes, before the plain batch at 404."""
+    from offload.txn_tail import ABORT, COMMIT, decode_marker
+    from tests.unit.test_txn_tail import _control_record
+
+    logs = _s3_open_seed(moto_store)
+    wal = tmp_path / "wal"
+    _s3_open_wal(wal, end=committed)
+    report = rebuild(moto_store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    got = read_partition(tmp_path / "data", "orders", 0)
+    assert got.startswith(logs[("orders", 0)])
+    rest = got[len(logs[("orders", 0)]) :]
+    marker, after = list(iter_batches(rest))
+    assert (marker.base_offset, marker.is_control, marker.producer_id) == (403, True, 42)
+    assert marker.producer_epoch == 4  # the EndTxn answer's (TV2) epoch
+    kind, _ = decode_marker(*_control_record(rest[: marker.length]))
+    assert kind == (COMMIT if committed else ABORT)
+    assert (after.base_offset, after.record_count, after.is_transactional) == (404, 2, False)
+    assert report.txn_markers_for_s3_open == 1 and report.txn_markers_written == 1
+    assert report.txn_open_unresolved == 0 and report.txn_batches_refused == 0
+    assert (report.txn_restored_committed, report.txn_restored_aborted) == (
+        (1, 0) if committed else (0, 1)
+    )
+    assert not [w for w in report.warnings if "producer id 42" in w]
+
+
+def test_a_transaction_open_at_the_s3_end_with_no_end_in_the_wal_is_refused(
+    tmp_path: Path, moto_store: S3Store
+) -> None:
+    _s3_open_seed(moto_store)
+    wal = tmp_path / "wal"
+    _s3_open_wal(wal, end=None, after=None)
+    with pytest.raises(RebuildError) as err:
+        rebuild(moto_store, opts(tmp_path, wal_dir=str(wal)), out=quiet())  # type: ignore[arg-type]
+    text = str(err.value)
+    for part in (
+        "orders-0: the transaction of producer id 42, epoch 3 is open at the S3 copy's end",
+        "first offset 400",
+        "its WAL batch at LSN 1, offset 400",
+        "no EndTxn",
+        "--allow-gaps",
+        "find-hanging",
+        "abort --topic orders --partition 0 --start-offset 400",
+    ):
+        assert part in text, (part, text)
+    assert not (tmp_path / "data" / "meta.properties").exists()
+
+
+def test_allow_gaps_leaves_an_unresolved_s3_open_transaction_open_with_a_warning(
+    tmp_path: Path, moto_store: S3Store
+) -> None:
+    import io
+
+    logs = _s3_open_seed(moto_store)
+    wal = tmp_path / "wal"
+    _s3_open_wal(wal, end=None, after=None)
+    out = io.StringIO()
+    report = rebuild(moto_store, opts(tmp_path, wal_dir=str(wal), allow_gaps=True), out=out)
+    assert read_partition(tmp_path / "data", "orders", 0) == logs[("orders", 0)]  # no marker
+    assert report.txn_open_unresolved == 1 and report.txn_markers_for_s3_open == 0
+    (warning,) = [w for w in report.warnings if "producer id 42" in w]
+    assert warning.startswith("left open (--allow-gaps): orders-0:")
+    assert "start-offset 400" in warning and "never ended" in warning
+    assert f"rebuild: warning: {warning}" in out.getvalue()
+
+
+@pytest.mark.parametrize("wal_kind", ["trimmed", "no-wal"])
+def test_an_s3_open_transaction_not_in_the_wal_is_warned_about(
+    tmp_path: Path, moto_store: S3Store, wal_kind: str
+) -> None:
+    """The manifest lists the transaction as open, and the WAL holds none of its batches
+    (trimmed by an older walproxy, or no WAL at all): nothing proves its end, so the rebuilt
+    log keeps it open; the report says so loudly, with the remedy."""
+    import io
+
+    logs = _s3_open_seed(moto_store)
+    o = opts(tmp_path)
+    if wal_kind == "trimmed":
+        _s3_open_wal(tmp_path / "wal", end=True, batch=False, after=None)
+        o.wal_dir = str(tmp_path / "wal")
+    out = io.StringIO()
+    report = rebuild(moto_store, o, out=out)
+    assert read_partition(tmp_path / "data", "orders", 0) == logs[("orders", 0)]
+    assert report.txn_open_unresolved == 1 and report.txn_markers_for_s3_open == 0
+    (warning,) = [w for w in report.warnings if "producer id 42" in w]
+    for part in (
+        "orders-0: the transaction of producer id 42, epoch 3 from offset 400",
+        "no WAL was read (--no-wal)" if wal_kind == "no-wal" else "the WAL holds no batch of it",
+        "kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging --broker-id N",
+        "abort --topic orders --partition 0 --start-offset 400",
+        "aborted or never ended",
+    ):
+        assert part in warning, (part, warning)
+    assert f"rebuild: warning: {warning}" in out.getvalue()
