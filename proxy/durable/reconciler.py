@@ -30,6 +30,7 @@ from proxy.client.upstream_client import (
 )
 from proxy.durable import metrics as pm
 from proxy.durable.commit_repair import WAIT_S, CommitReport, repair_commits
+from proxy.durable.ledger import CoverKey, cover_key
 from proxy.durable.produce_path import DurableProduce
 from proxy.durable.repair_plan import (
     Abandon,
@@ -286,8 +287,7 @@ class Reconciler:
             for lsn, b in batches.items():
                 o = outcomes.get(lsn)
                 if o is not None and lsn < self.durable.session_start_lsn:
-                    key = (b.topic, b.topic_id, b.partition)
-                    self.durable.note_settled(lsn, key, o, _record_count(b))
+                    self.durable.note_settled(lsn, _cover_key(b), o, _record_count(b))
                 if o is not None and o.error_code == 0 and o.base_offset >= 0:
                     key = (b.topic, b.topic_id, b.partition)
                     self.durable.note_acked(key, o.base_offset + _record_count(b))
@@ -385,9 +385,7 @@ class Reconciler:
         self.durable.ledger.resolved(o.batch_lsn for o in new_outcomes)
         for o in new_outcomes:
             b = batches[o.batch_lsn]
-            self.durable.note_settled(
-                o.batch_lsn, (b.topic, b.topic_id, b.partition), o, _record_count(b)
-            )
+            self.durable.note_settled(o.batch_lsn, _cover_key(b), o, _record_count(b))
             if o.error_code == 0 and o.base_offset >= 0:
                 key = (b.topic, b.topic_id, b.partition)
                 self.durable.note_acked(key, o.base_offset + _record_count(b))
@@ -525,6 +523,16 @@ class Reconciler:
                 offset=base,
             )
         return OutcomeEntry(action.lsn, Source.REPRODUCED, 0, base)
+
+
+def _cover_key(b: BatchEntry) -> CoverKey:
+    """What S3 must hold before the entry may be trimmed (a transactional batch: its marker
+    too, :func:`proxy.durable.ledger.cover_key`)."""
+    key = (b.topic, b.topic_id, b.partition)
+    if b.transactional_id is None:
+        return key
+    first = next(iter_batches(b.records, check_crc=False), None)
+    return cover_key(key, first.producer_id if first is not None else -1)
 
 
 def _record_count(b: BatchEntry) -> int:
