@@ -27,10 +27,12 @@ from proxy.kafka.groups import CONSUMER_OFFSETS, group_partition
 PartitionKey = tuple[str | None, uuid.UUID | None, int]
 #: A partition and the producer id of a transactional batch in it.
 TxnPartitionKey = tuple[str | None, uuid.UUID | None, int, int]
+#: A consumer group and the producer id of a transactional offset commit.
+TxnGroupKey = tuple[str, int]
 #: A partition, a transactional batch's partition and producer, or (a ``str``) a consumer
 #: group: its commits live in the group's ``__consumer_offsets`` partition, which the
 #: partition count of that topic says.
-CoverKey = PartitionKey | TxnPartitionKey | str
+CoverKey = PartitionKey | TxnPartitionKey | str | TxnGroupKey
 
 
 @dataclass(slots=True)
@@ -97,14 +99,18 @@ class Coverage:
     def covers(self, key: CoverKey, last_offset: int | None, settled_at: float) -> bool:
         """Has S3 committed this batch (``last_offset`` None: offset unknown, e.g. acks=0;
         then a fetch after ``settled_at`` must have been fully committed)? For a group
-        (``key`` a ``str``): has its ``__consumer_offsets`` partition been committed from a
-        fetch after ``settled_at``?"""
-        if isinstance(key, str):
+        (``key`` a ``str``, or (group, producer id) for a transactional commit): has its
+        ``__consumer_offsets`` partition been committed from a fetch after ``settled_at``
+        (with no transaction of that producer open at the copy's end)?"""
+        producer = -1
+        if isinstance(key, str) or len(key) == 2:
+            group, producer = (key, -1) if isinstance(key, str) else key
             if self._offsets_partitions is None:
                 return False
-            key = (CONSUMER_OFFSETS, None, group_partition(key, self._offsets_partitions))
+            key = (CONSUMER_OFFSETS, None, group_partition(group, self._offsets_partitions))
             last_offset = None
-        producer = key[3] if len(key) == 4 else -1
+        elif len(key) == 4:
+            producer = key[3]
         name, topic_id, partition = key[0], key[1], key[2]
         if name is None and topic_id is not None:
             if topic_id in self._released_ids:
@@ -117,8 +123,8 @@ class Coverage:
         c = self._by_name.get((name, partition))
         if c is None:
             return False
-        if last_offset is None:
-            return c.synced_at > settled_at
+        if last_offset is None:  # a commit's record offset is not known: any open one waits
+            return c.synced_at > settled_at and producer not in c.open_first
         if c.next_offset <= last_offset:
             return False
         # A transactional batch: its marker is copied unless its producer's open transaction

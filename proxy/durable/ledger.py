@@ -24,16 +24,19 @@ from proxy.kafka.produce_codec import PartitionKey
 
 from .wal_entries import OutcomeEntry
 
-__all__ = ["CoverKey", "Covers", "Ledger", "TxnPartitionKey", "cover_key"]
+__all__ = ["CoverKey", "Covers", "Ledger", "TxnGroupKey", "TxnPartitionKey", "cover_key"]
 
 #: A transactional batch's partition and producer id: S3 covers it once it holds the batch
 #: *and* its transaction's marker (a rebuild then needs nothing of it from the WAL; until then
 #: the batch holds the trim, and so keeps the END_TXN after it in the WAL).
 TxnPartitionKey = tuple[str | None, uuid.UUID | None, int, int]
+#: A group and the producer id of a transactional offset commit (TxnOffsetCommit): covered
+#: once the group's ``__consumer_offsets`` copy holds the commit and its marker.
+TxnGroupKey = tuple[str, int]
 #: What a settled WAL entry waits for S3 to cover: a partition's batch (a transactional one
 #: with its producer id), or (a ``str``) a group's committed offsets, in that group's
-#: ``__consumer_offsets`` partition.
-CoverKey = PartitionKey | TxnPartitionKey | str
+#: ``__consumer_offsets`` partition (transactional ones with their producer id).
+CoverKey = PartitionKey | TxnPartitionKey | str | TxnGroupKey
 #: ``covers(key, last_offset or None, settled_at)``: does a committed S3 copy hold it?
 Covers = Callable[[CoverKey, int | None, float], bool]
 
@@ -112,12 +115,14 @@ class Ledger:
         last = outcome.base_offset + record_count - 1 if outcome.base_offset >= 0 else None
         heapq.heappush(self._settled, (lsn, key, last, now))
 
-    def commit_settled(self, lsn: int, group_id: str, now: float) -> None:
+    def commit_settled(self, lsn: int, group_id: str, now: float, producer_id: int = -1) -> None:
         """A COMMIT entry's outcome is durable and some of its offsets were committed: it
         waits in the index until the S3 copy of the group's ``__consumer_offsets`` partition
-        was synced after ``now`` (a commit's offset in that partition is not known here)."""
+        was synced after ``now`` (a commit's offset in that partition is not known here); a
+        transactional one (``producer_id`` >= 0) until that copy holds its marker too."""
         if self.track_settled:
-            heapq.heappush(self._settled, (lsn, group_id, None, now))
+            key: CoverKey = group_id if producer_id < 0 else (group_id, producer_id)
+            heapq.heappush(self._settled, (lsn, key, None, now))
 
     def acked(self, key: PartitionKey, end_offset: int) -> None:
         """A batch ending before ``end_offset`` was acknowledged to a client."""

@@ -454,9 +454,9 @@ class DurableProduce:
                 trimmed = target
             progress(trimmed, bound)
 
-    def note_commit_settled(self, lsn: int, group_id: str) -> None:
+    def note_commit_settled(self, lsn: int, group_id: str, producer_id: int = -1) -> None:
         """A COMMIT entry's outcome is durable (``Ledger.commit_settled``, now)."""
-        self.ledger.commit_settled(lsn, group_id, trio.current_time())
+        self.ledger.commit_settled(lsn, group_id, trio.current_time(), producer_id)
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:

@@ -105,3 +105,18 @@ def test_a_transactional_batch_is_covered_once_the_copy_holds_its_marker() -> No
     assert not cov.covers(("t", None, 0, 7), 10, 1.0)  # but a batch of that one waits
     cov.release("t", TID, 0)  # led elsewhere: its sidecar keeps what it needs
     assert cov.covers(("t", None, 0, 7), 10, 1.0)
+
+
+def test_a_transactional_commit_is_covered_once_the_groups_copy_holds_its_marker() -> None:
+    from proxy.kafka.groups import CONSUMER_OFFSETS, group_partition
+
+    cov = Coverage()
+    cov.note_partition_count(CONSUMER_OFFSETS, 50)
+    p = group_partition("g", 50)
+    cov.update(CONSUMER_OFFSETS, TID, p, 40, 5.0, {7: 39})  # synced after, marker not copied
+    assert cov.covers("g", None, 4.0)  # a plain commit settled at 4 is covered
+    assert not cov.covers(("g", 7), None, 4.0)
+    assert cov.covers(("g", 9), None, 4.0)  # another producer's: nothing of it open
+    cov.update(CONSUMER_OFFSETS, TID, p, 41, 6.0, {})
+    assert cov.covers(("g", 7), None, 4.0)
+    assert not cov.covers(("g", 7), None, 6.5)  # settled after the last sync
