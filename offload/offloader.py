@@ -342,7 +342,7 @@ class Offloader:
         except Diverged as exc:
             log.error("offload of a partition stopped", error=str(exc))
         self.partitions[tp] = state
-        self.coverage.update(topic, topic_id, partition, manifest.next_offset, -1.0)
+        state.report_to(self.coverage, -1.0)
         if self._on_adopt is not None:
             self._on_adopt(self, tp)
         self.count_stopped()
@@ -374,9 +374,7 @@ class Offloader:
         fell_to = state.diverged_at
         state.rejoin()
         self.count_stopped()
-        self.coverage.update(
-            state.topic, state.topic_id, state.partition, state.committed_next, -1.0
-        )
+        state.report_to(self.coverage, -1.0)
         log.info(
             "offload of a partition resumed: the broker's log holds the S3 copy again",
             topic=state.topic,

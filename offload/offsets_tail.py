@@ -33,19 +33,30 @@ an aborted one is passed over. One whose end the WAL does not prove (its coordin
 another broker's, or the EndTxn is in doubt) leaves its (group, topic, partition) out unless a
 plain commit follows it: writing the plain commit before it could take back an offset the
 transaction committed and S3 holds. Both are counted in the report.
+
+A transactional commit's record may be in the S3 copy while its marker is not (the manifest's
+``open_transactions`` names its producer): the coordinator would load it as pending for good,
+and a consumer asking for stable offsets would wait forever. :func:`plan_open_markers` finds
+the TxnOffsetCommits of that producer and epoch in the WAL for the partition's groups; where
+they all belong to one transaction whose end the WAL proves, its marker is written first in
+the tail (the real one came after the copy's end, so before or among the records written
+after it; a plain commit written after the marker still wins, as after the real one).
+Otherwise the rebuild warns: which of several transactions of one epoch (transaction.version
+1) is the open one, or how it ended, is not in this WAL.
 """
 
 from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.kafka.groups import group_partition
+from proxy.kafka.groups import CONSUMER_OFFSETS, group_partition
 from proxy.kafka.record_batch import build_batch
 
-from .txn_tail import EndIndex, Unresolved
+from .manifest import OpenTxn
+from .txn_tail import EndIndex, TxnEnd, Unresolved
 from .wal_tail import AckedCommit, TailBatch, WalFacts
 
 KEY_VERSION = 1
@@ -190,4 +201,64 @@ def commit_batches(
         )
         out.append(TailBatch(offset, offset, data, c.lsn))
         offset += 1
+    return out
+
+
+@dataclass
+class OpenMarkers:
+    """Markers for the transactions open at the end of the S3 copy of this node's
+    ``__consumer_offsets`` partitions, and those it cannot decide."""
+
+    #: partition -> the ends to write first in its tail
+    markers: dict[int, list[TxnEnd]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_open_markers(
+    facts: WalFacts, open_at_start: Mapping[int, Sequence[OpenTxn]], partitions: int
+) -> OpenMarkers:
+    """For each transaction open at the end of a ``__consumer_offsets`` partition's S3 copy
+    (``open_at_start``: partition -> the manifest's ``open_transactions``), its marker when
+    the WAL's TxnOffsetCommits of that producer and epoch to the partition's groups all belong
+    to one transaction whose end the WAL proves; else a warning naming it."""
+    out = OpenMarkers()
+    ends = EndIndex(facts.end_txns)
+    for p, txns in sorted(open_at_start.items()):
+        for t in txns:
+            found: dict[int, TxnEnd] = {}
+            unknown: list[str] = []
+            for c in facts.commits:
+                if (
+                    c.transactional_id is None
+                    or (c.producer_id, c.producer_epoch) != (t.producer_id, t.producer_epoch)
+                    or group_partition(c.group_id, partitions) != p
+                ):
+                    continue
+                end = ends.resolve(c.lsn, c.producer_id, c.producer_epoch)
+                if isinstance(end, Unresolved):
+                    unknown.append(end.reason)
+                else:
+                    found[end.end_lsn] = end
+            if len(found) == 1 and not unknown:
+                out.markers.setdefault(p, []).extend(found.values())
+                continue
+            if not found and not unknown:
+                why = "the WAL holds no TxnOffsetCommit of it"
+            elif not found:
+                why = f"its end is not known from this WAL ({unknown[0]})"
+            else:
+                why = (
+                    f"the WAL holds TxnOffsetCommits of {len(found) + bool(unknown)} "
+                    "transactions of that producer and epoch, and which one is open is not known"
+                )
+            out.warnings.append(
+                f"{CONSUMER_OFFSETS}-{p}: the transactional offset commit of producer "
+                f"{t.producer_id} (epoch {t.producer_epoch}) from offset {t.first_offset} is "
+                f"open at the end of the S3 copy and no marker is written: {why}. The "
+                "coordinator keeps it pending (consumers asking for stable offsets wait) "
+                "until its own coordinator ends it; if `kafka-transactions.sh describe` shows "
+                "that transaction ended, abort the hanging one with `kafka-transactions.sh "
+                f"abort --topic {CONSUMER_OFFSETS} --partition {p} --start-offset "
+                f"{t.first_offset}` (an abort: the pending offsets are dropped)"
+            )
     return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import manifest as mf
 from . import segment_codec
+from .coverage import Coverage
 
 
 class Diverged(Exception):
@@ -60,6 +61,17 @@ class PartitionState:
     @property
     def committed_next(self) -> int:
         return self.manifest.next_offset
+
+    def report_to(self, coverage: Coverage, synced_at: float | None = None) -> None:
+        """Tell ``coverage`` what the committed copy holds (``synced_at`` None: ours)."""
+        coverage.update(
+            self.topic,
+            self.topic_id,
+            self.partition,
+            self.committed_next,
+            self.synced_at if synced_at is None else synced_at,
+            self.manifest.open_first_offsets,
+        )
 
     # -- tailer side ------------------------------------------------------------------------
     def take_fetch(

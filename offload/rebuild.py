@@ -41,10 +41,12 @@ from . import layout, segment_codec
 from . import manifest as mf
 from .logdir_writer import FinishedPartition, LogDirNotEmpty, LogDirWriter
 from .node_files import BrokerInfo, NodeFileError, decode_broker_info
-from .offsets_tail import commit_batches, plan_offsets_tail
+from .offsets_tail import OpenMarkers, commit_batches, plan_offsets_tail, plan_open_markers
 from .store import ObjectNotFound, ObjectStore, StoreError
+from .txn_tail import marker_batch
 from .wal_tail import (
     PartitionTail,
+    TailBatch,
     TailError,
     WalFacts,
     abort_hint,
@@ -146,6 +148,10 @@ class Report:
     #: plain commits), and those not written: aborted, or their end not in the WAL
     offset_commits_transactional_committed: int = 0
     offset_commits_transactional: int = 0
+    #: markers written for transactional commits the S3 copy of __consumer_offsets left open,
+    #: and such open commits the WAL cannot decide (warned, left pending)
+    offset_commit_txn_markers: int = 0
+    offset_commit_txns_open_undecided: int = 0
     offset_commits_elsewhere: int = 0  # groups of partitions this node does not host
     #: a gateway's WAL: acknowledged batches of partitions other nodes host (not written)
     wal_tail_elsewhere: int = 0
@@ -315,7 +321,13 @@ def plan(
     info = read_broker_info(store, cluster_id, opts.node_id)
     report.cluster_id, report.node_id = cluster_id, opts.node_id
     manifests = read_manifests(store, info, report)
-    opened = {tp: m.open_transactions for tp, (m, _) in manifests.items() if m.open_transactions}
+    # data partitions' open transactions; __consumer_offsets' (transactional offset
+    # commits, no BATCH entries) are _offsets_tail's
+    opened = {
+        tp: m.open_transactions
+        for tp, (m, _) in manifests.items()
+        if m.open_transactions and tp[0] != CONSUMER_OFFSETS
+    }
     tails: dict[tuple[str, int], PartitionTail] = {}
     if facts is not None:
         names = {t.topic_id: name for name, t in info.topics.items()}
@@ -449,9 +461,16 @@ def _offsets_tail(
     """Append the acknowledged commits to this node's ``__consumer_offsets`` partitions."""
     entry = info.topics.get(CONSUMER_OFFSETS)
     hosted = set(entry.partitions) if entry is not None else set()
+    count = opts.offsets_partitions or (entry.partition_count if entry is not None else None)
+    open_at_start = {
+        tp[1]: m.open_transactions
+        for tp, (m, _) in manifests.items()
+        if tp[0] == CONSUMER_OFFSETS and m.open_transactions
+    }
+    if open_at_start and count is not None:
+        _open_markers(plan_open_markers(facts, open_at_start, count), manifests, tails, report)
     if not facts.commits:
         return
-    count = opts.offsets_partitions or (entry.partition_count if entry is not None else None)
     if count is None:
         if entry is not None:
             report.warnings.append(
@@ -500,6 +519,30 @@ def _offsets_tail(
         epoch = m.leader_epochs[-1][0] if m.leader_epochs else 0
         tail.batches += commit_batches(commits, tail.next_offset, epoch, names)
         report.offset_commits_restored += len(commits)
+
+
+def _open_markers(
+    planned: OpenMarkers,
+    manifests: dict[tuple[str, int], tuple[mf.Manifest, str]],
+    tails: dict[tuple[str, int], PartitionTail],
+    report: Report,
+) -> None:
+    """Start the tails of ``__consumer_offsets`` partitions with the markers of transactional
+    commits left open by the S3 copy."""
+    report.warnings += planned.warnings
+    report.offset_commit_txns_open_undecided += len(planned.warnings)
+    for p, ends in sorted(planned.markers.items()):
+        m = manifests[(CONSUMER_OFFSETS, p)][0]
+        tail = tails.setdefault(
+            (CONSUMER_OFFSETS, p), PartitionTail(CONSUMER_OFFSETS, p, m.next_offset)
+        )
+        epoch = m.leader_epochs[-1][0] if m.leader_epochs else 0
+        for end in ends:
+            offset = tail.next_offset
+            data = marker_batch(end, offset, epoch)
+            tail.batches.append(TailBatch(offset, offset, data, end.end_lsn))
+            tail.markers[end.end_lsn] = end
+            report.offset_commit_txn_markers += 1
 
 
 def _meta(info: BrokerInfo, node_id: int) -> kl.MetaProperties:

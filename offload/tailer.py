@@ -66,9 +66,7 @@ async def tail(off) -> None:  # off: Offloader (circular import avoided)
                     continue  # released or reset while the fetch was out
                 if r.error_code == 0:
                     s.take_fetch(r.records, r.high_watermark, r.log_start_offset, started, now)
-                    off.coverage.update(
-                        s.topic, s.topic_id, s.partition, s.committed_next, s.synced_at
-                    )
+                    s.report_to(off.coverage)
                 elif r.error_code == OFFSET_OUT_OF_RANGE:
                     await _out_of_range(client, off, s)
                 elif r.error_code in _REDISCOVER:

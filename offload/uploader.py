@@ -102,7 +102,7 @@ async def _upload(off, s: PartitionState, limiter: trio.CapacityLimiter) -> None
             etag = await off.calls("commit_manifest", commit.commit_manifest, mkey, new, s.etag)
             m.COMMITS.inc()
             s.committed(cut, generation, new, etag, trio.current_time())
-            off.coverage.update(s.topic, s.topic_id, s.partition, s.committed_next, s.synced_at)
+            s.report_to(off.coverage)
             off.freed()
             await _collect(off, old, new)
     except commit.CommitConflict as exc:
@@ -147,7 +147,7 @@ async def _commit_log_start(off, s: PartitionState, limiter: trio.CapacityLimite
             s.commit_log_start(new, etag, trio.current_time())
             if s.position < new.next_offset:
                 s.position = s.buffer_from = new.next_offset
-            off.coverage.update(s.topic, s.topic_id, s.partition, s.committed_next, s.synced_at)
+            s.report_to(off.coverage)
             await _collect(off, old, new)
     except commit.CommitConflict as exc:
         _resync(off, s, exc)

@@ -104,7 +104,7 @@ class DurableCommit(DurableRequest[SkimmedCommit]):
             if waited:
                 pm.COMMITTED_OFFSETS_ACKED.inc(acked)
             if acked:  # waits in the settled index until S3 has the group's partition
-                self.produce.note_commit_settled(lsn, commit.group_id)
+                self.produce.note_commit_settled(lsn, commit.group_id, commit.producer_id)
 
         return encode_commit_outcome(CommitOutcomeEntry(lsn, Source.BROKER, codes)), on_durable
 

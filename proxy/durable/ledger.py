@@ -16,6 +16,7 @@ past the first entry that is unresolved, in doubt, or settled but not yet covere
 from __future__ import annotations
 
 import heapq
+import uuid
 from collections.abc import Callable, Iterable
 from itertools import chain
 
@@ -23,13 +24,27 @@ from proxy.kafka.produce_codec import PartitionKey
 
 from .wal_entries import OutcomeEntry
 
-__all__ = ["CoverKey", "Covers", "Ledger"]
+__all__ = ["CoverKey", "Covers", "Ledger", "TxnGroupKey", "TxnPartitionKey", "cover_key"]
 
-#: What a settled WAL entry waits for S3 to cover: a partition's batch, or (a ``str``) a
-#: group's committed offsets, in that group's ``__consumer_offsets`` partition.
-CoverKey = PartitionKey | str
+#: A transactional batch's partition and producer id: S3 covers it once it holds the batch
+#: *and* its transaction's marker (a rebuild then needs nothing of it from the WAL; until then
+#: the batch holds the trim, and so keeps the END_TXN after it in the WAL).
+TxnPartitionKey = tuple[str | None, uuid.UUID | None, int, int]
+#: A group and the producer id of a transactional offset commit (TxnOffsetCommit): covered
+#: once the group's ``__consumer_offsets`` copy holds the commit and its marker.
+TxnGroupKey = tuple[str, int]
+#: What a settled WAL entry waits for S3 to cover: a partition's batch (a transactional one
+#: with its producer id), or (a ``str``) a group's committed offsets, in that group's
+#: ``__consumer_offsets`` partition (transactional ones with their producer id).
+CoverKey = PartitionKey | TxnPartitionKey | str | TxnGroupKey
 #: ``covers(key, last_offset or None, settled_at)``: does a committed S3 copy hold it?
 Covers = Callable[[CoverKey, int | None, float], bool]
+
+
+def cover_key(key: PartitionKey, producer_id: int) -> CoverKey:
+    """What a batch of ``key`` waits for in S3: a transactional batch (``producer_id`` >= 0)
+    its marker too."""
+    return key if producer_id < 0 else (*key, producer_id)
 
 
 class Ledger:
@@ -48,21 +63,27 @@ class Ledger:
         self.acked_end: dict[PartitionKey, int] = {}
         #: With the S3 offloader trimming: keep the settled index (below).
         self.track_settled = track_settled
-        #: LSN -> (partition, record count) of BATCH entries between persistence and outcome.
-        self._batch_meta: dict[int, tuple[PartitionKey, int]] = {}
+        #: LSN -> (what S3 must cover, record count) of BATCH entries between persistence
+        #: and outcome.
+        self._batch_meta: dict[int, tuple[CoverKey, int]] = {}
         #: Settled entries in LSN order (a heap): (LSN, what S3 must cover, last offset or
         #: None if unknown, settled at), until S3 covers them.
         self._settled: list[tuple[int, CoverKey, int | None, float]] = []
 
     # -- what happened ---------------------------------------------------------------------
     def persisted(
-        self, lsns: Iterable[int], keys: Iterable[PartitionKey], counts: Iterable[int]
+        self,
+        lsns: Iterable[int],
+        keys: Iterable[PartitionKey],
+        counts: Iterable[int],
+        producer_id: int = -1,
     ) -> None:
-        """BATCH entries are durable and go to the broker next: unresolved until settled."""
+        """BATCH entries are durable and go to the broker next: unresolved until settled.
+        ``producer_id``: a transactional request's producer (-1: not transactional)."""
         for lsn, key, count in zip(lsns, keys, counts, strict=True):
             self.unresolved[lsn] = key
             if self.track_settled:
-                self._batch_meta[lsn] = (key, count)
+                self._batch_meta[lsn] = (cover_key(key, producer_id), count)
 
     def pending(self, lsn: int, key: PartitionKey) -> None:
         """An entry (a COMMIT) is durable and goes to the broker next: unresolved until
@@ -84,7 +105,7 @@ class Ledger:
                 self.settled(o.batch_lsn, meta[0], o, meta[1], now)
 
     def settled(
-        self, lsn: int, key: PartitionKey, outcome: OutcomeEntry, record_count: int, now: float
+        self, lsn: int, key: CoverKey, outcome: OutcomeEntry, record_count: int, now: float
     ) -> None:
         """A BATCH entry's outcome is durable. Failed ones are done with; landed ones wait in
         the index until the S3 copy covers their last offset."""
@@ -94,12 +115,14 @@ class Ledger:
         last = outcome.base_offset + record_count - 1 if outcome.base_offset >= 0 else None
         heapq.heappush(self._settled, (lsn, key, last, now))
 
-    def commit_settled(self, lsn: int, group_id: str, now: float) -> None:
+    def commit_settled(self, lsn: int, group_id: str, now: float, producer_id: int = -1) -> None:
         """A COMMIT entry's outcome is durable and some of its offsets were committed: it
         waits in the index until the S3 copy of the group's ``__consumer_offsets`` partition
-        was synced after ``now`` (a commit's offset in that partition is not known here)."""
+        was synced after ``now`` (a commit's offset in that partition is not known here); a
+        transactional one (``producer_id`` >= 0) until that copy holds its marker too."""
         if self.track_settled:
-            heapq.heappush(self._settled, (lsn, group_id, None, now))
+            key: CoverKey = group_id if producer_id < 0 else (group_id, producer_id)
+            heapq.heappush(self._settled, (lsn, key, None, now))
 
     def acked(self, key: PartitionKey, end_offset: int) -> None:
         """A batch ending before ``end_offset`` was acknowledged to a client."""

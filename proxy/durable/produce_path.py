@@ -33,7 +33,7 @@ import structlog
 import trio
 
 from proxy.durable import metrics as pm
-from proxy.durable.ledger import Covers, Ledger
+from proxy.durable.ledger import CoverKey, Covers, Ledger
 from proxy.durable.wal_entries import (
     BATCH,
     OUTCOME,
@@ -73,6 +73,8 @@ class PreparedRequest:
     local_response: bytes | None = None
     submission: Submission | None = None  # the WAL submission of the BATCH entries
     lsns: list[int] = field(default_factory=list)
+    #: a transactional request's producer id (its batches wait in S3 for their marker)
+    producer_id: int = -1
     forwarded: bool = False
     received_at: float = 0.0
     durable_at: float = 0.0
@@ -176,7 +178,7 @@ class DurableProduce:
         for part in skim.partitions:
             key: PartitionKey = (part.topic, part.topic_id, part.partition)
             records = payload[part.start : part.end]
-            count, refuse_with, why = _check_records(records)
+            count, producer_id, refuse_with, why = _check_records(records)
             if refuse_with is not None:
                 req.refused[key] = refuse_with
                 reason = "corrupt" if refuse_with == CORRUPT_MESSAGE else "invalid"
@@ -190,6 +192,8 @@ class DurableProduce:
                     error=why,
                 )
                 continue
+            if skim.transactional_id is not None:
+                req.producer_id = producer_id
             header = encode_batch_header(
                 acks=skim.acks,
                 partition=part.partition,
@@ -243,7 +247,7 @@ class DurableProduce:
         req.durable_at = time.perf_counter()
         pm.WAL_SECONDS.observe(req.durable_at - req.received_at)
         pm.PERSISTED.inc(len(req.lsns))
-        self.ledger.persisted(req.lsns, req.keys, req.counts)
+        self.ledger.persisted(req.lsns, req.keys, req.counts, req.producer_id)
         if not self.gate.is_open:
             await self.gate.wait()
         return None
@@ -400,7 +404,7 @@ class DurableProduce:
                 trimmed = target
 
     def note_settled(
-        self, lsn: int, key: PartitionKey, outcome: OutcomeEntry, record_count: int
+        self, lsn: int, key: CoverKey, outcome: OutcomeEntry, record_count: int
     ) -> None:
         """A BATCH entry's outcome is durable (``Ledger.settled``, now)."""
         self.ledger.settled(lsn, key, outcome, record_count, trio.current_time())
@@ -450,9 +454,9 @@ class DurableProduce:
                 trimmed = target
             progress(trimmed, bound)
 
-    def note_commit_settled(self, lsn: int, group_id: str) -> None:
+    def note_commit_settled(self, lsn: int, group_id: str, producer_id: int = -1) -> None:
         """A COMMIT entry's outcome is durable (``Ledger.commit_settled``, now)."""
-        self.ledger.commit_settled(lsn, group_id, trio.current_time())
+        self.ledger.commit_settled(lsn, group_id, trio.current_time(), producer_id)
 
     # -- for the reconciler ----------------------------------------------------------------
     def note_acked(self, key: PartitionKey, end_offset: int) -> None:
@@ -476,8 +480,8 @@ class DurableProduce:
         return False
 
 
-def _check_records(records: memoryview) -> tuple[int, int | None, str]:
-    """``(record count, error code to refuse with or None, why)`` for one partition's
+def _check_records(records: memoryview) -> tuple[int, int, int | None, str]:
+    """``(record count, producer id, error code to refuse with or None, why)`` for one partition's
     records: CORRUPT_MESSAGE where the broker's CRC and size checks fail, INVALID_RECORD
     where its ``LogValidator`` refuses a client's batch."""
     try:
@@ -485,8 +489,8 @@ def _check_records(records: memoryview) -> tuple[int, int | None, str]:
         if not headers:
             raise BatchError("no record batch")
     except BatchError as exc:
-        return 0, CORRUPT_MESSAGE, str(exc)
+        return 0, -1, CORRUPT_MESSAGE, str(exc)
     problem = produce_batch_problem(headers)
     if problem is not None:
-        return 0, INVALID_RECORD, problem
-    return headers[0].record_count, None, ""
+        return 0, -1, INVALID_RECORD, problem
+    return headers[0].record_count, headers[0].producer_id, None, ""

@@ -30,6 +30,7 @@ from proxy.client.upstream_client import (
 )
 from proxy.durable import metrics as pm
 from proxy.durable.commit_repair import WAIT_S, CommitReport, repair_commits
+from proxy.durable.ledger import CoverKey, cover_key
 from proxy.durable.produce_path import DurableProduce
 from proxy.durable.repair_plan import (
     Abandon,
@@ -112,14 +113,15 @@ class _PartitionState:
 def scan_wal(
     wal: Wal | S3Wal,
     from_lsn: int | None = None,
-    acked_commits: dict[int, str] | None = None,
+    acked_commits: dict[int, tuple[str, int]] | None = None,
 ) -> tuple[dict[int, BatchEntry], dict[int, OutcomeEntry]]:
     """Every BATCH and the latest OUTCOME per batch, from ``from_lsn`` (default: the start);
-    with ``acked_commits``, also the LSN -> group of every COMMIT entry that committed an
-    offset (a COMMIT_OUTCOME with an error 0), in the same pass."""
+    with ``acked_commits``, also the LSN -> (group, producer id: -1 unless transactional) of
+    every COMMIT entry that committed an offset (a COMMIT_OUTCOME with an error 0), in the
+    same pass."""
     batches: dict[int, BatchEntry] = {}
     outcomes: dict[int, OutcomeEntry] = {}
-    groups: dict[int, str] = {}
+    groups: dict[int, tuple[str, int]] = {}
     for entry in wal.read_from(from_lsn):
         if entry.type == BATCH:
             batches[entry.lsn] = decode_batch(bytes(entry.payload))
@@ -127,7 +129,8 @@ def scan_wal(
             o = decode_outcome(entry.payload)
             outcomes[o.batch_lsn] = o
         elif acked_commits is not None and entry.type == COMMIT:
-            groups[entry.lsn] = decode_commit(entry.payload).group_id
+            commit = decode_commit(entry.payload)
+            groups[entry.lsn] = (commit.group_id, commit.producer_id)
         elif acked_commits is not None and entry.type == COMMIT_OUTCOME:
             c = decode_commit_outcome(entry.payload)
             if 0 in c.error_codes and c.commit_lsn in groups:
@@ -278,16 +281,15 @@ class Reconciler:
 
         # Which partitions lost acknowledged data (their log ends before what we acked)?
         if startup:
-            commits: dict[int, str] = {}
+            commits: dict[int, tuple[str, int]] = {}
             batches, outcomes = scan_wal(self.wal, acked_commits=commits)
-            for lsn, group in commits.items():  # an earlier process's: kept until S3 has them
+            for lsn, (group, pid) in commits.items():  # an earlier process's: kept for S3
                 if lsn < self.durable.session_start_lsn:
-                    self.durable.note_commit_settled(lsn, group)
+                    self.durable.note_commit_settled(lsn, group, pid)
             for lsn, b in batches.items():
                 o = outcomes.get(lsn)
                 if o is not None and lsn < self.durable.session_start_lsn:
-                    key = (b.topic, b.topic_id, b.partition)
-                    self.durable.note_settled(lsn, key, o, _record_count(b))
+                    self.durable.note_settled(lsn, _cover_key(b), o, _record_count(b))
                 if o is not None and o.error_code == 0 and o.base_offset >= 0:
                     key = (b.topic, b.topic_id, b.partition)
                     self.durable.note_acked(key, o.base_offset + _record_count(b))
@@ -385,9 +387,7 @@ class Reconciler:
         self.durable.ledger.resolved(o.batch_lsn for o in new_outcomes)
         for o in new_outcomes:
             b = batches[o.batch_lsn]
-            self.durable.note_settled(
-                o.batch_lsn, (b.topic, b.topic_id, b.partition), o, _record_count(b)
-            )
+            self.durable.note_settled(o.batch_lsn, _cover_key(b), o, _record_count(b))
             if o.error_code == 0 and o.base_offset >= 0:
                 key = (b.topic, b.topic_id, b.partition)
                 self.durable.note_acked(key, o.base_offset + _record_count(b))
@@ -525,6 +525,16 @@ class Reconciler:
                 offset=base,
             )
         return OutcomeEntry(action.lsn, Source.REPRODUCED, 0, base)
+
+
+def _cover_key(b: BatchEntry) -> CoverKey:
+    """What S3 must hold before the entry may be trimmed (a transactional batch: its marker
+    too, :func:`proxy.durable.ledger.cover_key`)."""
+    key = (b.topic, b.topic_id, b.partition)
+    if b.transactional_id is None:
+        return key
+    first = next(iter_batches(b.records, check_crc=False), None)
+    return cover_key(key, first.producer_id if first is not None else -1)
 
 
 def _record_count(b: BatchEntry) -> int:

@@ -89,3 +89,34 @@ def test_what_another_broker_leads_is_covered_though_never_offloaded_here() -> N
     gateway = Coverage(led_elsewhere_covered=False)
     gateway.led_elsewhere("t", TID, 3)
     assert not gateway.covers(("t", None, 3), 10, 1.0)  # the leader's offloader decides
+
+
+def test_a_transactional_batch_is_covered_once_the_copy_holds_its_marker() -> None:
+    cov = Coverage()
+    batch = ("t", None, 0, 7)  # producer 7's transactional batch, offsets 3..4
+    cov.update("t", TID, 0, 5, 1.0, {7: 3})  # S3 has the batch; 7's transaction is open
+    assert not cov.covers(batch, 4, 1.0)
+    assert cov.covers(("t", None, 0), 4, 1.0)  # a plain batch there is covered
+    assert cov.covers(("t", None, 0, 9), 4, 1.0)  # another producer's: nothing open
+    cov.update("t", TID, 0, 8, 2.0, {})  # the marker (at 5) is copied
+    assert cov.covers(batch, 4, 1.0)
+    cov.update("t", TID, 0, 12, 3.0, {7: 9})  # 7's next transaction began after the marker
+    assert cov.covers(batch, 4, 1.0)
+    assert not cov.covers(("t", None, 0, 7), 10, 1.0)  # but a batch of that one waits
+    cov.release("t", TID, 0)  # led elsewhere: its sidecar keeps what it needs
+    assert cov.covers(("t", None, 0, 7), 10, 1.0)
+
+
+def test_a_transactional_commit_is_covered_once_the_groups_copy_holds_its_marker() -> None:
+    from proxy.kafka.groups import CONSUMER_OFFSETS, group_partition
+
+    cov = Coverage()
+    cov.note_partition_count(CONSUMER_OFFSETS, 50)
+    p = group_partition("g", 50)
+    cov.update(CONSUMER_OFFSETS, TID, p, 40, 5.0, {7: 39})  # synced after, marker not copied
+    assert cov.covers("g", None, 4.0)  # a plain commit settled at 4 is covered
+    assert not cov.covers(("g", 7), None, 4.0)
+    assert cov.covers(("g", 9), None, 4.0)  # another producer's: nothing of it open
+    cov.update(CONSUMER_OFFSETS, TID, p, 41, 6.0, {})
+    assert cov.covers(("g", 7), None, 4.0)
+    assert not cov.covers(("g", 7), None, 6.5)  # settled after the last sync

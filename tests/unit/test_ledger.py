@@ -3,6 +3,8 @@ trimmed and what may not."""
 
 from __future__ import annotations
 
+import uuid
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -94,3 +96,19 @@ def test_the_target_never_passes_an_entry_the_wal_must_keep(ops: list[str], boun
     assert target <= bound
     kept = [*open_, *led.in_doubt, *(n for n, last in landed_at.items() if last > s3_end)]
     assert all(target < n for n in kept), (target, kept)
+
+
+def test_a_transactional_batch_holds_the_trim_until_s3_has_its_marker() -> None:
+    from offload.coverage import Coverage
+
+    tid = uuid.uuid4()
+    cov = Coverage()
+    led = Ledger(track_settled=True)
+    led.persisted([1], [KEY], [2], producer_id=7)  # transactional: offsets 0..1
+    led.persisted([2], [KEY], [1])  # a plain batch after it (offset 2)
+    led.outcomes_durable([landed(1, 0), landed(2, 2)], now=0.0)
+    # an END_TXN at LSN 3 is resolved (nothing holds it but what comes before it)
+    cov.update("t", tid, 0, 3, 1.0, {7: 0})  # S3 has offsets 0..2, the transaction is open
+    assert led.offload_target(10, now=5.0, retention_s=0.0, covers=cov.covers) == 0
+    cov.update("t", tid, 0, 4, 2.0, {})  # the copy reached the marker at 3
+    assert led.offload_target(10, now=5.0, retention_s=0.0, covers=cov.covers) == 10

@@ -199,3 +199,51 @@ def test_an_unproven_transactional_commit_keeps_its_partition_out() -> None:
     assert (
         plan_offsets_tail(other, {group_partition("g", 10)}, {}, 10).transactional_unresolved == 1
     )
+
+
+def _open(pid: int = 5, epoch: int = 0, first: int = 40):
+    from offload.manifest import OpenTxn
+
+    return {group_partition("g", 10): (OpenTxn(pid, epoch, first),)}
+
+
+def test_a_commit_transaction_the_s3_copy_left_open_gets_its_marker_from_the_wal() -> None:
+    """The TxnOffsetCommit's record reached S3, its marker did not (the manifest's
+    open_transactions): one transaction of that producer and epoch in the WAL, ended as the
+    WAL proves, gives the marker the rebuild writes first in the partition's tail."""
+    from offload.offsets_tail import plan_open_markers
+
+    wal = _wal((_commit("g", _at(0, 20), txn="tx"), (0,)), (_end(True), 0))
+    planned = plan_open_markers(collect(wal), _open(), 10)
+    [[end]] = planned.markers.values()
+    assert end.committed and (end.producer_id, end.marker_epoch) == (5, 0)
+    assert not planned.warnings
+    aborted = plan_open_markers(
+        collect(_wal((_commit("g", _at(0, 20), txn="tx"), (0,)), (_end(False), 0))), _open(), 10
+    )
+    [[abort]] = aborted.markers.values()
+    assert not abort.committed
+    # a later epoch's transaction (TV2) is not the open one
+    assert not plan_open_markers(collect(wal), _open(epoch=1), 10).markers
+
+
+def test_an_open_commit_transaction_the_wal_cannot_decide_is_warned_not_guessed() -> None:
+    from offload.offsets_tail import plan_open_markers
+
+    two = _wal(  # transaction.version 1: two transactions under one epoch, either may be open
+        (_commit("g", _at(0, 20), txn="tx"), (0,)),
+        (_end(False), 0),
+        (_commit("g", _at(0, 30), txn="tx"), (0,)),
+        (_end(True), 0),
+    )
+    cases = {
+        "transactions of that producer and epoch": two,
+        "no TxnOffsetCommit": _wal((_commit("g", _at(0, 20)), (0,))),
+        "is not known": _wal((_commit("g", _at(0, 20), txn="tx"), (0,)), (_end(True), None)),
+    }
+    for why, wal in cases.items():
+        planned = plan_open_markers(collect(wal), _open(), 10)
+        assert not planned.markers, why
+        [warning] = planned.warnings
+        assert why in warning and "producer 5 (epoch 0) from offset 40" in warning
+        assert "kafka-transactions.sh abort --topic __consumer_offsets" in warning
