@@ -294,6 +294,164 @@ def test_transactions_only_in_the_wal_are_restored(env: Env, tmp_path: Path) -> 
     )
 
 
+def _open_in_s3(
+    env: Env, topic: str, txn_records: list[list[Acked]], timeout: float = 60.0
+) -> dict[int, tuple]:
+    """Until every partition's manifest has ``next_offset`` past the transactions' records
+    and lists one open transaction starting at each one's first record there (the offloader
+    copies up to the high watermark, ``offload.max_lag_s`` after the write); returns the
+    manifests' open transactions by partition."""
+    from offload import commit
+    from offload.node_files import decode_broker_info
+
+    info = decode_broker_info(env.store.get(layout.broker_key(env.cluster.cluster_id, 1)).data)
+    tid = info.topics[topic].topic_id
+    want = {
+        p: {min(a.offset for a in recs if a.partition == p) for recs in txn_records}
+        for p in range(PARTITIONS)
+    }
+    past = {
+        p: max(a.offset for recs in txn_records for a in recs if a.partition == p) for p in want
+    }
+    deadline = time.monotonic() + timeout
+    seen: dict[int, tuple] = {}
+    while time.monotonic() < deadline:
+        for p in range(PARTITIONS):
+            key = layout.manifest_key(env.cluster.cluster_id, tid, p)
+            m = commit.read_manifest(env.store, key).manifest
+            if m is not None and m.next_offset > past[p]:
+                seen[p] = m.open_transactions
+        if all({t.first_offset for t in seen.get(p, ())} == want[p] for p in want):
+            return seen
+        time.sleep(0.2)
+    raise TimeoutError(f"manifests never listed the open transactions {want}: {seen}")
+
+
+def test_a_transaction_open_at_the_end_of_the_s3_copy_is_restored(env: Env, tmp_path: Path) -> None:
+    """Issue 17: two transactional producers (confluent-kafka) write their transactions'
+    batches through the sidecar and the offloader copies them: the S3 copy ends between the
+    batches and their markers, and each manifest lists both transactions in
+    ``open_transactions``. Then S3 stalls, one transaction commits and the other aborts (the
+    markers are in the broker's log only), plain records follow, the disk is lost. The
+    rebuild writes both markers from the EndTxn outcomes the WAL kept (it holds a
+    transactional batch until S3 has its marker): a read_committed consumer reads the
+    committed records once at their acknowledged offsets, none of the aborted ones, and the
+    last stable offset reaches the high watermark (no hanging transaction). Negative
+    control: the same WAL and manifests planned without the open transactions leave the
+    markers' offsets a hole (refused) or, with --allow-gaps, no marker: both would hang."""
+    from confluent_kafka import IsolationLevel, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    import wal
+    from offload import rebuild as rb
+    from offload.wal_tail import TailError, collect, plan_tail
+
+    topic = _create_topic(env.cluster)
+    tag = c.unique_tag("s3open")
+    first = h.plain_acked(env.cluster.bootstrap, topic, 3, tag, PARTITIONS)
+    h.wait_offloaded(env.cluster, env.store, [topic])
+    records: dict[bool, list[Acked]] = {True: [], False: []}
+    producers: dict[bool, Producer] = {}
+    for committed in (True, False):
+
+        def on_delivery(err: object, msg: object, out: list[Acked] = records[committed]) -> None:
+            assert err is None, err
+            out.append(Acked(msg.partition(), msg.offset(), msg.value()))  # type: ignore[attr-defined]
+
+        prod = Producer(
+            {
+                "bootstrap.servers": env.cluster.bootstrap,
+                "transactional.id": f"tx-{tag}-{committed}",
+            }
+        )
+        prod.init_transactions(60)
+        prod.begin_transaction()
+        for j in range(2 * PARTITIONS):
+            value = f"{tag}-{committed}-{j}".encode()
+            prod.produce(topic, value=value, partition=j % PARTITIONS, on_delivery=on_delivery)
+        assert prod.flush(60) == 0
+        producers[committed] = prod
+    del prod
+    t0 = time.monotonic()
+    open_at_s3_end = _open_in_s3(env, topic, list(records.values()))
+    copied_s = time.monotonic() - t0
+    env.relay.set_mode("stall")
+    try:
+        producers[True].commit_transaction(60)
+        producers[False].abort_transaction(60)
+        for prod in producers.values():
+            prod.flush(10)
+        del prod
+        producers.clear()  # rd_kafka_destroy: a clean close
+        after = h.plain_acked(
+            env.cluster.bootstrap, topic, 2 * PARTITIONS, f"{tag}-after", PARTITIONS
+        )
+        h.lose_disk(env.cluster)
+    finally:
+        env.relay.set_mode("pass")
+
+    # S3 still ends inside both transactions: the rebuild must end them
+    assert _open_in_s3(env, topic, list(records.values()), timeout=5) == open_at_s3_end
+    facts = collect(wal.read_directory(str(env.cluster.node(1).directory / "walproxy-wal")))
+    opts = rb.RebuildOptions(log_dir=tmp_path / "unused", node_id=1)
+    _, plans = rb.plan(env.store, opts, rb.Report(), facts)
+    tails = {p.partition: p.tail for p in plans if p.topic == topic}
+    for part, tail in tails.items():
+        assert tail is not None and len(tail.s3_open) == 2, (part, tail and tail.s3_open)
+        assert all(not isinstance(e, str) for e in tail.s3_open.values())
+    # negative control: the same WAL and manifests, the open transactions not passed
+    info = rb.read_broker_info(env.store, env.cluster.cluster_id, 1)
+    manifests = rb.read_manifests(env.store, info, rb.Report())
+    names = {t.topic_id: n for n, t in info.topics.items()}
+    covered = {tp: m.next_offset for tp, (m, _) in manifests.items()}
+    try:  # the markers' offsets are a hole unless they landed after every other batch
+        plan_tail(facts, covered, {}, names)
+        strict = "planned with no marker"
+    except TailError as exc:
+        assert "are neither in the S3 copy" in str(exc), exc
+        strict = "refused (a hole at the markers' offsets)"
+    unaware = plan_tail(facts, covered, {}, names, allow_gaps=True)
+    pids = {t.producer_id for txns in open_at_s3_end.values() for t in txns}
+    for part in range(PARTITIONS):
+        markers = unaware[(topic, part)].markers.values()
+        assert not [e for e in markers if e.producer_id in pids]  # both would hang
+
+    run = h.run_rebuild(env.cluster)
+    report = h.report_of(run)
+    assert report["txn_markers_for_s3_open"] == 2 * PARTITIONS
+    assert report["txn_open_unresolved"] == 0 and report["txn_batches_refused"] == 0
+    assert not [w for w in report["warnings"] if "is open at" in w], report["warnings"]
+    t1 = time.monotonic()
+    h.start_again(env.cluster)
+    restarted_s = time.monotonic() - t1
+
+    t2 = time.monotonic()
+    consumed = consume_all(env.cluster.direct_bootstrap, topic, PARTITIONS, timeout=60)
+    read_s = time.monotonic() - t2
+    seen = {(p, o, v) for p, recs in consumed.items() for o, v in recs}
+    assert sum(len(r) for r in consumed.values()) == len(seen)  # each once
+    for a in first + records[True] + after:
+        assert (a.partition, a.offset, a.value) in seen, a
+    assert not {a.value for a in records[False]} & {v for _, _, v in seen}
+    admin = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap})
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def ends(level: IsolationLevel) -> dict[int, int]:
+        got = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level)
+        return {tp.partition: f.result(30).offset for tp, f in got.items()}
+
+    lso, hw = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)
+    assert lso == hw, (lso, hw)  # nothing hangs
+    print(
+        f"transactions open at the S3 end: {len(pids)} producers x {PARTITIONS} partitions, "
+        f"in the manifests {copied_s:.1f} s after the last batch; "
+        f"{report['txn_markers_for_s3_open']} markers for them from the WAL "
+        f"({report['txn_markers_written']} in all), rebuild {run.seconds:.1f} s, broker + "
+        f"sidecar ready {restarted_s:.1f} s; read_committed {len(seen)} records in "
+        f"{read_s:.1f} s, aborted seen 0, LSO = HW {hw}; without the open set: {strict}"
+    )
+
+
 COPIER = "org.apache.kafka.tools.TransactionalMessageCopier"
 
 
