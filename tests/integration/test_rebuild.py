@@ -433,6 +433,12 @@ def test_a_transaction_open_at_the_end_of_the_s3_copy_is_restored(env: Env, tmp_
     for a in first + records[True] + after:
         assert (a.partition, a.offset, a.value) in seen, a
     assert not {a.value for a in records[False]} & {v for _, _, v in seen}
+    uncommitted = consume_all(
+        env.cluster.direct_bootstrap, topic, PARTITIONS, isolation="read_uncommitted"
+    )
+    everything = {(p, o, v) for p, recs in uncommitted.items() for o, v in recs}
+    for a in records[True] + records[False]:  # both at their offsets, the markers decide
+        assert (a.partition, a.offset, a.value) in everything, a
     admin = AdminClient({"bootstrap.servers": env.cluster.direct_bootstrap})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
