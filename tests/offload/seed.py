@@ -95,6 +95,7 @@ def offload_partition(
             writer_epoch=writer_epoch,
             log_start_offset=log_start_offset,
             leader_epochs=info.leader_epochs,
+            txn_batches=info.txn_batches,
         )
         etag = commit.commit_manifest(store, key, new, etag)
         m = new
