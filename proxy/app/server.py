@@ -29,6 +29,7 @@ from proxy.durable.produce_path import DurableProduce
 from proxy.durable.reconciler import Reconciler
 from proxy.gateway import Gateway
 from proxy.gateway.offload import GatewayOffload
+from proxy.kafka.leader_epochs import RestoredRanges
 from proxy.net.budget import MemoryBudget
 from proxy.net.connection import ConnectionSettings
 from proxy.net.filters import DECODED_APIS, build_response_filters
@@ -60,13 +61,15 @@ class ProxyServer:
         self._wal_backend = wal_backend
         p = config.proxy
         self._dialer = dialer_of(config)
+        #: the reconciler's restored batches, for the OffsetForLeaderEpoch filter
+        self.restored = RestoredRanges()
         self.topology: Sidecar | GatewayTopology = topology_of(config, self._dialer)
         settings = ConnectionSettings(
             max_frame_bytes=p.max_frame_bytes,
             max_in_flight=p.max_in_flight,
             idle_timeout_s=p.idle_timeout_s,
             partial_frame_timeout_s=p.partial_frame_timeout_s,
-            response_filters=build_response_filters(self.topology.resolver),
+            response_filters=build_response_filters(self.topology.resolver, self.restored),
             memory=MemoryBudget(p.max_buffered_bytes, p.max_buffered_bytes_per_connection),
             storage_errors=(WalError,),
         )
@@ -284,6 +287,7 @@ class ProxyServer:
             parse_address(self.config.proxy.upstream, "proxy.upstream"),
             node_id=self.topology.reconcile_node,
             client=self.upstream_client,
+            restored=self.restored,
         )
         await nursery.start(self.reconciler.run)
         if covered is not None:

@@ -13,6 +13,7 @@ flowing.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -56,6 +57,7 @@ from proxy.durable.wal_entries import (
     decode_outcome,
     encode_outcome,
 )
+from proxy.kafka.leader_epochs import RestoredRanges
 from proxy.kafka.produce_codec import PartitionKey
 from proxy.kafka.protocol import DUPLICATE_SEQUENCE_NUMBER
 from proxy.kafka.record_batch import HEADER_SIZE, BatchError, iter_batches, parse_header
@@ -161,9 +163,13 @@ class Reconciler:
         scan_max_bytes: int = 256 << 20,
         client: Callable[[], UpstreamClient | ClusterClient] | None = None,
         commit_wait_s: float = WAIT_S,
+        restored: RestoredRanges | None = None,
     ) -> None:
         #: How long the commit repair waits for a group with members to become empty.
         self.commit_wait_s = commit_wait_s
+        #: Where replays put acknowledged batches back at their offsets (under a new leader
+        #: epoch): the OffsetForLeaderEpoch filter keeps positions inside them valid.
+        self.restored = restored if restored is not None else RestoredRanges()
         #: Makes the (unconnected) client each pass uses: one broker in a sidecar, the
         #: whole cluster (requests routed to partition leaders) in a gateway.
         self._new_client = client or (lambda: UpstreamClient.lazy(self.upstream, plain_dial))
@@ -435,6 +441,8 @@ class Reconciler:
         entries = {wb.lsn: (wb, b) for wb, b in state.batches}
         out: list[OutcomeEntry] = []
         where = f"{state.topic}-{state.partition}"
+        landed: list[tuple[int, int]] = []  # [base, end) of replays at their planned offset
+        exact = True  # every replay where planned, no acknowledged batch left out
         for action in plan.actions:
             wb, b = entries[action.lsn]
             if isinstance(action, Found):
@@ -444,6 +452,7 @@ class Reconciler:
             elif isinstance(action, Abandon):
                 out.append(OutcomeEntry(action.lsn, Source.ABANDONED, -1, -1, reason=action.reason))
                 pm.ABANDONED.labels(str(action.was_acked).lower()).inc()
+                exact = exact and not action.was_acked
                 if action.was_acked:
                     report.abandoned_acked += 1
                     report.problems.append(f"{where}: {action.reason}")
@@ -467,6 +476,13 @@ class Reconciler:
                     expected = None
                 err, base = await client.produce(state.topic, state.partition, bytes(b.records))
                 out.append(self._replayed(action, wb, err, base, expected, where, report))
+                planned = wb.acked_offset if wb.acked_offset is not None else expected
+                if err == 0 and base >= 0 and base == planned:
+                    landed.append((base, base + _record_count(b)))
+                else:
+                    exact = False
+        if exact and landed and all(x[1] == y[0] for x, y in itertools.pairwise(landed)):
+            self.restored.note(state.topic, state.partition, landed[0][0], landed[-1][1])
         return out
 
     def _replayed(

@@ -8,12 +8,14 @@ zero-copy Produce skimmer (:mod:`.produce_skim`), the offset commit skimmer and 
 patching offload needs (:mod:`.record_batch`), kio decode/encode for the few APIs the proxy
 changes (:mod:`.codec`, :mod:`.produce_codec`), the response rewrites (:mod:`.apiversions`:
 version clamping; :mod:`.endpoints`, :mod:`.node_endpoints`: no broker address that
-bypasses the proxy reaches a client).
+bypasses the proxy reaches a client; :mod:`.leader_epochs`: a restored partition's epoch ends
+where its restored batches end, KIP-320).
 """
 
 from .codec import CodecError, decode_request, decode_response, encode, kio_version_range
 from .commit_skim import CommitSkimError, SkimmedCommit, skim_commit
 from .framing import FrameDecoder, FrameError, RequestHeader, encode_frame, parse_request_header
+from .leader_epochs import RestoredRanges
 from .produce_skim import PartitionRecords, SkimError, SkimmedProduce, produce_acks, skim_produce
 from .record_batch import BatchError, BatchHeader, build_batch, iter_batches, parse_header
 
@@ -26,6 +28,7 @@ __all__ = [
     "FrameError",
     "PartitionRecords",
     "RequestHeader",
+    "RestoredRanges",
     "SkimError",
     "SkimmedCommit",
     "SkimmedProduce",

@@ -27,6 +27,7 @@ OFFSET_COMMIT = _KEYS["offset_commit"]
 TXN_OFFSET_COMMIT = _KEYS["txn_offset_commit"]
 OFFSET_FETCH = _KEYS["offset_fetch"]
 END_TXN = _KEYS["end_txn"]
+OFFSET_FOR_LEADER_EPOCH = _KEYS["offset_for_leader_epoch"]
 
 #: The group APIs the proxy holds while it checks and restores committed offsets: whatever
 #: reads or moves a group's offsets or membership. Describe/List requests, FindCoordinator

@@ -6,7 +6,9 @@ advertises only versions the proxy can decode for exactly the APIs it filters:
 
 * ApiVersions: versions clamped to what kio and the skimmer cover (KIP-511 both ways);
 * Metadata, FindCoordinator, DescribeCluster: broker endpoints resolved to walproxy's;
-* Produce, Fetch: KIP-951 node endpoints resolved likewise.
+* Produce, Fetch: KIP-951 node endpoints resolved likewise;
+* OffsetForLeaderEpoch: an epoch that ended where the reconciler's restored batches begin
+  ends where they end (KIP-320 positions stay valid, :mod:`proxy.kafka.leader_epochs`).
 
 OffsetCommit and TxnOffsetCommit have no response filter, but their versions are clamped to
 what the commit skimmer reads (:mod:`proxy.kafka.commit_skim`); EndTxn's likewise to what
@@ -19,10 +21,10 @@ from collections.abc import Callable
 
 import structlog
 
-from proxy.kafka import apiversions, endpoints, node_endpoints
+from proxy.kafka import apiversions, endpoints, leader_epochs, node_endpoints
 from proxy.kafka.commit_skim import VERSION_RANGES as COMMIT_VERSIONS
 from proxy.kafka.end_txn import VERSION_RANGE as END_TXN_VERSIONS
-from proxy.kafka.protocol import API_VERSIONS, END_TXN, FETCH, PRODUCE
+from proxy.kafka.protocol import API_VERSIONS, END_TXN, FETCH, OFFSET_FOR_LEADER_EPOCH, PRODUCE
 from proxy.net import metrics
 from proxy.net.connection import ResponseFilter
 
@@ -53,10 +55,14 @@ FILTERS: dict[int, FilterFactory] = {
 }
 
 #: The APIs the proxy looks inside; ApiVersions advertises only versions it can decode.
-DECODED_APIS = frozenset(FILTERS)
+DECODED_APIS = frozenset(FILTERS) | {OFFSET_FOR_LEADER_EPOCH}
 
 
-def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFilter]:
+def build_response_filters(
+    resolver: endpoints.Resolver, restored: leader_epochs.RestoredRanges | None = None
+) -> dict[int, ResponseFilter]:
+    """The filters by API key; ``restored``: the reconciler's restored ranges (none: the
+    OffsetForLeaderEpoch filter changes nothing)."""
     limits = apiversions.decoded_api_limits(DECODED_APIS)
     # Fetch is decoded only as far as the KIP-951 walker knows its layout.
     lo, hi = limits[FETCH]
@@ -66,7 +72,12 @@ def build_response_filters(resolver: endpoints.Resolver) -> dict[int, ResponseFi
     limits.update(COMMIT_VERSIONS)
     limits[END_TXN] = END_TXN_VERSIONS  # the durable EndTxn path reads these
     resolve = _counting(resolver)
-    return {key: factory(key, resolve, limits) for key, factory in FILTERS.items()}
+    filters = {key: factory(key, resolve, limits) for key, factory in FILTERS.items()}
+    ranges = restored if restored is not None else leader_epochs.RestoredRanges()
+    filters[OFFSET_FOR_LEADER_EPOCH] = lambda version, payload: leader_epochs.rewrite_response(
+        version, payload, ranges
+    )
+    return filters
 
 
 def _counting(resolver: endpoints.Resolver) -> endpoints.Resolver:

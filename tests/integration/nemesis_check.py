@@ -9,8 +9,9 @@ of :func:`tests.integration.durability.compare` (acked ⊆ read, each at its ack
   non-idempotent producer's duplicates are counted, not failed (at-least-once, see
   docs/durability.md);
 * order: each producer's acknowledged offsets rise in its send order, per partition;
-* group offsets: no committed offset the broker acknowledged goes backwards (counted;
-  ``__consumer_offsets`` is the broker's own, outside the WAL, see :class:`Verdict`).
+* group offsets: no committed offset the broker acknowledged goes backwards (walproxy puts
+  every acknowledged OffsetCommit in its WAL and restores it after a page-cache loss or a
+  rebuild, docs/durability.md).
 """
 
 from __future__ import annotations
@@ -86,10 +87,9 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        """Every acknowledged record is read back at its offset, in order, and no idempotent
-        record twice. Group offsets are reported, not judged: walproxy does not carry the
-        group coordinator's writes (docs/durability.md)."""
-        return all(p.ok for p in self.producers)
+        """Every acknowledged record is read back at its offset, in order, no idempotent
+        record twice, and no group's committed offset behind one it was acknowledged."""
+        return all(p.ok for p in self.producers) and not self.commit_regressions
 
     @property
     def lost(self) -> int:

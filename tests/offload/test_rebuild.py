@@ -592,3 +592,106 @@ def test_an_s3_open_transaction_not_in_the_wal_is_warned_about(
     ):
         assert part in warning, (part, warning)
     assert f"rebuild: warning: {warning}" in out.getvalue()
+
+
+def test_a_commit_transaction_left_open_by_the_s3_copy_gets_its_marker(tmp_path: Path) -> None:
+    """__consumer_offsets-0's S3 copy ends with a transactional offset commit record and no
+    marker (its manifest lists the transaction as open); the WAL holds the TxnOffsetCommit and
+    the EndTxn that committed it: the rebuilt log has the marker right after the copy, then
+    the commit restored as a plain record, and the coordinator would load it as committed."""
+    from offload.node_files import BrokerInfo, TopicEntry, encode_broker_info
+    from offload.offsets_tail import commit_key, commit_value, decode_commit_record
+    from offload.txn_tail import COMMIT, decode_marker
+    from proxy.durable.wal_entries import (
+        COMMIT as COMMIT_ENTRY,
+    )
+    from proxy.durable.wal_entries import (
+        COMMIT_OUTCOME,
+        END_TXN,
+        END_TXN_OUTCOME,
+        CommitEntry,
+        CommitOffset,
+        CommitOutcomeEntry,
+        EndTxnEntry,
+        EndTxnOutcomeEntry,
+        encode_commit,
+        encode_commit_outcome,
+        encode_end_txn,
+        encode_end_txn_outcome,
+    )
+    from proxy.kafka.record_batch import TRANSACTIONAL_FLAG
+    from tests.unit.test_txn_tail import _control_record
+
+    store = FileStore(tmp_path / "target")
+    pending = build_batch(  # what the coordinator wrote for the TxnOffsetCommit
+        [commit_value(20, -1, None, 1_700_000_000_000)],
+        keys=[commit_key("g", "orders", 0)],
+        timestamp_ms=1_700_000_000_000,
+        producer_id=5,
+        producer_epoch=0,
+        base_sequence=0,
+        attributes=TRANSACTIONAL_FLAG,
+    )
+    m = offload_partition(store, CLUSTER, "__consumer_offsets", T2, 0, pending)
+    assert [(t.producer_id, t.first_offset) for t in m.open_transactions] == [(5, 0)]
+    offload_partition(store, CLUSTER, "orders", T1, 0, make_batches(0, 3, 10, 100))
+    info = BrokerInfo(
+        CLUSTER,
+        1,
+        None,
+        None,
+        {
+            "orders": TopicEntry(T1, (0,), 1),
+            "__consumer_offsets": TopicEntry(T2, (0,), 1),
+        },
+        1,
+    )
+    store.put(layout.broker_key(CLUSTER, 1), encode_broker_info(info))
+
+    async def main(directory: Path, with_end: bool) -> None:
+        async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
+            txn = CommitEntry(
+                28,
+                3,
+                1_700_000_000_000,
+                "g",
+                "tx",
+                5,
+                0,
+                (CommitOffset("orders", None, 0, 20, -1, None),),
+            )
+            lsn = await wal.append(encode_commit(txn), type=COMMIT_ENTRY)
+            o = CommitOutcomeEntry(lsn, Source.BROKER, (0,))
+            await wal.append(encode_commit_outcome(o), type=COMMIT_OUTCOME)
+            if not with_end:
+                return
+            lsn = await wal.append(
+                encode_end_txn(EndTxnEntry(3, 1_700_000_000_001, "tx", 5, 0, True)), type=END_TXN
+            )
+            end = EndTxnOutcomeEntry(lsn, Source.BROKER, 0)
+            await wal.append(encode_end_txn_outcome(end), type=END_TXN_OUTCOME)
+
+    trio.run(main, tmp_path / "wal", True)
+    report = rebuild(store, opts(tmp_path, wal_dir=str(tmp_path / "wal")), out=quiet())  # type: ignore[arg-type]
+    log = read_partition(tmp_path / "data", "__consumer_offsets", 0)
+    first, marker, restored = list(iter_batches(log))
+    assert (first.base_offset, first.is_transactional, first.is_control) == (0, True, False)
+    assert (marker.base_offset, marker.is_control, marker.producer_id) == (1, True, 5)
+    kind, _ = decode_marker(*_control_record(log[first.length : first.length + marker.length]))
+    assert kind == COMMIT
+    assert (restored.base_offset, restored.is_transactional) == (2, False)
+    key, value = _control_record(log[first.length + marker.length :])
+    assert decode_commit_record(key, value)[:4] == ("g", "orders", 0, 20)
+    assert report.offset_commit_txn_markers == 1 and not report.warnings
+    # negative control: the same copy, the WAL without the EndTxn: no marker (the commit stays
+    # pending), and a warning naming the transaction and the operator's remedy
+    shutil.rmtree(tmp_path / "data")
+    shutil.rmtree(tmp_path / "meta", ignore_errors=True)
+    trio.run(main, tmp_path / "wal2", False)
+    report = rebuild(store, opts(tmp_path, wal_dir=str(tmp_path / "wal2")), out=quiet())  # type: ignore[arg-type]
+    log = read_partition(tmp_path / "data", "__consumer_offsets", 0)
+    assert [b.is_control for b in iter_batches(log)] == [False]
+    assert report.offset_commit_txn_markers == 0
+    assert report.offset_commit_txns_open_undecided == 1
+    [warning] = [w for w in report.warnings if "open at the end of the S3 copy" in w]
+    assert "producer 5 (epoch 0) from offset 0" in warning and "--start-offset 0" in warning

@@ -158,11 +158,13 @@ def test_non_idempotent_duplicates_are_counted_not_failed() -> None:
     assert not v.ok and by["idem"].name in v.summary()
 
 
-def test_committed_offsets_going_back_are_reported() -> None:
+def test_committed_offsets_going_back_fail() -> None:
     h, read = _history("p", True, [b"a"])
     v = check_history([h], read, commits_acked={0: 5, 1: 3}, commits_final={0: 5, 1: 2})
     assert v.commit_regressions == {1: (3, 2)}
-    assert v.ok  # reported, not judged (the group coordinator's writes are not in the WAL)
+    # judged: an acknowledged commit is in the WAL and restored like a record (issue 17)
+    assert not v.ok and "gone backwards: {1: (3, 2)}" in v.summary()
+    assert check_history([h], read, commits_acked={0: 5}, commits_final={0: 6}).ok
     with pytest.raises(ValueError, match="unique"):
         check_history([h, h], read)
 
