@@ -333,23 +333,12 @@ def _txn_wal(directory: Path, *, committed: bool, with_end: bool = True) -> None
         encode_end_txn,
         encode_end_txn_outcome,
     )
-    from proxy.kafka.record_batch import TRANSACTIONAL_FLAG
-
-    def txn(n: int) -> bytes:
-        return build_batch(
-            [b"t%d" % i for i in range(n)],
-            timestamp_ms=5,
-            producer_id=42,
-            producer_epoch=3,
-            base_sequence=0,
-            attributes=TRANSACTIONAL_FLAG,
-        )
 
     async def main() -> None:
         async with open_wal(str(directory), WalConfig(segment_size=1 << 20)) as wal:
             for topic, offset in (("orders", 400), ("elsewhere", 7)):
                 lsn = await wal.append(
-                    enc_batch(BatchEntry(-1, 0, topic, None, "tx", txn(3))), type=BATCH
+                    enc_batch(BatchEntry(-1, 0, topic, None, "tx", _txn(3))), type=BATCH
                 )
                 await wal.append(
                     enc_outcome(OutcomeEntry(lsn, Source.BROKER, 0, offset)), type=OUTCOME
