@@ -43,11 +43,13 @@ class Connections:
         commits: Callable[[], ProduceHandler[Any] | None] = lambda: None,
         end_txn: Callable[[], ProduceHandler[Any] | None] = lambda: None,
         group_gate: Callable[[], Gate | None] = lambda: None,
+        repair_gate: Callable[[], Gate | None] = lambda: None,
     ) -> None:
         """``produce()``: the produce handler (None without a WAL); ``commits()``: the offset
         commit handler (likewise); ``end_txn()``: the EndTxn handler (likewise);
         ``group_gate()``: where group APIs wait while committed offsets are restored
-        (likewise); ``upstream_trouble()``:
+        (likewise); ``repair_gate()``: where OffsetForLeaderEpoch waits while lost batches are
+        restored (likewise); ``upstream_trouble()``:
         a broker could not be reached or dropped a connection (the reconciler checks it);
         ``limits``: how many connections are admitted, in total and per client address."""
         self._settings = settings
@@ -58,6 +60,7 @@ class Connections:
         self._commits = commits
         self._end_txn = end_txn
         self._group_gate = group_gate
+        self._repair_gate = repair_gate
         self._upstream_trouble = upstream_trouble
         self.open: set[ProxyConnection[Any]] = set()
         self._ids = 0
@@ -152,6 +155,7 @@ class Connections:
             peer=peer,
             on_upstream_lost=self._upstream_trouble if produce is not None else None,
             group_gate=self._group_gate(),
+            repair_gate=self._repair_gate(),
         )
         self.open.add(conn)
         self._none_open = trio.Event() if len(self.open) == 1 else self._none_open

@@ -85,6 +85,7 @@ class ProxyServer:
             commits=lambda: self.commits,
             end_txn=lambda: self.end_txn,
             group_gate=lambda: self.durable.group_gate if self.durable is not None else None,
+            repair_gate=lambda: self.durable.epoch_gate if self.durable is not None else None,
         )
         self._stop = trio.Event()
         self._preflighted = False

@@ -141,6 +141,9 @@ class DurableProduce:
         #: Closed while committed offsets are checked and restored (start-up, and after the
         #: broker went away): the connections hold every group API at it (GROUP_APIS).
         self.group_gate = _Gate()
+        #: Closed while lost batches are restored: OffsetForLeaderEpoch waits at it, so its
+        #: answer is filtered with the restored ranges known (proxy/kafka/leader_epochs.py).
+        self.epoch_gate = _Gate()
         #: What is unresolved, in doubt, settled; acknowledged ends (pure bookkeeping).
         self.ledger = Ledger()
         self.forwarded_unanswered = 0

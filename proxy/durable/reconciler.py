@@ -208,10 +208,12 @@ class Reconciler:
             check_commits = startup or self._trouble.is_set()
             self._trouble = trio.Event()
             self.durable.gate.close()
+            self.durable.epoch_gate.close()
             if check_commits:
                 self.durable.group_gate.close()
             report = await self._until_done(functools.partial(self._produce_pass, startup))
             self.durable.gate.open()
+            self.durable.epoch_gate.open()
             if check_commits:
                 commits = await self._until_done(self.check_commits)
                 report.add_commits(commits)
@@ -247,6 +249,7 @@ class Reconciler:
                 # Group APIs flow like the others (commits are refused by the commit path):
                 # holding them would hang every consumer until the restart.
                 self.durable.group_gate.open()
+                self.durable.epoch_gate.open()
                 await trio.sleep_forever()
             except (UpstreamError, OSError, trio.TooSlowError) as exc:
                 pm.RECONCILIATIONS.labels("broker_unavailable").inc()

@@ -19,7 +19,10 @@ Offset commits (OffsetCommit, TxnOffsetCommit) go the same way through their own
 (``commits``, the same contract): in the WAL before forwarding, answered once the broker's
 outcome is durable. Only requests that are not Produce look it up, by API key. While the
 ``group_gate`` is closed (committed offsets are being restored), the forwarder holds every
-group API (``GROUP_APIS``) before sending it, and the requests behind it on the connection.
+group API (``GROUP_APIS``) before sending it, and the requests behind it on the connection;
+while the ``repair_gate`` is closed (lost batches are being restored), it holds
+OffsetForLeaderEpoch likewise, so the answer is filtered with the restored ranges known
+(:mod:`proxy.kafka.leader_epochs`) instead of telling the client its log was truncated.
 
 When the slot channels are full the reader stops reading and TCP back-pressures the client.
 Requests with no answer (Produce with ``acks=0``) get no slot. Anything malformed, from
@@ -59,6 +62,7 @@ from proxy.kafka.protocol import (
     END_TXN,
     GROUP_APIS,
     OFFSET_COMMIT,
+    OFFSET_FOR_LEADER_EPOCH,
     PRODUCE,
     TXN_OFFSET_COMMIT,
     api_name,
@@ -211,9 +215,11 @@ class ProxyConnection(Generic[P]):
         end_txn: ProduceHandler[P] | None = None,
         on_upstream_lost: Callable[[], None] | None = None,
         group_gate: Gate | None = None,
+        repair_gate: Gate | None = None,
         peer: str = "?",
     ) -> None:
         self._group_gate = group_gate
+        self._repair_gate = repair_gate
         self._on_upstream_lost = on_upstream_lost
         self._client = client
         self._connect_upstream = connect_upstream
@@ -486,10 +492,14 @@ class ProxyConnection(Generic[P]):
                         await out.send(slot)
                         continue
                     frame = prepared.frame
-                gate = self._group_gate
-                if gate is not None and slot is not None and slot.api_key in GROUP_APIS:
-                    if not gate.is_open:
-                        await gate.wait()  # committed offsets are being restored
+                if slot is not None and slot.api_key in GROUP_APIS:
+                    gate = self._group_gate  # committed offsets are being restored
+                elif slot is not None and slot.api_key == OFFSET_FOR_LEADER_EPOCH:
+                    gate = self._repair_gate  # lost batches are being restored
+                else:
+                    gate = None
+                if gate is not None and not gate.is_open:
+                    await gate.wait()
                 if slot is not None:
                     slot.acks0_before, self._acks0_forwarded = self._acks0_forwarded, []
                     self._awaiting.append(slot)

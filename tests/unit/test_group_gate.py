@@ -63,3 +63,31 @@ def test_the_held_apis() -> None:
     assert names <= GROUP_APIS
     assert OFFSET_FETCH in GROUP_APIS
     assert not {PRODUCE, API_VERSIONS, 10, 3} & GROUP_APIS  # FindCoordinator, Metadata flow
+
+
+async def test_offset_for_leader_epoch_waits_while_lost_batches_are_restored() -> None:
+    """Held at the repair gate (the restored ranges must be known before it is answered);
+    group APIs are not held there, nor it at the group gate."""
+    from proxy.kafka.protocol import OFFSET_FOR_LEADER_EPOCH
+
+    repair, group = _Gate(), _Gate()
+    group.open()
+    broker = Broker()
+    client, proxy_side = trio.testing.memory_stream_pair()
+    conn: ProxyConnection[PreparedProduce] = ProxyConnection(
+        proxy_side, broker.connect, SETTINGS, group_gate=group, repair_gate=repair
+    )
+    epochs = request_frame(OFFSET_FOR_LEADER_EPOCH, 4, 5, replica_id=i32(-1), topics=())
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            heartbeat = _heartbeat(4)
+            await client.send_all(heartbeat)
+            assert await _receive(broker.broker_side, len(heartbeat)) == heartbeat  # flows
+            await client.send_all(epochs)
+            with trio.move_on_after(0.3):
+                leaked = await broker.broker_side.receive_some(65536)
+                raise AssertionError(f"forwarded while restoring: {leaked!r}")
+            repair.open()
+            assert await _receive(broker.broker_side, len(epochs)) == epochs
+            nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ class _Durable:
     wal: _Wal
     gate: _Gate = field(default_factory=_Gate)
     group_gate: _Gate = field(default_factory=_Gate)
+    epoch_gate: _Gate = field(default_factory=_Gate)
     in_doubt: set[int] = field(default_factory=set)
     in_doubt_changed: trio.Event = field(default_factory=trio.Event)
 
@@ -55,6 +56,7 @@ async def test_a_fenced_wal_parks_the_reconciler_with_the_gate_closed() -> None:
     assert rec.passes == 1  # no retry loop against a WAL that accepts nothing
     assert not durable.gate.is_open  # produce stays held (and refused by the fenced WAL)
     assert durable.group_gate.is_open  # group APIs flow (commits are refused by their path)
+    assert durable.epoch_gate.is_open  # nothing will be restored: epochs are the broker's
     assert not rec.completed.is_set()
 
 
